@@ -1,0 +1,111 @@
+"""Every error ambrosia-edge raises on purpose, under one root.
+
+::
+
+    AmbrosiaError                    root of everything below; carries a stable ``code``
+    ├── ConfigError                  bad command line, config file or URL
+    ├── StoreError                   a storage tier failed
+    │   ├── LogLockedError           another process holds the log (one writer per log)
+    │   ├── CorruptLogError          a record in the middle of a log is damaged
+    │   └── CheckpointError          a checkpoint cannot be read or written
+    ├── CodecError                   CBOR encoding or decoding failed
+    │   └── StateEncodingError       an immortal's attribute cannot be checkpointed
+    ├── ProtocolError                a peer sent a malformed or unexpected frame
+    │   └── AuthenticationError      a peer failed the deployment-secret handshake
+    ├── RemoteError                  an awaited call raised in the callee
+    ├── UnknownMethodError           a call names a method the immortal does not have
+    ├── NotAnImpulseError            non-deterministic code called a non-impulse method
+    └── NondeterminismError          a handler awaited something other than the runtime
+
+    ConnectionClosed (BaseException subclass is not used: closing is an ordinary outcome)
+    ├── ClosedByUs                   we closed the link on purpose
+    └── BrokenByPeer                 the peer or the network broke it; reconnect
+
+Errors a user may script against carry ``code``, a short stable string.
+"""
+
+from __future__ import annotations
+
+
+class AmbrosiaError(Exception):
+    """Root of all ambrosia-edge errors."""
+
+    code = "ambrosia"
+
+
+class ConfigError(AmbrosiaError):
+    code = "config"
+
+
+class StoreError(AmbrosiaError):
+    code = "store"
+
+
+class LogLockedError(StoreError):
+    code = "log-locked"
+
+
+class CorruptLogError(StoreError):
+    """A damaged record that is not a torn tail; the files are left untouched."""
+
+    code = "log-corrupt"
+
+
+class CheckpointError(StoreError):
+    code = "checkpoint"
+
+
+class CodecError(AmbrosiaError):
+    code = "codec"
+
+
+class StateEncodingError(CodecError):
+    code = "state-encoding"
+
+
+class ProtocolError(AmbrosiaError):
+    code = "protocol"
+
+
+class AuthenticationError(ProtocolError):
+    code = "auth"
+
+
+class RemoteError(AmbrosiaError):
+    """The callee of an awaited call raised; the reply carrying this was logged."""
+
+    code = "remote"
+
+    def __init__(self, type_name: str, message: str, *, immortal: str = "", method: str = "") -> None:
+        where = f" in {immortal}.{method}" if immortal else ""
+        super().__init__(f"{type_name}{where}: {message}")
+        self.type_name = type_name
+        self.message = message
+        self.immortal = immortal
+        self.method = method
+
+
+class UnknownMethodError(AmbrosiaError):
+    code = "unknown-method"
+
+
+class NotAnImpulseError(AmbrosiaError):
+    code = "not-an-impulse"
+
+
+class NondeterminismError(AmbrosiaError):
+    code = "nondeterminism"
+
+
+class ConnectionClosed(AmbrosiaError):
+    code = "closed"
+
+
+class ClosedByUs(ConnectionClosed):
+    """We closed the connection on purpose (shutdown, a newer connection replaced it)."""
+
+
+class BrokenByPeer(ConnectionClosed):
+    """The peer or the network broke the connection; the caller should reconnect."""
+
+    code = "broken"

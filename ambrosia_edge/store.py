@@ -1,0 +1,98 @@
+"""The storage contract every tier implements, and the registry that picks a tier by URL.
+
+A log is a numbered sequence of *chunks*; checkpoint ``n`` pairs with chunk ``n``: it holds the
+state as of the first page of that chunk, so recovery loads the newest checkpoint and replays its
+chunk and every later one. A chunk holds framed records (:mod:`ambrosia_edge.records`); a tier
+stores bytes and never interprets a record's body.
+
+The API is synchronous on purpose: the coordinator calls it from a worker thread so that fsync
+never blocks the event loop, and a tier is easier to write and to reason about without a loop.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Iterator
+from importlib.metadata import entry_points
+from typing import Protocol, runtime_checkable
+from urllib.parse import urlsplit
+
+from .errors import ConfigError
+
+
+@runtime_checkable
+class LogStore(Protocol):
+    """One immortal's log chunks and checkpoints, with one writer at a time."""
+
+    url: str
+
+    def open(self) -> None:
+        """Take the exclusive writer role; raise LogLockedError naming the holder if taken."""
+
+    def close(self) -> None:
+        """Release the writer role and any open files. Idempotent."""
+
+    def list_chunks(self) -> list[int]:
+        """Chunk numbers present, ascending."""
+
+    def list_checkpoints(self) -> list[int]:
+        """Checkpoint numbers present (complete ones only), ascending."""
+
+    def read_records(self, chunk: int, *, repair: bool = False) -> Iterator[tuple[int, bytes]]:
+        """Yield ``(offset, record_body)`` for each intact record of ``chunk``.
+
+        A torn tail (an incomplete or checksum-failing *last* record) ends iteration; with
+        ``repair=True`` (writer only) it is also cut from the file. A damaged record that is
+        followed by more data raises CorruptLogError naming the file and offset.
+        """
+
+    def start_chunk(self, chunk: int) -> None:
+        """Create chunk ``chunk`` (which must not exist) and make it the append target."""
+
+    def append(self, record: bytes) -> None:
+        """Append one framed record to the current chunk and make it durable (fsync)."""
+
+    def write_checkpoint(self, n: int, data: bytes) -> None:
+        """Store checkpoint ``n`` atomically and durably: readers see all of it or nothing."""
+
+    def read_checkpoint(self, n: int) -> bytes:
+        """The bytes of checkpoint ``n``; CheckpointError if missing or unreadable."""
+
+    def delete_chunk(self, chunk: int) -> None: ...
+
+    def delete_checkpoint(self, n: int) -> None: ...
+
+
+#: URL scheme -> "module:Class". Third parties add tiers through the
+#: ``ambrosia_edge.storage`` entry-point group.
+REGISTRY: dict[str, str] = {
+    "file": "ambrosia_edge.storage.local:LocalStore",
+    "memory": "ambrosia_edge.storage.memory:MemoryStore",
+}
+
+#: Optional extras needed by a scheme, for the install hint when an import fails.
+EXTRAS: dict[str, str] = {}
+
+
+def open_store(url: str) -> LogStore:
+    """Build (but do not open) the tier that serves ``url``; a bare path means local disk."""
+    scheme = urlsplit(url).scheme if "://" in url else "file"
+    target = REGISTRY.get(scheme)
+    if target is None:
+        for ep in entry_points(group="ambrosia_edge.storage"):
+            if ep.name == scheme:
+                target = ep.value
+                break
+    if target is None:
+        known = ", ".join(sorted(REGISTRY))
+        raise ConfigError(f"no storage tier for {scheme}:// in log URL {url!r} (known: {known})")
+    module_name, _, class_name = target.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        extra = EXTRAS.get(scheme)
+        hint = f"; install it with: pip install 'ambrosia-edge[{extra}]'" if extra else ""
+        raise ConfigError(f"storage tier for {scheme}:// is not available ({exc}){hint}") from exc
+    cls = getattr(module, class_name)
+    store: LogStore = cls(url)
+    return store

@@ -1,0 +1,1 @@
+"""Device profiles and sensor impulse sources for edge machines."""

@@ -1,0 +1,1 @@
+"""Transports: how coordinators reach each other (TCP) and find each other (discovery)."""
