@@ -1,0 +1,529 @@
+"""The local-disk tier: one directory per log, one file per chunk, fsync before anything counts.
+
+Layout of a log directory::
+
+    chunk-00000001.log          framed records (ambrosia_edge.records), appended in order
+    checkpoint-00000001.cbor    state as of the first page of chunk 1, replaced atomically
+    LOCK                        flock'ed by the single writer; holds its pid, host and start time
+
+Durability rules this module keeps:
+
+* a record counts as logged only once ``append`` returns, after the data and the new file size
+  have reached the disk; a failed write is cut back off so the file never keeps half a record;
+* a new file counts only once the directory entry is on disk as well, hence the directory fsyncs;
+* a checkpoint is written beside its final name and renamed over it, so a crash leaves the old
+  checkpoint or the new one, never a mix, and stray ``.tmp`` files are simply not listed.
+
+The writer lock is an ``flock`` on ``LOCK`` held by the open file description for the life of the
+store: the kernel drops it when the process dies, so a crashed writer never blocks its restart,
+and a second process, on this host or through a shared mount that honours flock, is refused.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import json
+import os
+import re
+import socket
+import sys
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from types import TracebackType
+from typing import Final, TypedDict
+from urllib.parse import unquote, urlsplit
+
+from ambrosia_edge.errors import CheckpointError, ConfigError, LogLockedError, StoreError
+from ambrosia_edge.records import BytesLike, scan_file
+
+__all__ = [
+    "LOCK_NAME",
+    "LocalStore",
+    "LockHolder",
+    "checkpoint_name",
+    "chunk_name",
+    "read_lock_holder",
+]
+
+LOCK_NAME: Final = "LOCK"
+_CHUNK_RE: Final = re.compile(r"chunk-(\d{8,})\.log")
+_CHECKPOINT_RE: Final = re.compile(r"checkpoint-(\d{8,})\.cbor")
+_CLOEXEC: Final = getattr(os, "O_CLOEXEC", 0)
+
+if sys.platform == "darwin":
+
+    def _flush(fd: int) -> None:
+        # fsync on macOS stops at the drive's volatile cache; only F_FULLFSYNC survives power loss.
+        fcntl.fcntl(fd, fcntl.F_FULLFSYNC)
+
+    _flush_data = _flush
+else:
+    _flush = os.fsync
+    # The size change of an append is part of what fdatasync flushes; timestamps are not needed.
+    _flush_data = os.fdatasync if hasattr(os, "fdatasync") else os.fsync
+
+
+def chunk_name(n: int) -> str:
+    return f"chunk-{n:08d}.log"
+
+
+def checkpoint_name(n: int) -> str:
+    return f"checkpoint-{n:08d}.cbor"
+
+
+class LockHolder(TypedDict):
+    """Who holds a log's writer lock, as recorded in its LOCK file."""
+
+    pid: int
+    host: str
+    since: str
+
+
+def read_lock_holder(path: str | os.PathLike[str]) -> LockHolder | None:
+    """The writer recorded in a log's LOCK file (``path`` is the log directory or the file).
+
+    ``None`` when the log has no LOCK, no current writer (a clean ``close`` empties the file) or
+    one that has taken the lock but not yet written its record. A writer that crashed leaves its
+    record behind, so a caller that acts on the pid should check it is alive on ``host``.
+    """
+    lock = Path(path)
+    if lock.is_dir():
+        lock = lock / LOCK_NAME
+    try:
+        raw = lock.read_bytes()
+        data = json.loads(raw)
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict):
+        return None
+    pid, host, since = data.get("pid"), data.get("host"), data.get("since")
+    if not (isinstance(pid, int) and isinstance(host, str) and isinstance(since, str)):
+        return None
+    return LockHolder(pid=pid, host=host, since=since)
+
+
+def _path_from_url(url: str) -> Path:
+    if "://" in url:
+        parts = urlsplit(url)
+        if parts.scheme != "file":
+            raise ConfigError(f"log URL {url!r} is not a file:// URL")
+        if parts.netloc not in ("", "localhost"):
+            raise ConfigError(
+                f"log URL {url!r} names host {parts.netloc!r}; a local log is "
+                "file:///absolute/path or just a path"
+            )
+        raw = unquote(parts.path)
+    else:
+        raw = url
+    if not raw:
+        raise ConfigError(f"log URL {url!r} names no directory")
+    # Absolute from the start so every message names the same directory whatever the cwd becomes.
+    return Path(os.path.abspath(raw))
+
+
+def _describe(exc: OSError) -> tuple[str, str]:
+    """What went wrong in a few words, and what the operator should do about it."""
+    if exc.errno == errno.ENOSPC:
+        return "disk full", "free space and restart"
+    if exc.errno == errno.EDQUOT:
+        return "disk quota exceeded", "free space or raise the quota and restart"
+    name = errno.errorcode.get(exc.errno or 0, "unknown error")
+    text = exc.strerror or str(exc)
+    return f"{text} ({name})", "check the disk and restart"
+
+
+def _locked_message(directory: Path, holder: LockHolder | None) -> str:
+    if holder is None:
+        who = "another process (it has not recorded its pid yet)"
+    else:
+        who = f"pid {holder['pid']} on host {holder['host']} since {holder['since']}"
+    return f"log {directory} is in use by {who}; stop that process or pass another --log"
+
+
+def _write_all(fd: int, data: BytesLike, offset: int) -> None:
+    view = memoryview(data)
+    done = 0
+    while done < len(view):
+        n = os.pwrite(fd, view[done:], offset + done)
+        if n == 0:
+            raise OSError(errno.EIO, "write made no progress")
+        done += n
+
+
+class LocalStore:
+    """A log kept in one directory of the local file system.
+
+    ``fsync=False`` skips every flush to disk. It exists so benchmarks can measure what
+    durability costs; a log written that way may lose acknowledged records in a power cut.
+    """
+
+    def __init__(self, url: str, *, fsync: bool = True) -> None:
+        self.url = url
+        self.path = _path_from_url(url)
+        self.fsync = fsync
+        self._lock_fd = -1
+        # The append target: its descriptor, number, path and the offset of its end. The offset is
+        # tracked here rather than asked of the file so the hot path is one write and one flush.
+        self._fd = -1
+        self._chunk: int | None = None
+        self._chunk_path = ""
+        self._offset = 0
+        # Set when an append failed: the file state is then unknown, so the target is dropped and
+        # stays dropped until a restart repairs the chunk.
+        self._failure: str | None = None
+        # (chunk, length) that a completed repair scan found intact, so resume_chunk right after
+        # read_records(repair=True) need not read the whole chunk a second time.
+        self._verified: tuple[int, int] | None = None
+
+    def __repr__(self) -> str:
+        state = "open" if self._lock_fd >= 0 else "closed"
+        return f"LocalStore({str(self.path)!r}, {state})"
+
+    def __enter__(self) -> LocalStore:
+        self.open()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # -- paths ---------------------------------------------------------------------------------
+
+    def chunk_path(self, chunk: int) -> Path:
+        return self.path / chunk_name(chunk)
+
+    def checkpoint_path(self, n: int) -> Path:
+        return self.path / checkpoint_name(n)
+
+    # -- the writer role -----------------------------------------------------------------------
+
+    def open(self) -> None:
+        """Take the writer lock (creating the directory if needed); a no-op if already held."""
+        if self._lock_fd >= 0:
+            return
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path / LOCK_NAME, os.O_RDWR | os.O_CREAT | _CLOEXEC, 0o644)
+        except OSError as exc:
+            what, hint = _describe(exc)
+            raise StoreError(f"{what} opening log directory {self.path}; {hint}") from exc
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise LogLockedError(_locked_message(self.path, read_lock_holder(self.path))) from None
+        except OSError as exc:
+            os.close(fd)
+            what, _ = _describe(exc)
+            raise StoreError(
+                f"{what} locking log {self.path}; cannot take the writer role"
+            ) from exc
+        since = datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+        holder = {"pid": os.getpid(), "host": socket.gethostname(), "since": since}
+        try:
+            os.ftruncate(fd, 0)
+            _write_all(fd, json.dumps(holder).encode() + b"\n", 0)
+            if self.fsync:
+                _flush(fd)
+        except OSError as exc:
+            os.close(fd)
+            what, hint = _describe(exc)
+            raise StoreError(f"{what} writing {self.path / LOCK_NAME}; {hint}") from exc
+        self._lock_fd = fd
+        self._failure = None
+
+    def close(self) -> None:
+        """Drop the append target and the writer lock. Idempotent."""
+        self._drop_target()
+        fd, self._lock_fd = self._lock_fd, -1
+        if fd >= 0:
+            # Empty the record first so read_lock_holder stops naming a writer that has gone.
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, 0)
+            os.close(fd)
+        self._verified = None
+
+    def _require_writer(self, action: str) -> None:
+        if self._lock_fd < 0:
+            raise StoreError(
+                f"log {self.path} is not open for writing; call open() before {action}"
+            )
+
+    def _drop_target(self) -> None:
+        fd, self._fd = self._fd, -1
+        self._chunk = None
+        if fd >= 0:
+            os.close(fd)
+
+    def _sync_dir(self) -> None:
+        if not self.fsync:
+            return
+        fd = os.open(self.path, os.O_RDONLY | _CLOEXEC)
+        try:
+            _flush(fd)
+        finally:
+            os.close(fd)
+
+    # -- listing -------------------------------------------------------------------------------
+
+    def _numbers(self, pattern: re.Pattern[str]) -> list[int]:
+        try:
+            names = os.listdir(self.path)
+        except FileNotFoundError:
+            return []
+        found: list[int] = []
+        for name in names:
+            m = pattern.fullmatch(name)
+            # Only the canonical spelling counts, so a number maps to exactly one file name.
+            if m is not None and len(m[1]) == len(f"{int(m[1]):08d}"):
+                found.append(int(m[1]))
+        return sorted(found)
+
+    def list_chunks(self) -> list[int]:
+        return self._numbers(_CHUNK_RE)
+
+    def list_checkpoints(self) -> list[int]:
+        return self._numbers(_CHECKPOINT_RE)
+
+    # -- reading -------------------------------------------------------------------------------
+
+    def read_records(self, chunk: int, *, repair: bool = False) -> Iterator[tuple[int, bytes]]:
+        """Yield ``(offset, body)`` of each intact record; see :meth:`read_typed_records`."""
+        return ((offset, body) for offset, _, body in self.read_typed_records(chunk, repair=repair))
+
+    def read_typed_records(
+        self, chunk: int, *, repair: bool = False
+    ) -> Iterator[tuple[int, int, bytes]]:
+        """Yield ``(offset, rtype, body)`` of each intact record of ``chunk``.
+
+        Needs no lock without ``repair``, so it may run beside a writer: the end of file is taken
+        when iteration starts, and a record still being appended then reads as a torn tail. With
+        ``repair=True`` (writer only) a torn tail is cut off and the cut made durable once the
+        iteration has run to its end; stopping early repairs nothing. Damage that is not a torn
+        tail raises CorruptLogError and leaves the file exactly as it was.
+        """
+        if repair:
+            self._require_writer("repairing a chunk")
+        path = self.chunk_path(chunk)
+        if not path.exists():
+            raise StoreError(f"no chunk {chunk} in log {self.path}: {path} does not exist")
+        # The file is opened by the generator itself, so an iterator that is never started holds
+        # no descriptor.
+        return self._typed_records(chunk, str(path), repair)
+
+    def _typed_records(
+        self, chunk: int, path: str, repair: bool
+    ) -> Iterator[tuple[int, int, bytes]]:
+        try:
+            fd = os.open(path, (os.O_RDWR if repair else os.O_RDONLY) | _CLOEXEC)
+        except OSError as exc:
+            what, _ = _describe(exc)
+            raise StoreError(f"{what} opening {path} to read it") from exc
+        try:
+            scan = scan_file(fd, source=path)
+            yield from scan
+            if repair:
+                if scan.torn:
+                    self._cut(fd, path, scan.valid_length)
+                    if chunk == self._chunk:
+                        self._offset = scan.valid_length
+                self._verified = (chunk, scan.valid_length)
+        finally:
+            os.close(fd)
+
+    def _cut(self, fd: int, path: str, length: int) -> None:
+        try:
+            os.ftruncate(fd, length)
+            if self.fsync:
+                _flush(fd)
+        except OSError as exc:
+            what, hint = _describe(exc)
+            raise StoreError(f"{what} cutting the torn tail of {path} at {length}; {hint}") from exc
+
+    # -- appending -----------------------------------------------------------------------------
+
+    def start_chunk(self, chunk: int) -> None:
+        """Create ``chunk`` (it must not exist), make it durable and make it the append target."""
+        self._require_writer("starting a chunk")
+        path = self.chunk_path(chunk)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _CLOEXEC, 0o644)
+        except FileExistsError:
+            raise StoreError(
+                f"chunk {path} already exists; a new chunk must never overwrite logged records"
+            ) from None
+        except OSError as exc:
+            what, hint = _describe(exc)
+            raise StoreError(f"{what} creating {path}; {hint}") from exc
+        try:
+            if self.fsync:
+                _flush(fd)
+            self._sync_dir()
+        except OSError as exc:
+            os.close(fd)
+            what, hint = _describe(exc)
+            raise StoreError(f"{what} making new chunk {path} durable; {hint}") from exc
+        self._set_target(chunk, path, fd, 0)
+
+    def resume_chunk(self, chunk: int) -> None:
+        """Make existing ``chunk`` the append target, first cutting off any torn tail.
+
+        This is how a restarted writer continues its last chunk. It is safe on its own (it scans
+        the chunk, so it raises CorruptLogError on real damage and touches nothing then) and right
+        after ``read_records(chunk, repair=True)`` ran to its end, when it skips the second scan.
+        """
+        self._require_writer("resuming a chunk")
+        path = self.chunk_path(chunk)
+        try:
+            fd = os.open(path, os.O_RDWR | _CLOEXEC)
+        except FileNotFoundError:
+            raise StoreError(f"cannot resume chunk {chunk}: {path} does not exist") from None
+        except OSError as exc:
+            what, hint = _describe(exc)
+            raise StoreError(f"{what} opening {path} for appending; {hint}") from exc
+        try:
+            size = os.fstat(fd).st_size
+            if self._verified == (chunk, size):
+                end = size
+            else:
+                scan = scan_file(fd, source=str(path), size=size)
+                for _ in scan:
+                    pass
+                end = scan.valid_length
+                if end != size:
+                    self._cut(fd, str(path), end)
+        except OSError as exc:
+            os.close(fd)
+            what, hint = _describe(exc)
+            raise StoreError(f"{what} reading {path} to resume it; {hint}") from exc
+        except BaseException:
+            os.close(fd)
+            raise
+        self._set_target(chunk, path, fd, end)
+
+    def _set_target(self, chunk: int, path: Path, fd: int, offset: int) -> None:
+        self._drop_target()
+        self._fd = fd
+        self._chunk = chunk
+        self._chunk_path = str(path)
+        self._offset = offset
+        self._failure = None
+        self._verified = None
+
+    def append(self, record: BytesLike) -> None:
+        """Append one framed record to the current chunk; it is logged once this returns.
+
+        On failure the chunk is cut back to its previous end (best effort), the append target is
+        dropped and StoreError says the record was not logged; restarting repairs the chunk.
+        """
+        fd = self._fd
+        if fd < 0:
+            raise self._no_target()
+        offset = self._offset
+        try:
+            written = os.pwrite(fd, record, offset)
+            if written != len(record):
+                _write_all(fd, memoryview(record)[written:], offset + written)
+            if self.fsync:
+                _flush_data(fd)
+        except OSError as exc:
+            raise self._append_failed(exc, offset) from exc
+        self._offset = offset + len(record)
+
+    def _no_target(self) -> StoreError:
+        if self._failure is not None:
+            return StoreError(f"log {self.path} stopped accepting records: {self._failure}")
+        if self._lock_fd < 0:
+            return StoreError(
+                f"log {self.path} is not open for writing; call open() before appending"
+            )
+        return StoreError(
+            f"log {self.path} has no chunk to append to; call start_chunk() or resume_chunk()"
+        )
+
+    def _append_failed(self, exc: OSError, offset: int) -> StoreError:
+        path = self._chunk_path
+        try:
+            os.ftruncate(self._fd, offset)
+            if self.fsync:
+                _flush(self._fd)
+        except OSError:
+            pass  # the restart's torn-tail repair removes whatever is left of the record
+        self._drop_target()
+        what, hint = _describe(exc)
+        self._failure = f"{what} writing {path}: the record was not logged; {hint}"
+        return StoreError(self._failure)
+
+    # -- checkpoints ---------------------------------------------------------------------------
+
+    def write_checkpoint(self, n: int, data: BytesLike) -> None:
+        """Store checkpoint ``n`` so that a crash leaves either the old bytes or all the new."""
+        self._require_writer("writing a checkpoint")
+        final = self.checkpoint_path(n)
+        tmp = final.with_name(final.name + ".tmp")
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | _CLOEXEC, 0o644)
+            try:
+                _write_all(fd, data, 0)
+                if self.fsync:
+                    _flush(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, final)
+            self._sync_dir()
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            what, hint = _describe(exc)
+            raise CheckpointError(
+                f"{what} writing checkpoint {final}: the checkpoint was not stored; {hint}"
+            ) from exc
+
+    def read_checkpoint(self, n: int) -> bytes:
+        path = self.checkpoint_path(n)
+        try:
+            return path.read_bytes()
+        except FileNotFoundError:
+            raise CheckpointError(f"checkpoint {n} not found: {path} does not exist") from None
+        except OSError as exc:
+            what, _ = _describe(exc)
+            raise CheckpointError(f"{what} reading checkpoint {path}") from exc
+
+    # -- deleting ------------------------------------------------------------------------------
+
+    def delete_chunk(self, chunk: int) -> None:
+        self._require_writer("deleting a chunk")
+        if chunk == self._chunk:
+            raise StoreError(
+                f"chunk {self.chunk_path(chunk)} is being appended to and cannot be deleted"
+            )
+        if self._verified is not None and self._verified[0] == chunk:
+            self._verified = None
+        self._unlink(self.chunk_path(chunk))
+
+    def delete_checkpoint(self, n: int) -> None:
+        self._require_writer("deleting a checkpoint")
+        path = self.checkpoint_path(n)
+        self._unlink(path)
+        self._unlink(path.with_name(path.name + ".tmp"))
+
+    def _unlink(self, path: Path) -> None:
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            what, hint = _describe(exc)
+            raise StoreError(f"{what} deleting {path}; {hint}") from exc
+        try:
+            self._sync_dir()
+        except OSError as exc:
+            what, hint = _describe(exc)
+            raise StoreError(f"{what} making the deletion of {path} durable; {hint}") from exc
