@@ -194,9 +194,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--kills",
         type=_non_negative_int,
-        default=3,
+        default=6,
         metavar="K",
-        help="times to kill a process (default: 3)",
+        help="times to kill a process (default: 6)",
     )
 
     inspect = sub.add_parser(

@@ -76,7 +76,9 @@ class RemoteError(AmbrosiaError):
 
     code = "remote"
 
-    def __init__(self, type_name: str, message: str, *, immortal: str = "", method: str = "") -> None:
+    def __init__(
+        self, type_name: str, message: str, *, immortal: str = "", method: str = ""
+    ) -> None:
         where = f" in {immortal}.{method}" if immortal else ""
         super().__init__(f"{type_name}{where}: {message}")
         self.type_name = type_name

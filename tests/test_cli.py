@@ -171,7 +171,7 @@ def test_demo_arguments(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None
     fake_module(monkeypatch, "ambrosia_edge.demo", main=lambda *a: calls.append(a))
     assert main(["demo"]) == 0
     assert main(["demo", "--dir", str(tmp_path), "--calls", "5", "--kills", "0"]) == 0
-    assert calls == [(None, 200, 3), (tmp_path, 5, 0)]
+    assert calls == [(None, 200, 6), (tmp_path, 5, 0)]
 
 
 @pytest.mark.parametrize("argv", [["--calls", "0"], ["--kills", "-1"], ["--calls", "x"]])

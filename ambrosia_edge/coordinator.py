@@ -1,0 +1,558 @@
+"""The immortal coordinator: logs every input before it runs, and keeps links healed (§3.3).
+
+Data path, for one process::
+
+    peer DATA ─► accept_batch ─► pending page ─► committer: write + fsync (worker thread)
+        ─► durable queue ─► dispatcher: executor runs the page ─► outputs ─► senders ─► peers
+                        └─► ACK to each source (its durable watermark) ─► source trims
+
+Batching is adaptive everywhere: while the committer writes one page, arrivals join the next;
+while a sender waits on the socket, new output joins its next DATA frame. Nothing waits on a
+timer. Messages to oneself (self-calls, ``capture``) take the same path through a link that
+never leaves the process, so the log is the single order of everything the immortal executes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import hmac
+import logging
+import os
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from functools import partial
+from typing import TYPE_CHECKING, Any
+
+import anyio
+
+from . import wire
+from .config import PeerAddress, Settings
+from .errors import AmbrosiaError, AuthenticationError, ConnectionClosed, ProtocolError
+from .outputs import Output, Thunk
+from .page import Entry, Page, chunk_header
+from .records import RecordType, encode_record
+from .store import LogStore
+from .transport import Link, Transport
+from .wakeup import Wakeup
+from .wire import Frame
+
+if TYPE_CHECKING:
+    from .executor import Executor
+
+log = logging.getLogger("ambrosia_edge")
+
+MAX_BACKOFF = 5.0
+
+
+@dataclass(slots=True)
+class Marker:
+    """Queued between pages: the log rolled to ``chunk`` whose first page is ``page``."""
+
+    chunk: int
+    page: int
+
+
+class Coordinator:
+    """Owns one immortal's log, its input watermarks, its output buffers and its links."""
+
+    def __init__(
+        self,
+        name: str,
+        store: LogStore,
+        transport: Transport,
+        settings: Settings,
+        *,
+        on_checkpoint: Callable[[int, int], bytes | None] | None = None,
+    ) -> None:
+        self.name = name
+        self.store = store
+        self.transport = transport
+        self.settings = settings
+        self.executor: Executor | None = None
+        #: builds the checkpoint (chunk, first page) at this dispatch point; None if not quiescent
+        self.on_checkpoint = on_checkpoint
+        self.epoch = 0
+        self.next_page = 1
+        self.chunk = 0
+        self.live = False
+        self.outputs: dict[str, Output] = {}
+        self.received: dict[str, list[int]] = {}  # source -> [total, replayable] (incl. pending)
+        self.durable: dict[str, tuple[int, int]] = {}  # logged
+        self.dispatched: dict[str, tuple[int, int]] = {}  # executed (what a checkpoint holds)
+        self._pending: list[Entry] = []
+        self._pending_bytes = 0
+        self._trims: dict[str, int] = {}  # acks received since the last page
+        self._have_input = Wakeup()
+        self._page_room = Wakeup()
+        self._output_room = Wakeup()
+        self._durable_queue: deque[Page | Marker] = deque()
+        self._have_durable = Wakeup()
+        self._wake_sender: dict[str, Wakeup] = {}
+        self._ack_wanted: dict[str, Wakeup] = {}
+        self._inbound: dict[str, Link] = {}
+        self.log_bytes = 0  # since the last checkpoint
+        self._want_roll = False
+        self._checkpoint_requested = False
+        self._postponed_warned = False
+        self.stats = {"pages": 0, "messages": 0}
+
+    # --- outbox, used by the executor ---------------------------------------------------
+
+    def output(self, destination: str) -> Output:
+        out = self.outputs.get(destination)
+        if out is None:
+            out = self.outputs[destination] = Output(destination)
+        return out
+
+    def send(self, destination: str, message: bytes, *, impulse: bool) -> None:
+        out = self.outputs.get(destination)
+        if out is None:
+            out = self.output(destination)
+            if destination != self.name and destination not in self.settings.peers:
+                log.warning(
+                    "%s: calls to %r wait in memory: no address is known for it "
+                    "(add --peer %s=HOST:PORT)",
+                    self.name,
+                    destination,
+                    destination,
+                )
+        out.append(message, impulse=impulse)
+        if self.live:
+            self._sender_wakeup(destination).set()
+
+    def send_thunk_to_self(self, thunk: Thunk) -> None:
+        self.output(self.name).append_thunk(thunk)
+        if self.live:
+            self._sender_wakeup(self.name).set()
+
+    def _sender_wakeup(self, destination: str) -> Wakeup:
+        wake = self._wake_sender.get(destination)
+        if wake is None:
+            wake = self._wake_sender[destination] = Wakeup()
+        return wake
+
+    # --- replay and dispatch ------------------------------------------------------------
+
+    def apply_page(self, page: Page) -> None:
+        """Execute one durable page: the same code for replay and for live operation."""
+        executor = self.executor
+        assert executor is not None
+        if not self.live:
+            for destination, replayable in page.trims.items():
+                self.output(destination).trim_replayable(replayable)
+        dispatch = executor.dispatch
+        for entry in page.entries:
+            source = entry.source
+            for message in wire.split_messages(entry.batch, entry.count):
+                dispatch(source, message)
+        self.dispatched.update(page.inputs)
+        self.stats["pages"] += 1
+        if not self.live:
+            # nothing has been acknowledged yet in this life: what the log holds is what we hold
+            for source, mark in page.inputs.items():
+                self.received[source] = list(mark)
+                self.durable[source] = mark
+            self.next_page = page.number + 1
+            self.epoch = max(self.epoch, page.epoch)
+
+    # --- receiving ------------------------------------------------------------------------
+
+    def accept_batch(
+        self, source: str, first: int, count: int, replayable: int, batch: bytes
+    ) -> None:
+        """Add a received DATA batch to the next page, dropping what was already received."""
+        mark = self.received.get(source)
+        if mark is None:
+            mark = self.received[source] = [0, 0]
+        last = mark[0]
+        if first > last + 1:
+            raise ProtocolError(
+                f"{source} sent message {first} but {last + 1} was expected (a gap)"
+            )
+        if first + count - 1 <= last:
+            return  # a duplicate from a replaced connection
+        if first <= last:
+            skip = last - first + 1
+            offsets = wire.batch_offsets(batch, count)
+            skipped = wire.split_messages(batch[: offsets[skip]], skip)
+            replayable -= sum(1 for m in skipped if not m[0] & 0x80)
+            batch = batch[offsets[skip] :]
+            count -= skip
+            first = last + 1
+        self._pending.append(Entry(source, first, mark[1] + 1, count, replayable, batch))
+        mark[0] += count
+        mark[1] += replayable
+        self._pending_bytes += len(batch)
+        self._have_input.set()
+
+    async def wait_page_room(self) -> None:
+        while self._pending_bytes > self.settings.page_bytes:
+            await self._page_room.wait()
+
+    # --- the committer: group commit -------------------------------------------------------
+
+    def _seal(self) -> Page:
+        entries, self._pending = self._pending, []
+        self._pending_bytes = 0
+        self._page_room.set()
+        # the page takes every pending entry, so `received` is exactly the watermark after it
+        inputs = {
+            e.source: (self.received[e.source][0], self.received[e.source][1]) for e in entries
+        }
+        page = Page(self.next_page, self.epoch, entries, inputs, self._trims)
+        self._trims = {}
+        self.next_page += 1
+        return page
+
+    async def _committer(self) -> None:
+        store = self.store
+        while True:
+            if self._want_roll:
+                self._want_roll = False
+                self.chunk += 1
+                chunk, first_page = self.chunk, self.next_page
+                header = encode_record(
+                    chunk_header(self.name, chunk, first_page), RecordType.CHUNK_HEADER
+                )
+
+                await anyio.to_thread.run_sync(_start_chunk, store, chunk, header)
+                self._durable_queue.append(Marker(chunk, first_page))
+                self._have_durable.set()
+                self.log_bytes = 0
+            if not self._pending:
+                await self._have_input.wait()
+                continue
+            page = self._seal()
+            record = encode_record(page.encode(), RecordType.PAGE)
+            await anyio.to_thread.run_sync(store.append, record)
+            self.log_bytes += len(record)
+            self.stats["messages"] += sum(e.count for e in page.entries)
+            self.durable.update(page.inputs)
+            self._durable_queue.append(page)
+            self._have_durable.set()
+            for source in page.inputs:
+                if source == self.name:
+                    self._self_ack()
+                else:
+                    wake = self._ack_wanted.get(source)
+                    if wake is not None:
+                        wake.set()
+
+    def _self_ack(self) -> None:
+        total, replayable = self.durable[self.name]
+        out = self.output(self.name)
+        out.trim(total)
+        self._trims[self.name] = replayable
+
+    # --- the dispatcher --------------------------------------------------------------------
+
+    def _over_bound(self) -> bool:
+        limit = self.settings.buffer_bytes
+        return any(out.bytes > limit for out in self.outputs.values())
+
+    async def _dispatcher(self) -> None:
+        queue = self._durable_queue
+        while True:
+            if not queue:
+                await self._have_durable.wait()
+                continue
+            while self._over_bound():
+                await self._output_room.wait()
+            item = queue.popleft()
+            if isinstance(item, Marker):
+                await self._checkpoint_at(item)
+                continue
+            self.apply_page(item)
+            for destination, out in self.outputs.items():
+                if out.has_unsent():
+                    self._sender_wakeup(destination).set()
+            self._maybe_roll()
+
+    def request_checkpoint(self) -> None:
+        """Take a checkpoint at the next quiescent point (CLI ``checkpoint``, SIGUSR1, API)."""
+        self._checkpoint_requested = True
+        self._maybe_roll()
+
+    def _maybe_roll(self) -> None:
+        """Roll the log to a new chunk, and so checkpoint, if one is due and possible now."""
+        if self._want_roll:
+            return
+        due = self._checkpoint_requested or self.log_bytes >= self.settings.checkpoint_bytes
+        if not due:
+            return
+        executor = self.executor
+        if executor is not None and not executor.quiescent:
+            if not self._postponed_warned:
+                log.warning(
+                    "%s: checkpoint postponed: handlers are waiting for replies (%s), so the "
+                    "state cannot be captured; the log keeps growing until they all finish. "
+                    "Long-running producers should re-schedule themselves with a self-fork.",
+                    self.name,
+                    ", ".join(executor.suspended_handlers[:3]),
+                )
+                self._postponed_warned = True
+            return
+        self._want_roll = True
+        self._have_input.set()
+
+    async def _checkpoint_at(self, marker: Marker) -> None:
+        assert self.on_checkpoint is not None
+        data = self.on_checkpoint(marker.chunk, marker.page)
+        if data is None:
+            log.info(
+                "%s: log rolled to chunk %d without a checkpoint (handlers are suspended)",
+                self.name,
+                marker.chunk,
+            )
+            return
+        self._postponed_warned = False
+        self._checkpoint_requested = False
+        store = self.store
+        keep = max(1, self.settings.keep_checkpoints)
+        await anyio.to_thread.run_sync(store.write_checkpoint, marker.chunk, data)
+        await anyio.to_thread.run_sync(retain, store, keep)
+        log.info("%s: checkpoint %d written (%d bytes)", self.name, marker.chunk, len(data))
+
+    # --- outbound links ---------------------------------------------------------------------
+
+    async def _sender(self, destination: str, address: PeerAddress) -> None:
+        backoff = 0.05
+        out = self.output(destination)
+        while True:
+            link: Link | None = None
+            try:
+                link = await self.transport.connect(address.host, address.port)
+                total, replayable = await self._hello(link, destination)
+                if out.rebase_pending:
+                    out.rebase(total, replayable)
+                else:
+                    out.resume(total)
+                self._output_room.set()
+                log.info(
+                    "%s: connected to %s at %s:%d (it holds %d of our messages)",
+                    self.name,
+                    destination,
+                    address.host,
+                    address.port,
+                    total,
+                )
+                backoff = 0.05
+                await _until_first_ends(
+                    partial(self._read_acks, link, out), partial(self._send_loop, link, out)
+                )
+            except (ConnectionClosed, ProtocolError, OSError) as exc:
+                if isinstance(exc, AuthenticationError | ProtocolError):
+                    log.error("%s: link to %s failed: %s", self.name, destination, exc)
+                else:
+                    log.debug("%s: link to %s down: %s", self.name, destination, exc)
+            finally:
+                if link is not None:
+                    with anyio.CancelScope(shield=True):
+                        await link.aclose()
+            await anyio.sleep(backoff)
+            backoff = min(backoff * 2, MAX_BACKOFF)
+
+    async def _hello(self, link: Link, destination: str) -> tuple[int, int]:
+        ftype, payload = await link.receive()
+        if ftype is not Frame.CHALLENGE:
+            raise ProtocolError(f"{destination} did not open with a challenge")
+        challenge = wire.parse_control(payload, "v", "nonce")
+        hello: dict[str, Any] = {
+            "v": wire.PROTOCOL_VERSION,
+            "from": self.name,
+            "to": destination,
+            "epoch": self.epoch,
+        }
+        if self.settings.secret is not None:
+            hello["mac"] = _mac(
+                self.settings.secret, bytes(challenge["nonce"]), self.name, destination
+            )
+        await link.send(wire.control(Frame.HELLO, hello))
+        ftype, payload = await link.receive()
+        if ftype is Frame.REFUSE:
+            refusal = wire.parse_control(payload, "message")
+            raise ProtocolError(f"{destination} refused the connection: {refusal['message']}")
+        if ftype is not Frame.WELCOME:
+            raise ProtocolError(f"{destination} answered the hello with {ftype.name}")
+        welcome = wire.parse_control(payload, "total", "replayable")
+        return int(welcome["total"]), int(welcome["replayable"])
+
+    async def _send_loop(self, link: Link, out: Output) -> None:
+        wake = self._sender_wakeup(out.destination)
+        max_batch = self.settings.page_bytes
+        while True:
+            first, replayable, batch = out.unsent(max_batch)
+            if not batch:
+                await wake.wait()
+                continue
+            await link.send(wire.data(first, len(batch), replayable, batch))
+
+    async def _read_acks(self, link: Link, out: Output) -> None:
+        while True:
+            ftype, payload = await link.receive()
+            if ftype is not Frame.ACK:
+                raise ProtocolError(f"{out.destination} sent {ftype.name} where ACK was expected")
+            total, replayable = wire.parse_ack(payload)
+            out.trim(total)
+            out.acked_total, out.acked_replayable = total, replayable
+            self._trims[out.destination] = replayable
+            self._output_room.set()
+
+    async def _self_sender(self) -> None:
+        """The link to oneself: output to our own name goes straight into the next page."""
+        out = self.output(self.name)
+        mark = self.received.get(self.name, [0, 0])
+        out.rebase(mark[0], mark[1])
+        wake = self._sender_wakeup(self.name)
+        while True:
+            first, replayable, batch = out.unsent(self.settings.page_bytes)
+            if not batch:
+                await wake.wait()
+                continue
+            await self.wait_page_room()
+            self.accept_batch(self.name, first, len(batch), replayable, b"".join(batch))
+
+    # --- inbound links ----------------------------------------------------------------------
+
+    async def serve_link(self, link: Link) -> None:
+        """Handle one connection from a sender: authenticate, handshake, log what it sends."""
+        source = "?"
+        try:
+            nonce = os.urandom(16)
+            await link.send(
+                wire.control(Frame.CHALLENGE, {"v": wire.PROTOCOL_VERSION, "nonce": nonce})
+            )
+            ftype, payload = await link.receive()
+            if ftype is not Frame.HELLO:
+                raise ProtocolError(f"expected HELLO, got {ftype.name}")
+            hello = wire.parse_control(payload, "v", "from", "to")
+            source = str(hello["from"])
+            if hello["v"] != wire.PROTOCOL_VERSION:
+                raise ProtocolError(f"protocol version {hello['v']} is not {wire.PROTOCOL_VERSION}")
+            if hello["to"] != self.name:
+                raise ProtocolError(f"this is immortal {self.name!r}, not {hello['to']!r}")
+            if source == self.name:
+                raise ProtocolError(f"a connection claims to come from {self.name!r}, which is us")
+            secret = self.settings.secret
+            if secret is not None:
+                mac = hello.get("mac")
+                if not isinstance(mac, bytes) or not hmac.compare_digest(
+                    mac, _mac(secret, nonce, source, self.name)
+                ):
+                    raise AuthenticationError(f"{source} at {link.peer} failed authentication")
+            previous = self._inbound.get(source)
+            if previous is not None:
+                await previous.aclose()  # a newer connection from the same sender wins
+            self._inbound[source] = link
+            mark = self.received.setdefault(source, [0, 0])
+            await link.send(wire.control(Frame.WELCOME, {"total": mark[0], "replayable": mark[1]}))
+            await _until_first_ends(
+                partial(self._write_acks, link, source), partial(self._read_data, link, source)
+            )
+        except ProtocolError as exc:
+            log.warning("%s: refused link from %s (%s): %s", self.name, source, link.peer, exc)
+            with anyio.move_on_after(1):
+                with contextlib.suppress(ConnectionClosed):
+                    await link.send(
+                        wire.control(Frame.REFUSE, {"code": exc.code, "message": str(exc)})
+                    )
+        except ConnectionClosed as exc:
+            log.debug("%s: link from %s closed: %s", self.name, source, exc)
+        finally:
+            if self._inbound.get(source) is link:
+                del self._inbound[source]
+
+    async def _read_data(self, link: Link, source: str) -> None:
+        while True:
+            await self.wait_page_room()
+            ftype, payload = await link.receive()
+            if ftype is not Frame.DATA:
+                raise ProtocolError(f"{source} sent {ftype.name} where DATA was expected")
+            first, count, replayable, batch = wire.parse_data(payload)
+            if self._inbound.get(source) is not link:
+                return  # replaced by a newer connection
+            self.accept_batch(source, first, count, replayable, batch)
+
+    async def _write_acks(self, link: Link, source: str) -> None:
+        wake = self._ack_wanted.setdefault(source, Wakeup())
+        sent = (-1, -1)
+        while True:
+            mark = self.durable.get(source, (0, 0))
+            if mark != sent:
+                await link.send(wire.ack(*mark))
+                sent = mark
+            await wake.wait()
+
+    # --- running ------------------------------------------------------------------------------
+
+    async def run(self, *, task_status: Any = anyio.TASK_STATUS_IGNORED) -> None:
+        """Go live: start the committer, the dispatcher and every link. Runs until cancelled."""
+        self.live = True
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._committer)
+            tg.start_soon(self._dispatcher)
+            port = None
+            if self.settings.listen is not None:
+                port = await tg.start(
+                    self.transport.serve,
+                    self.settings.listen.host,
+                    self.settings.listen.port,
+                    self.serve_link,
+                )
+            tg.start_soon(self._self_sender)
+            for destination, address in self.settings.peers.items():
+                if destination != self.name:
+                    tg.start_soon(self._sender, destination, address)
+            task_status.started(port)
+
+
+async def _until_first_ends(*halves: Callable[[], Awaitable[None]]) -> None:
+    """Run the two directions of a link until one ends; re-raise its error unwrapped.
+
+    A task group would wrap a broken link in an ExceptionGroup; the reconnect logic wants the
+    plain ConnectionClosed or ProtocolError to tell "retry" from "refuse".
+    """
+    failures: list[BaseException] = []
+    async with anyio.create_task_group() as tg:
+
+        async def run(half: Callable[[], Awaitable[None]]) -> None:
+            try:
+                await half()
+            except (ConnectionClosed, ProtocolError, OSError) as exc:
+                failures.append(exc)
+            finally:
+                tg.cancel_scope.cancel()
+
+        for half in halves:
+            tg.start_soon(run, half)
+    if failures:
+        raise failures[0]
+
+
+def _mac(secret: str, nonce: bytes, source: str, destination: str) -> bytes:
+    message = b"ambrosia-edge/hello\0" + nonce + source.encode() + b"\0" + destination.encode()
+    return hmac.new(secret.encode(), message, hashlib.sha256).digest()
+
+
+def _start_chunk(store: LogStore, chunk: int, header: bytes) -> None:
+    store.start_chunk(chunk)
+    store.append(header)
+
+
+def retain(store: LogStore, keep: int) -> None:
+    """Keep the newest ``keep`` checkpoints and the chunks they need; delete the rest."""
+    checkpoints = store.list_checkpoints()
+    if len(checkpoints) <= keep:
+        return
+    oldest_kept = checkpoints[-keep]
+    for n in checkpoints[:-keep]:
+        store.delete_checkpoint(n)
+    for chunk in store.list_chunks():
+        if chunk < oldest_kept:
+            store.delete_chunk(chunk)
+
+
+def describe(exc: AmbrosiaError) -> str:
+    return f"{type(exc).__name__}: {exc}"

@@ -1,0 +1,326 @@
+"""The deterministic executor: runs logged messages one at a time, in log order (DESIGN §6).
+
+Handlers are coroutines, but they never run on the event loop: the executor steps them itself
+with ``coro.send``. A handler suspended on an awaited call is parked under the call's id and
+resumed, synchronously, when the reply is dispatched from the log, so the interleaving of
+handlers is a pure function of the log. Anything else a handler awaits (a sleep, a socket, a
+future) would make that interleaving depend on timing, so it is refused with
+``NondeterminismError``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Awaitable, Callable, Coroutine, Generator
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from . import messages
+from .errors import (
+    NondeterminismError,
+    NotAnImpulseError,
+    RemoteError,
+    StateEncodingError,
+    UnknownMethodError,
+)
+from .immortal import Immortal, handlers
+from .messages import Kind
+from .outputs import Thunk
+from .proxy import Proxy
+
+log = logging.getLogger("ambrosia_edge")
+
+
+class Outbox(Protocol):
+    """What the executor needs from the coordinator."""
+
+    def send(self, destination: str, message: bytes, *, impulse: bool) -> None: ...
+
+    def send_thunk_to_self(self, thunk: Thunk) -> None: ...
+
+
+class _Wait:
+    """The only thing a handler may await: the logged reply to call ``call_id``."""
+
+    __slots__ = ("call_id", "what")
+
+    def __init__(self, call_id: int, what: str) -> None:
+        self.call_id = call_id
+        self.what = what
+
+    def __await__(self) -> Generator[_Wait, Any, Any]:
+        return (yield self)
+
+
+@dataclass(slots=True)
+class _Context:
+    source: str
+    call_id: int | None  # the caller's id when it awaits a reply
+    handler: str
+
+
+class Executor:
+    """Hosts one immortal object: dispatches its inputs and turns its calls into messages."""
+
+    def __init__(self, name: str, obj: Immortal, outbox: Outbox) -> None:
+        self.name = name
+        self.obj = obj
+        self.cls = type(obj)
+        self.outbox = outbox
+        self.next_call_id = 1
+        self.replaying = False
+        self._roles = handlers(self.cls)
+        self._pending: dict[int, tuple[Coroutine[Any, Any, Any], _Context]] = {}
+        self._dispatching = False
+        self._loop_thread = threading.get_ident()
+        self._spawner: Callable[..., None] | None = None
+        self._call_from_thread: Callable[[Callable[[], None]], None] | None = None
+        obj._ambrosia_host = self
+
+    # --- wiring by the runtime -------------------------------------------------------------
+
+    def go_live(
+        self,
+        spawner: Callable[..., None],
+        call_from_thread: Callable[[Callable[[], None]], None],
+    ) -> None:
+        self.replaying = False
+        self._loop_thread = threading.get_ident()
+        self._spawner = spawner
+        self._call_from_thread = call_from_thread
+
+    @property
+    def quiescent(self) -> bool:
+        """No handler is suspended, so the state alone describes the immortal (checkpointable)."""
+        return not self._pending
+
+    @property
+    def suspended_handlers(self) -> list[str]:
+        return [ctx.handler for _, ctx in self._pending.values()]
+
+    # --- the binding side: calls made by the immortal ---------------------------------------
+
+    def proxy(self, name: str, cls: type | None = None) -> Proxy:
+        return Proxy(self, name, cls)
+
+    def _check(self, target: str, cls: type | None, method: str) -> None:
+        if cls is None and target == self.name:
+            cls = self.cls
+        if cls is not None and not hasattr(cls, method):
+            raise UnknownMethodError(
+                f"{cls.__name__} (immortal {target!r}) has no method {method!r}"
+            )
+
+    def request(
+        self,
+        target: str,
+        cls: type | None,
+        method: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> Awaitable[Any]:
+        if not self._dispatching:
+            raise NotAnImpulseError(
+                f"awaited call {target}.{method}() made outside a handler; code that is not "
+                "replayed (becoming_primary, spawned tasks, threads) may only fork calls to "
+                f"@impulse methods: proxy.fork.{method}(...)"
+            )
+        self._check(target, cls, method)
+        call_id = self.next_call_id
+        self.next_call_id += 1
+        self.outbox.send(target, messages.request(call_id, method, args, kwargs), impulse=False)
+        return _Wait(call_id, f"{target}.{method}()")
+
+    def fork(
+        self,
+        target: str,
+        cls: type | None,
+        method: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> None:
+        self._check(target, cls, method)
+        if self._dispatching:
+            self.outbox.send(
+                target, messages.call(method, args, kwargs, impulse=False), impulse=False
+            )
+            return
+        if cls is None and target == self.name:
+            cls = self.cls
+        if (
+            cls is not None
+            and getattr(getattr(cls, method, None), "__ambrosia_rpc__", None) != "impulse"
+        ):
+            raise NotAnImpulseError(
+                f"{cls.__name__}.{method} is not an @impulse, so it cannot be called from code "
+                "that is not replayed (becoming_primary, spawned tasks, threads); mark it @impulse"
+            )
+        if self.replaying:
+            raise NotAnImpulseError(
+                f"impulse {target}.{method}() sent during recovery; send "
+                "impulses from becoming_primary or the tasks it spawns"
+            )
+        message = messages.call(method, args, kwargs, impulse=True)
+        if threading.get_ident() == self._loop_thread or self._call_from_thread is None:
+            self.outbox.send(target, message, impulse=True)
+        else:
+            outbox = self.outbox
+            self._call_from_thread(lambda: outbox.send(target, message, impulse=True))
+
+    def capture(self, fn: Callable[[], Any]) -> Awaitable[Any]:
+        if not self._dispatching:
+            raise NotAnImpulseError(
+                "capture() is for handlers; outside them just call the function"
+            )
+        call_id = self.next_call_id
+        self.next_call_id += 1
+
+        def produce() -> bytes:
+            try:
+                return messages.capture(call_id, fn())
+            except StateEncodingError:
+                raise
+            except Exception as exc:
+                return messages.failure(call_id, exc, kind=Kind.CAPTURE_FAILED)
+
+        self.outbox.send_thunk_to_self(produce)
+        return _Wait(call_id, f"capture({getattr(fn, '__name__', 'fn')})")
+
+    def spawn(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> None:
+        if self._dispatching or self._spawner is None:
+            raise NondeterminismError(
+                "spawn() starts non-deterministic work, so it is only allowed in "
+                "becoming_primary and the tasks it spawned, not in handlers"
+            )
+        self._spawner(fn, *args)
+
+    # --- dispatch of logged messages --------------------------------------------------------
+
+    def dispatch(self, source: str, message: bytes) -> None:
+        """Run one logged message: a call starts a handler, a reply resumes one."""
+        self._dispatching = True
+        try:
+            self._dispatch(source, message)
+        finally:
+            self._dispatching = False
+
+    def _dispatch(self, source: str, message: bytes) -> None:
+        kind, impulse, fields = messages.decode(message, proxy_factory=self.proxy)
+        if kind is Kind.CALL:
+            method, args, kwargs = fields
+            self._invoke(source, None, method, args, kwargs, impulse)
+        elif kind is Kind.REQUEST:
+            call_id, method, args, kwargs = fields
+            self._invoke(source, call_id, method, args, kwargs, False)
+        elif kind in (Kind.REPLY, Kind.CAPTURE):
+            self._resume(fields[0], value=fields[1])
+        elif kind in (Kind.FAILURE, Kind.CAPTURE_FAILED):
+            call_id, type_name, text = fields
+            waiting = self._pending.get(call_id)
+            what = waiting[1].handler if waiting else ""
+            self._resume(call_id, error=RemoteError(type_name, text, immortal=source, method=what))
+        elif kind is Kind.START:
+            self._start(_Context(source, None, "on_first_start"), self.obj.on_first_start())
+
+    def _invoke(
+        self,
+        source: str,
+        call_id: int | None,
+        method: str,
+        args: list[Any],
+        kwargs: dict[str, Any],
+        impulse: bool,
+    ) -> None:
+        handler = f"{self.cls.__name__}.{method}"
+        ctx = _Context(source, call_id, handler)
+        role = self._roles.get(method)
+        if role is None:
+            self._finish(
+                ctx,
+                error=UnknownMethodError(
+                    f"{self.name} ({self.cls.__name__}) has no @rpc or @impulse method {method!r}"
+                ),
+            )
+            return
+        if impulse and role != "impulse":
+            self._finish(
+                ctx,
+                error=NotAnImpulseError(
+                    f"{handler} received an impulse but is not marked @impulse"
+                ),
+            )
+            return
+        try:
+            result = getattr(self.obj, method)(*args, **kwargs)
+        except Exception as exc:
+            self._finish(ctx, error=exc)
+            return
+        if isinstance(result, Coroutine):
+            self._start(ctx, result)
+        else:
+            self._finish(ctx, result=result)
+
+    def _start(self, ctx: _Context, coro: Coroutine[Any, Any, Any]) -> None:
+        self._step(coro, ctx, None, None)
+
+    def _resume(
+        self, call_id: int, *, value: Any = None, error: BaseException | None = None
+    ) -> None:
+        waiting = self._pending.pop(call_id, None)
+        if waiting is None:
+            return  # a reply to a call nobody awaits (the caller dropped the awaitable)
+        coro, ctx = waiting
+        self._step(coro, ctx, value, error)
+
+    def _step(
+        self, coro: Coroutine[Any, Any, Any], ctx: _Context, value: Any, error: BaseException | None
+    ) -> None:
+        while True:
+            try:
+                yielded = coro.throw(error) if error is not None else coro.send(value)
+            except StopIteration as stop:
+                self._finish(ctx, result=stop.value)
+                return
+            except Exception as exc:
+                self._finish(ctx, error=exc)
+                return
+            if isinstance(yielded, _Wait):
+                self._pending[yielded.call_id] = (coro, ctx)
+                return
+            value = None
+            error = NondeterminismError(
+                f"handler {ctx.handler} awaited {yielded!r}, which the runtime does not log; "
+                "a handler may only await calls to immortals and self.capture(...). Move "
+                "sleeps and I/O into a task started with self.spawn() in becoming_primary "
+                "and feed its results back through an @impulse"
+            )
+
+    def _finish(
+        self, ctx: _Context, *, result: Any = None, error: BaseException | None = None
+    ) -> None:
+        if ctx.call_id is None:
+            if error is not None and not self.replaying:
+                log.error(
+                    "%s: %s raised %s: %s (the call is done and will not be retried)",
+                    self.name,
+                    ctx.handler,
+                    type(error).__name__,
+                    error,
+                    exc_info=not isinstance(error, NondeterminismError | UnknownMethodError),
+                )
+            return
+        if error is None:
+            try:
+                message = messages.reply(
+                    ctx.call_id, result, where=f"return value of {ctx.handler}"
+                )
+            except StateEncodingError as exc:
+                error = exc
+        if error is not None:
+            message = messages.failure(ctx.call_id, error)
+        self.outbox.send(ctx.source, message, impulse=False)
+
+
+#: What immortals and proxies see of the runtime.
+Host = Executor

@@ -1,0 +1,73 @@
+"""Message bodies: what the binding puts inside the opaque bytes the coordinator carries.
+
+The coordinator looks at one thing only, the IMPULSE bit of the first byte, because impulses are
+counted apart from replayable messages (paper §4.2). Everything after the first byte is a CBOR
+array encoded with :mod:`ambrosia_edge.codec`::
+
+    CALL       [method, args, kwargs]              fork call, no reply
+    REQUEST    [call_id, method, args, kwargs]     awaited call; the callee replies
+    REPLY      [call_id, value]                    return value of a REQUEST
+    FAILURE    [call_id, type_name, message]       the REQUEST raised
+    START      []                                  logical start: runs on_first_start
+    CAPTURE    [call_id, value]                    a value captured live, sent to oneself
+    CAPTURE_FAILED [call_id, type_name, message]   the captured function raised
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Any
+
+from . import codec
+
+IMPULSE = 0x80
+
+
+class Kind(enum.IntEnum):
+    CALL = 1
+    REQUEST = 2
+    REPLY = 3
+    FAILURE = 4
+    START = 5
+    CAPTURE = 6
+    CAPTURE_FAILED = 7
+
+
+_START = bytes([Kind.START]) + codec.encode([])
+
+
+def call(method: str, args: tuple[Any, ...], kwargs: dict[str, Any], *, impulse: bool) -> bytes:
+    head = Kind.CALL | (IMPULSE if impulse else 0)
+    return bytes([head]) + codec.encode([method, list(args), kwargs], where=f"{method}() argument")
+
+
+def request(call_id: int, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
+    body = codec.encode([call_id, method, list(args), kwargs], where=f"{method}() argument")
+    return bytes([Kind.REQUEST]) + body
+
+
+def reply(call_id: int, value: Any, *, where: str) -> bytes:
+    return bytes([Kind.REPLY]) + codec.encode([call_id, value], where=where)
+
+
+def failure(call_id: int, exc: BaseException, *, kind: Kind = Kind.FAILURE) -> bytes:
+    return bytes([kind]) + codec.encode([call_id, type(exc).__name__, str(exc)])
+
+
+def start() -> bytes:
+    return _START
+
+
+def capture(call_id: int, value: Any) -> bytes:
+    return bytes([Kind.CAPTURE]) + codec.encode([call_id, value], where="captured value")
+
+
+def is_impulse(message: bytes) -> bool:
+    return bool(message[0] & IMPULSE)
+
+
+def decode(message: bytes, proxy_factory: Any = None) -> tuple[Kind, bool, list[Any]]:
+    """Split a message into (kind, is_impulse, fields)."""
+    head = message[0]
+    fields = codec.decode(message[1:], proxy_factory=proxy_factory)
+    return Kind(head & ~IMPULSE), bool(head & IMPULSE), fields

@@ -1,0 +1,112 @@
+"""Log pages: the group-commit unit, and the chunk header that opens every log chunk.
+
+A page body is the CBOR array ``[page, epoch, entries, inputs, trims]``:
+
+- ``entries``: ``[[source, first_total, first_replayable, count, replayable, batch], ...]`` in
+  arrival order, where ``batch`` is the byte string of ``count`` length-prefixed messages exactly
+  as they came off the wire (the coordinator never decodes them).
+- ``inputs``: ``{source: [total, replayable]}``, each source's received watermark after this page.
+- ``trims``: ``{destination: replayable}``, acknowledgements received since the previous page:
+  during replay, regenerated output at or below these has been durably consumed and is dropped.
+
+The chunk header body is a CBOR map ``{"format": "ambrosia-edge/log", "version": 1,
+"immortal": name, "chunk": n, "first_page": p}``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import cbor2
+
+from .errors import CorruptLogError
+
+LOG_FORMAT = "ambrosia-edge/log"
+LOG_VERSION = 1
+
+
+@dataclass(slots=True)
+class Entry:
+    source: str
+    first_total: int
+    first_replayable: int
+    count: int
+    replayable: int
+    batch: bytes
+
+
+@dataclass(slots=True)
+class Page:
+    number: int
+    epoch: int
+    entries: list[Entry] = field(default_factory=list)
+    inputs: dict[str, tuple[int, int]] = field(default_factory=dict)
+    trims: dict[str, int] = field(default_factory=dict)
+
+    def encode(self) -> bytes:
+        return cbor2.dumps(
+            [
+                self.number,
+                self.epoch,
+                [
+                    [e.source, e.first_total, e.first_replayable, e.count, e.replayable, e.batch]
+                    for e in self.entries
+                ],
+                {source: list(mark) for source, mark in self.inputs.items()},
+                self.trims,
+            ]
+        )
+
+    @property
+    def size(self) -> int:
+        return sum(len(e.batch) for e in self.entries)
+
+
+def decode_page(body: bytes, where: str) -> Page:
+    """Decode a page body; ``where`` (file and offset) names the record in errors."""
+    try:
+        number, epoch, raw_entries, inputs, trims = cbor2.loads(body)
+        entries = [
+            Entry(str(s), int(t), int(r), int(c), int(n), bytes(b))
+            for s, t, r, c, n, b in raw_entries
+        ]
+        return Page(
+            int(number),
+            int(epoch),
+            entries,
+            {str(k): (int(v[0]), int(v[1])) for k, v in inputs.items()},
+            {str(k): int(v) for k, v in trims.items()},
+        )
+    except Exception as exc:
+        raise CorruptLogError(
+            f"{where}: the record's checksum is intact but it is not a valid page ({exc}); "
+            "it was written by an incompatible version or a buggy writer"
+        ) from None
+
+
+def chunk_header(immortal: str, chunk: int, first_page: int) -> bytes:
+    return cbor2.dumps(
+        {
+            "format": LOG_FORMAT,
+            "version": LOG_VERSION,
+            "immortal": immortal,
+            "chunk": chunk,
+            "first_page": first_page,
+        }
+    )
+
+
+def decode_chunk_header(body: bytes, where: str) -> dict[str, Any]:
+    try:
+        header = cbor2.loads(body)
+    except Exception as exc:
+        raise CorruptLogError(f"{where}: unreadable chunk header ({exc})") from None
+    if not isinstance(header, dict) or header.get("format") != LOG_FORMAT:
+        raise CorruptLogError(f"{where}: not an ambrosia-edge log chunk")
+    if header.get("version") != LOG_VERSION:
+        raise CorruptLogError(
+            f"{where}: log format version {header.get('version')} is not supported by this "
+            f"release (it reads version {LOG_VERSION}); upgrade ambrosia-edge"
+        )
+    return dict(header)

@@ -1,0 +1,44 @@
+"""The contract between the coordinator and a network transport (TCP today)."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
+
+from .wire import Frame
+
+
+class Link(Protocol):
+    """One bidirectional, ordered, framed connection to another coordinator.
+
+    ``receive`` raises BrokenByPeer when the peer or the network broke the connection and
+    ClosedByUs when this side closed it, so reconnection logic can tell the two apart.
+    """
+
+    peer: str  # a printable address, for messages
+
+    async def send(self, data: bytes) -> None:
+        """Send already-framed bytes (one or more frames)."""
+
+    async def receive(self) -> tuple[Frame, bytes]:
+        """The next frame's type and payload."""
+
+    async def aclose(self) -> None: ...
+
+
+class Transport(Protocol):
+    async def connect(self, host: str, port: int) -> Link: ...
+
+    async def serve(
+        self,
+        host: str,
+        port: int,
+        handler: Callable[[Link], Awaitable[None]],
+        *,
+        task_status: Any = ...,
+    ) -> None:
+        """Accept connections forever, running ``handler`` for each; report the bound port
+        through ``task_status.started(port)``."""
+
+
+TRANSPORTS: dict[str, str] = {"tcp": "ambrosia_edge.transports.tcp:TcpTransport"}

@@ -1,0 +1,134 @@
+"""Frames exchanged between coordinators over a byte stream (see docs/protocol.md).
+
+Every frame is ``u32 length | u8 type | payload`` (little-endian; length counts type + payload).
+Each TCP connection carries one sender's data one way and the receiver's acknowledgements the
+other way, so acks never queue behind data (paper §3.3 uses a second connection for the same
+reason). Control frames carry CBOR maps; DATA and ACK are fixed binary so the hot path does no
+CBOR work at all.
+"""
+
+from __future__ import annotations
+
+import enum
+import struct
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import cbor2
+
+from .errors import ProtocolError
+
+PROTOCOL_VERSION = 1
+MAX_FRAME = 64 * 1024 * 1024
+
+_FRAME_HEAD = struct.Struct("<IB")
+_DATA_HEAD = struct.Struct("<QII")
+_ACK = struct.Struct("<QQ")
+_LEN = struct.Struct("<I")
+
+
+class Frame(enum.IntEnum):
+    CHALLENGE = 1  # receiver -> sender: {"v", "nonce"}
+    HELLO = 2  # sender -> receiver: {"v", "from", "to", "epoch", "mac"?}
+    WELCOME = 3  # receiver -> sender: {"total", "replayable"} received watermarks
+    DATA = 4  # sender -> receiver: first_total u64, count u32, replayable u32, messages
+    ACK = 5  # receiver -> sender: durable total u64, durable replayable u64
+    REFUSE = 6  # either way, then close: {"code", "message"}
+
+
+def frame(ftype: Frame, payload: bytes | bytearray | memoryview) -> bytes:
+    return _FRAME_HEAD.pack(len(payload) + 1, ftype) + payload
+
+
+def parse_head(head: bytes) -> tuple[int, Frame]:
+    """Validate a 5-byte frame head; returns (payload length, type)."""
+    length, ftype = _FRAME_HEAD.unpack(head)
+    if length < 1 or length > MAX_FRAME:
+        raise ProtocolError(f"frame length {length} is outside 1..{MAX_FRAME}")
+    try:
+        return length - 1, Frame(ftype)
+    except ValueError:
+        raise ProtocolError(f"unknown frame type {ftype}") from None
+
+
+FRAME_HEAD_SIZE = _FRAME_HEAD.size
+
+
+def control(ftype: Frame, fields: dict[str, Any]) -> bytes:
+    return frame(ftype, cbor2.dumps(fields))
+
+
+def parse_control(payload: bytes, *required: str) -> dict[str, Any]:
+    try:
+        fields = cbor2.loads(payload)
+    except Exception as exc:  # cbor2 raises several types; all mean the same to us
+        raise ProtocolError(f"malformed control frame: {exc}") from None
+    if not isinstance(fields, dict):
+        raise ProtocolError("control frame is not a CBOR map")
+    missing = [key for key in required if key not in fields]
+    if missing:
+        raise ProtocolError(f"control frame lacks {', '.join(missing)}")
+    return dict(fields)
+
+
+def frame_message(message: bytes) -> bytes:
+    """Length-prefix one message, the unit stored in out-buffers, DATA frames and log pages."""
+    return _LEN.pack(len(message)) + message
+
+
+def data(first_total: int, count: int, replayable: int, framed: Sequence[bytes]) -> bytes:
+    body = b"".join(framed)
+    return (
+        _FRAME_HEAD.pack(len(body) + 1 + _DATA_HEAD.size, Frame.DATA)
+        + _DATA_HEAD.pack(first_total, count, replayable)
+        + body
+    )
+
+
+def parse_data(payload: bytes) -> tuple[int, int, int, bytes]:
+    if len(payload) < _DATA_HEAD.size:
+        raise ProtocolError("DATA frame shorter than its header")
+    first, count, replayable = _DATA_HEAD.unpack_from(payload)
+    if replayable > count or first < 1:
+        raise ProtocolError(f"DATA frame header is inconsistent ({first}, {count}, {replayable})")
+    return first, count, replayable, payload[_DATA_HEAD.size :]
+
+
+def ack(total: int, replayable: int) -> bytes:
+    return frame(Frame.ACK, _ACK.pack(total, replayable))
+
+
+def parse_ack(payload: bytes) -> tuple[int, int]:
+    if len(payload) != _ACK.size:
+        raise ProtocolError("ACK frame has the wrong size")
+    total, replayable = _ACK.unpack(payload)
+    return total, replayable
+
+
+def split_messages(batch: bytes | memoryview, count: int) -> Iterator[bytes]:
+    """Iterate the length-prefixed messages of a batch, checking it holds exactly ``count``."""
+    view = memoryview(batch)
+    offset = 0
+    end = len(view)
+    for _ in range(count):
+        if offset + 4 > end:
+            raise ProtocolError("batch ends inside a message length")
+        (length,) = _LEN.unpack_from(view, offset)
+        offset += 4
+        if offset + length > end or length == 0:
+            raise ProtocolError("batch ends inside a message")
+        yield bytes(view[offset : offset + length])
+        offset += length
+    if offset != end:
+        raise ProtocolError("batch holds more bytes than its message count says")
+
+
+def batch_offsets(batch: bytes, count: int) -> list[int]:
+    """Start offsets of each length-prefixed message (used to cut a duplicated prefix)."""
+    offsets = []
+    offset = 0
+    for _ in range(count):
+        offsets.append(offset)
+        (length,) = _LEN.unpack_from(batch, offset)
+        offset += 4 + length
+    return offsets

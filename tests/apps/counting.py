@@ -1,0 +1,115 @@
+"""Immortals used by the end-to-end tests (run in child processes through the CLI)."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from ambrosia_edge import Immortal, impulse, rpc
+
+STATUS_DIR = os.environ.get("AMBROSIA_TEST_STATUS")
+CALLS = int(os.environ.get("AMBROSIA_TEST_CALLS", "300"))
+FORKS = int(os.environ.get("AMBROSIA_TEST_FORKS", "100000"))
+
+
+async def report(obj: Immortal, fields: tuple[str, ...]) -> None:
+    """Publish a few state fields to a file so a test can wait on progress (read-only)."""
+    if not STATUS_DIR:
+        return
+    path = Path(STATUS_DIR) / f"{obj.name}.json"
+    tmp = path.with_suffix(".tmp")
+    while True:
+        data: dict[str, Any] = {f: getattr(obj, f) for f in fields}
+        data["pid"] = os.getpid()
+        tmp.write_text(json.dumps(data))
+        os.replace(tmp, path)
+        await anyio.sleep(0.02)
+
+
+class Counter(Immortal):
+    def __init__(self) -> None:
+        self.count = 0
+        self.received = 0
+        self.total = 0
+        self.last = 0
+        self.out_of_order = 0
+        self.readings: list[float] = []
+
+    @rpc
+    async def inc(self) -> int:
+        self.count += 1
+        return self.count
+
+    @rpc
+    async def fail(self, text: str) -> None:
+        raise ValueError(text)
+
+    @rpc
+    def receive(self, n: int) -> None:
+        self.received += 1
+        self.total += n
+        if n != self.last + 1:
+            self.out_of_order += 1
+        self.last = n
+
+    @impulse
+    async def reading(self, value: float) -> None:
+        self.readings.append(value)
+
+    async def becoming_primary(self) -> None:
+        self.spawn(report, self, ("count", "received", "total", "last", "out_of_order", "readings"))
+
+
+class Client(Immortal):
+    def __init__(self) -> None:
+        self.seen: list[int] = []
+        self.done = False
+
+    async def on_first_start(self) -> None:
+        server = self.proxy("server")
+        for _ in range(CALLS):
+            self.seen.append(await server.inc())
+        self.done = True
+
+    async def becoming_primary(self) -> None:
+        self.spawn(report, self, ("seen", "done"))
+
+
+class Streamer(Immortal):
+    """Forks FORKS numbered messages in continuation steps of 1,000 (checkpoints interleave)."""
+
+    def __init__(self) -> None:
+        self.sent = 0
+
+    async def on_first_start(self) -> None:
+        self.this.fork.more()
+
+    @rpc
+    def more(self) -> None:
+        server = self.proxy("server")
+        for _ in range(min(1000, FORKS - self.sent)):
+            self.sent += 1
+            server.fork.receive(self.sent)
+        if self.sent < FORKS:
+            self.this.fork.more()
+
+    async def becoming_primary(self) -> None:
+        self.spawn(report, self, ("sent",))
+
+
+class Sensor(Immortal):
+    """Sends impulses to the server from a non-deterministic task: one per `tick` file line."""
+
+    def __init__(self) -> None:
+        self.stamps: list[float] = []
+
+    @rpc
+    async def stamp(self) -> float:
+        value: float = await self.capture(time.time)
+        self.stamps.append(value)
+        return value
