@@ -79,7 +79,7 @@ _END = b"AMBROSIA"  # decode() frames the input as [value, _END] to notice trail
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class ProxyRef:
-    """A decoded proxy when no factory was given; it encodes back to the same proxy."""
+    """Keeps a proxy's target where no runtime can connect it (tools, tests); re-encodes as is."""
 
     name: str
 
@@ -126,7 +126,9 @@ def _proxy_name(v: object) -> str | None:
 
 
 def _walk(v: object) -> object:
-    """Return what cbor2 encodes as the table above says, copying only what must change."""
+    """cbor2 cannot be told to tag tuples or to order sets, so values are rewritten into what
+    it encodes exactly as specified; containers needing no change pass through untouched,
+    which keeps the RPC hot path close to plain cbor2."""
     t = type(v)
     if t in _LEAF:
         return v
@@ -230,7 +232,8 @@ def _bad_text(v: object, path: str) -> str | None:
 
 
 def encode(value: object, *, where: str = "value") -> bytes:
-    """Encode *value*; *where* names it in errors, e.g. ``Counter.sensor``."""
+    """*where* (e.g. ``Counter.sensor``) roots the path in errors, so the message points at
+    the attribute to fix rather than at the codec."""
     try:
         return _dumps(_walk(value))
     except _Unencodable as exc:
@@ -250,7 +253,8 @@ def encode(value: object, *, where: str = "value") -> bytes:
 
 
 def register(cls: type[_T], name: str | None = None) -> type[_T]:
-    """Make a dataclass or an Enum encodable under *name*; also works as a class decorator.
+    """Opt a dataclass or Enum in (also as a decorator): decoding must rebuild the class, and
+    importing whatever a name in the data says would let data run code.
 
     Registering a class again under a new name keeps the old name decodable, so that
     checkpoints written before a rename still restore.
@@ -380,7 +384,8 @@ except TypeError:
 
 
 def decode(data: bytes, *, proxy_factory: Callable[[str], object] | None = None) -> Any:
-    """Decode one value; proxies become ``proxy_factory(name)``, or ProxyRef without one."""
+    """Only the runtime knows how to reach another immortal, so it passes *proxy_factory*;
+    without one, proxies come back as inert ProxyRef values."""
     build = _builder(proxy_factory)
     framed = b"\x82" + data + b"\x48" + _END
     try:
