@@ -21,13 +21,12 @@ import logging
 import os
 from collections import deque
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from . import wire
+from . import failpoints, wire
 from .config import PeerAddress, Settings
 from .errors import AmbrosiaError, AuthenticationError, ConnectionClosed, ProtocolError
 from .outputs import Output, Thunk
@@ -44,14 +43,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("ambrosia_edge")
 
 MAX_BACKOFF = 5.0
-
-
-@dataclass(slots=True)
-class Marker:
-    """Queued between pages: the log rolled to ``chunk`` whose first page is ``page``."""
-
-    chunk: int
-    page: int
 
 
 class Coordinator:
@@ -87,14 +78,15 @@ class Coordinator:
         self._have_input = Wakeup()
         self._page_room = Wakeup()
         self._output_room = Wakeup()
-        self._durable_queue: deque[Page | Marker] = deque()
+        self._durable_queue: deque[Page] = deque()
+        self._drained = Wakeup()
         self._have_durable = Wakeup()
         self._wake_sender: dict[str, Wakeup] = {}
         self._ack_wanted: dict[str, Wakeup] = {}
         self._inbound: dict[str, Link] = {}
         self.log_bytes = 0  # since the last checkpoint
-        self._want_roll = False
-        self._checkpoint_requested = False
+        #: take a checkpoint as soon as possible (first start, CLI ``checkpoint``, SIGUSR1)
+        self.checkpoint_requested = False
         self._postponed_warned = False
         self.stats = {"pages": 0, "messages": 0}
 
@@ -209,23 +201,16 @@ class Coordinator:
     async def _committer(self) -> None:
         store = self.store
         while True:
-            if self._want_roll:
-                self._want_roll = False
-                self.chunk += 1
-                chunk, first_page = self.chunk, self.next_page
-                header = encode_record(
-                    chunk_header(self.name, chunk, first_page), RecordType.CHUNK_HEADER
-                )
-
-                await anyio.to_thread.run_sync(_start_chunk, store, chunk, header)
-                self._durable_queue.append(Marker(chunk, first_page))
-                self._have_durable.set()
-                self.log_bytes = 0
+            if self._checkpoint_due():
+                await self._roll()
             if not self._pending:
                 await self._have_input.wait()
                 continue
             page = self._seal()
             record = encode_record(page.encode(), RecordType.PAGE)
+            if failpoints.armed and failpoints.reached("page-write"):
+                await anyio.to_thread.run_sync(store.append, record[: len(record) // 2])
+                failpoints.crash()
             await anyio.to_thread.run_sync(store.append, record)
             self.log_bytes += len(record)
             self.stats["messages"] += sum(e.count for e in page.entries)
@@ -256,32 +241,30 @@ class Coordinator:
         queue = self._durable_queue
         while True:
             if not queue:
+                self._drained.set()
                 await self._have_durable.wait()
                 continue
             while self._over_bound():
+                self._drained.set()  # a committer waiting to checkpoint must not wait on us
                 await self._output_room.wait()
-            item = queue.popleft()
-            if isinstance(item, Marker):
-                await self._checkpoint_at(item)
-                continue
-            self.apply_page(item)
+            self.apply_page(queue.popleft())
             for destination, out in self.outputs.items():
                 if out.has_unsent():
                     self._sender_wakeup(destination).set()
-            self._maybe_roll()
+            if self.checkpoint_requested:
+                self._have_input.set()  # the committer may be idle: let it take the checkpoint
+
+    # --- checkpoints: taken by the committer, between pages -----------------------------------
 
     def request_checkpoint(self) -> None:
         """Take a checkpoint at the next quiescent point (CLI ``checkpoint``, SIGUSR1, API)."""
-        self._checkpoint_requested = True
-        self._maybe_roll()
+        self.checkpoint_requested = True
+        self._have_input.set()
 
-    def _maybe_roll(self) -> None:
-        """Roll the log to a new chunk, and so checkpoint, if one is due and possible now."""
-        if self._want_roll:
-            return
-        due = self._checkpoint_requested or self.log_bytes >= self.settings.checkpoint_bytes
-        if not due:
-            return
+    def _checkpoint_due(self) -> bool:
+        """Due by request or log size, and worth trying: no handler is suspended right now."""
+        if not (self.checkpoint_requested or self.log_bytes >= self.settings.checkpoint_bytes):
+            return False
         executor = self.executor
         if executor is not None and not executor.quiescent:
             if not self._postponed_warned:
@@ -293,27 +276,39 @@ class Coordinator:
                     ", ".join(executor.suspended_handlers[:3]),
                 )
                 self._postponed_warned = True
-            return
-        self._want_roll = True
-        self._have_input.set()
+            return False
+        return True
 
-    async def _checkpoint_at(self, marker: Marker) -> None:
+    async def _roll(self) -> None:
+        """Start a new log chunk with a checkpoint of the state after every page so far.
+
+        The committer holds the next page back until the dispatcher has executed everything
+        already logged, so the snapshot is exactly "after page next_page - 1". The chunk is
+        created before the checkpoint is written: a crash in between leaves a chunk without a
+        checkpoint, and recovery simply starts from the previous one.
+        """
+        while self._durable_queue:
+            if self._over_bound() and self.chunk:
+                return  # dispatch is held up by a slow peer; logging must go on meanwhile
+            await self._drained.wait()
         assert self.on_checkpoint is not None
-        data = self.on_checkpoint(marker.chunk, marker.page)
-        if data is None:
-            log.info(
-                "%s: log rolled to chunk %d without a checkpoint (handlers are suspended)",
-                self.name,
-                marker.chunk,
-            )
-            return
-        self._postponed_warned = False
-        self._checkpoint_requested = False
+        chunk, first_page = self.chunk + 1, self.next_page
+        data = self.on_checkpoint(chunk, first_page)
+        if data is None and self.chunk:
+            return  # a handler got suspended while we waited; try again at a later page
+        header = encode_record(chunk_header(self.name, chunk, first_page), RecordType.CHUNK_HEADER)
         store = self.store
+        await anyio.to_thread.run_sync(_start_chunk, store, chunk, header)
+        self.chunk = chunk
+        self.log_bytes = 0
+        if data is None:
+            return  # only on a first start that could not snapshot: chunk 1 opens regardless
+        self.checkpoint_requested = False
+        self._postponed_warned = False
         keep = max(1, self.settings.keep_checkpoints)
-        await anyio.to_thread.run_sync(store.write_checkpoint, marker.chunk, data)
+        await anyio.to_thread.run_sync(store.write_checkpoint, chunk, data)
         await anyio.to_thread.run_sync(retain, store, keep)
-        log.info("%s: checkpoint %d written (%d bytes)", self.name, marker.chunk, len(data))
+        log.info("%s: checkpoint %d written (%d bytes)", self.name, chunk, len(data))
 
     # --- outbound links ---------------------------------------------------------------------
 

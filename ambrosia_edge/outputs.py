@@ -165,6 +165,11 @@ class Output:
         self._entries = [e for e in self._entries[self._head :] if e.replayable]
         self._head = 0
 
+    def peek(self) -> Iterator[tuple[int, int, bytes | None]]:
+        """(total, replayable, framed message or None for a not-yet-run capture), unchanged."""
+        for entry in self._entries[self._head :]:
+            yield entry.total, entry.replayable, entry.framed
+
     def replayable_entries(self) -> Iterator[tuple[int, bytes]]:
         """(replayable number, message) of what a checkpoint must keep."""
         for entry in self._entries[self._head :]:

@@ -146,7 +146,7 @@ class Runtime:
                     )
                 )
         else:
-            coordinator._want_roll = True  # the first page opens chunk 1, with checkpoint 1
+            coordinator.checkpoint_requested = True  # chunk 1 opens with checkpoint 1
         coordinator.epoch += 1
         for out in coordinator.outputs.values():
             out.drop_impulses()
@@ -313,8 +313,21 @@ def run_immortal(settings: Settings) -> int:
                         tg.cancel_scope.cancel()
                         return
 
+    runtime.recover()  # before the loop: a damaged log is reported plainly, not from a task
     try:
         anyio.run(main)
-    except AmbrosiaError:
-        raise
+    except BaseExceptionGroup as group:
+        raise _first_ambrosia_error(group) or group from None
     return 0
+
+
+def _first_ambrosia_error(group: BaseExceptionGroup) -> AmbrosiaError | None:
+    """Task groups wrap errors; the CLI wants the AmbrosiaError inside, to print it plainly."""
+    for exc in group.exceptions:
+        if isinstance(exc, AmbrosiaError):
+            return exc
+        if isinstance(exc, BaseExceptionGroup):
+            found = _first_ambrosia_error(exc)
+            if found is not None:
+                return found
+    return None
