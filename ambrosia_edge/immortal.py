@@ -37,12 +37,6 @@ def impulse(func: F) -> F:
     return func
 
 
-def method_role(cls: type, name: str) -> Role | None:
-    func = getattr(cls, name, None)
-    role = getattr(func, RPC_MARK, None)
-    return role  # type: ignore[no-any-return]
-
-
 class Immortal:
     """Base class of deterministic, failure-oblivious objects.
 

@@ -250,9 +250,8 @@ class Runtime:
                 self.port = await tg.start(self.coordinator.run)
                 r = self.recovery
                 source = f"checkpoint {r['checkpoint']}" if r["checkpoint"] else "the start"
-                where = (
-                    f"; listening on {self.settings.listen.host}:{self.port}" if self.port else ""
-                )
+                listen = self.settings.listen
+                where = f"; listening on {listen.host}:{self.port}" if listen and self.port else ""
                 log.info(
                     "%s: recovered from %s + %d pages of %s in %.2f s; primary in epoch %d%s",
                     self.name,
@@ -296,7 +295,9 @@ def run_immortal(settings: Settings) -> int:
         log.setLevel(logging.DEBUG if os.environ.get("AMBROSIA_EDGE_DEBUG") else logging.INFO)
         log.propagate = False
     cls = load_class(settings.target)
-    runtime = Runtime(cls, settings)  # type: ignore[arg-type]
+    if not (isinstance(cls, type) and issubclass(cls, Immortal)):
+        raise ConfigError(f"{settings.target} is not a subclass of ambrosia_edge.Immortal")
+    runtime = Runtime(cls, settings)
 
     async def main() -> None:
         async with anyio.create_task_group() as tg:

@@ -27,8 +27,8 @@ class TcpLink:
             stream.extra(SocketAttribute.raw_socket).setsockopt(
                 socket.IPPROTO_TCP, socket.TCP_NODELAY, 1
             )
-            host, port = stream.extra(SocketAttribute.remote_address)[:2]
-            self.peer = f"{host}:{port}"
+            address = stream.extra(SocketAttribute.remote_address)
+            self.peer = f"{address[0]}:{address[1]}" if isinstance(address, tuple) else str(address)
         except (OSError, anyio.TypedAttributeLookupError, ValueError):
             self.peer = "?"
 
@@ -52,7 +52,7 @@ class TcpLink:
         return ftype, payload
 
     async def aclose(self) -> None:
-        with contextlib.suppress(_BROKEN):
+        with contextlib.suppress(*_BROKEN):
             await self._stream.aclose()
 
 
