@@ -80,6 +80,7 @@ class Coordinator:
         self._output_room = Wakeup()
         self._durable_queue: deque[Page] = deque()
         self._drained = Wakeup()
+        self._durable_changed = Wakeup()
         self._have_durable = Wakeup()
         self._wake_sender: dict[str, Wakeup] = {}
         self._ack_wanted: dict[str, Wakeup] = {}
@@ -88,7 +89,7 @@ class Coordinator:
         #: take a checkpoint as soon as possible (first start, CLI ``checkpoint``, SIGUSR1)
         self.checkpoint_requested = False
         self._postponed_warned = False
-        self.stats = {"pages": 0, "messages": 0}
+        self.stats = {"pages": 0, "messages": 0, "refused": 0}
 
     # --- outbox, used by the executor ---------------------------------------------------
 
@@ -215,6 +216,7 @@ class Coordinator:
             self.log_bytes += len(record)
             self.stats["messages"] += sum(e.count for e in page.entries)
             self.durable.update(page.inputs)
+            self._durable_changed.set()
             self._durable_queue.append(page)
             self._have_durable.set()
             for source in page.inputs:
@@ -438,15 +440,21 @@ class Coordinator:
                 ):
                     raise AuthenticationError(f"{source} at {link.peer} failed authentication")
             previous = self._inbound.get(source)
+            self._inbound[source] = link  # a newer connection from the same sender wins
             if previous is not None:
-                await previous.aclose()  # a newer connection from the same sender wins
-            self._inbound[source] = link
+                await previous.aclose()
+            # The sender trims (or, after its own recovery, renumbers) everything we say we
+            # hold, so say it only once it is durable: a page still being written could be
+            # lost in a crash, and the sender must still have its messages then.
             mark = self.received.setdefault(source, [0, 0])
+            while self.durable.get(source, (0, 0)) != (mark[0], mark[1]):
+                await self._durable_changed.wait()
             await link.send(wire.control(Frame.WELCOME, {"total": mark[0], "replayable": mark[1]}))
             await _until_first_ends(
                 partial(self._write_acks, link, source), partial(self._read_data, link, source)
             )
         except ProtocolError as exc:
+            self.stats["refused"] += 1
             log.warning("%s: refused link from %s (%s): %s", self.name, source, link.peer, exc)
             with anyio.move_on_after(1):
                 with contextlib.suppress(ConnectionClosed):
