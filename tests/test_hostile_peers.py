@@ -8,12 +8,12 @@ from pathlib import Path
 import anyio
 import cbor2
 import pytest
-
-from ambrosia_edge import wire
-from ambrosia_edge.wire import Frame
 from apps.counting import Counter
 from instances import Instance, eventually, settings
 from support import free_port
+
+from ambrosia_edge import wire
+from ambrosia_edge.wire import Frame
 
 pytestmark = pytest.mark.anyio
 
