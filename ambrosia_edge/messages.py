@@ -19,6 +19,7 @@ import enum
 from typing import Any
 
 from . import codec
+from .errors import CodecError
 
 IMPULSE = 0x80
 
@@ -69,5 +70,13 @@ def is_impulse(message: bytes) -> bool:
 def decode(message: bytes, proxy_factory: Any = None) -> tuple[Kind, bool, list[Any]]:
     """Split a message into (kind, is_impulse, fields)."""
     head = message[0]
+    try:
+        kind = _KINDS[head & ~IMPULSE]
+    except (IndexError, KeyError):
+        raise CodecError(f"unknown message kind {head & ~IMPULSE}") from None
     fields = codec.decode(message[1:], proxy_factory=proxy_factory)
-    return Kind(head & ~IMPULSE), bool(head & IMPULSE), fields
+    return kind, bool(head & IMPULSE), fields
+
+
+#: Enum construction is slow on the dispatch hot path; a plain lookup is not.
+_KINDS = {int(kind): kind for kind in Kind}
