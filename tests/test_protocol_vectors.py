@@ -1,0 +1,447 @@
+"""Every byte-level test vector in docs/protocol.md, recomputed with the real code.
+
+The vectors are read out of the document itself: a fenced block whose info string is
+``hex vector=NAME`` holds the bytes of vector NAME as hex digits, with any whitespace and
+``#`` comments ignored. Each name is built here by a function of the real encoders, and the
+decoders are run over the document's bytes as well, so neither side can drift from the other.
+The worked examples of the document (deduplication, rebase, resume) are replayed too.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import functools
+import hashlib
+import hmac
+import math
+import re
+from collections.abc import Callable
+from datetime import UTC, date, datetime, timedelta, timezone
+from decimal import Decimal
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+import cbor2
+import pytest
+
+from ambrosia_edge import codec, messages, wire
+from ambrosia_edge.checkpoint import Checkpoint, decode_checkpoint
+from ambrosia_edge.codec import ProxyRef
+from ambrosia_edge.config import Settings
+from ambrosia_edge.coordinator import Coordinator, _mac
+from ambrosia_edge.errors import ProtocolError
+from ambrosia_edge.messages import Kind
+from ambrosia_edge.outputs import Output
+from ambrosia_edge.page import Entry, Page, chunk_header, decode_chunk_header, decode_page
+from ambrosia_edge.records import RecordType, encode_record, scan_records
+from ambrosia_edge.wire import Frame
+
+DOC = Path(__file__).resolve().parent.parent / "docs" / "protocol.md"
+_FENCE = re.compile(r"^```hex vector=(\S+)[ \t]*\n(.*?)^```[ \t]*$", re.MULTILINE | re.DOTALL)
+_OPENING = re.compile(r"^```hex\b.*$", re.MULTILINE)
+
+
+def _hex_of(text: str, name: str) -> bytes:
+    digits = "".join(line.split("#", 1)[0] for line in text.splitlines())
+    digits = "".join(digits.split())
+    if not digits or not re.fullmatch(r"(?:[0-9a-f]{2})+", digits):
+        raise AssertionError(f"vector {name} in {DOC.name} is not lower-case hex bytes")
+    return bytes.fromhex(digits)
+
+
+def doc_vectors() -> dict[str, bytes]:
+    text = DOC.read_text(encoding="utf-8")
+    found: dict[str, bytes] = {}
+    for match in _FENCE.finditer(text):
+        name = match[1]
+        if name in found:
+            raise AssertionError(f"vector {name} appears twice in {DOC.name}")
+        found[name] = _hex_of(match[2], name)
+    openings = len(_OPENING.findall(text))
+    assert openings == len(found), f"{DOC.name} has a hex block that is not tagged vector=NAME"
+    return found
+
+
+_VECTORS = doc_vectors()
+
+
+def vector(name: str) -> bytes:
+    return _VECTORS[name]
+
+
+# --- the values the vectors are built from -----------------------------------------------------
+
+NONCE = bytes(range(16))
+SECRET = "correct horse"
+
+
+@dataclasses.dataclass
+class Point:
+    x: int
+    y: int
+
+
+class Colour(enum.Enum):
+    RED = 1
+    GREEN = 2
+
+
+codec.register(Point, "example.Point")
+codec.register(Colour, "example.Colour")
+
+CALL_INC = messages.call("inc", (1,), {}, impulse=False)
+CALL_TICK = messages.call("tick", (), {}, impulse=True)
+REPLY_VALUE = (1, {300, -1, 10, "a"})
+
+
+def page_batch() -> bytes:
+    return wire.frame_message(CALL_INC) + wire.frame_message(CALL_TICK)
+
+
+def page() -> Page:
+    entry = Entry("client", 5, 4, 2, 1, page_batch())
+    return Page(7, 2, [entry], {"client": (6, 4)}, {"client": 3})
+
+
+def checkpoint() -> Checkpoint:
+    return Checkpoint(
+        immortal="server",
+        class_path="counter:Counter",
+        class_version=1,
+        chunk=2,
+        next_page=8,
+        epoch=2,
+        state=codec.encode({"count": 4}),
+        next_call_id=1,
+        inputs={"server": (1, 1), "client": (6, 4)},
+        outputs={"server": (2, []), "client": (5, [(4, messages.reply(3, 4, where="inc"))])},
+    )
+
+
+def hello_fields(with_mac: bool) -> dict[str, Any]:
+    fields: dict[str, Any] = {"v": 1, "from": "client", "to": "server", "epoch": 3}
+    if with_mac:
+        fields["mac"] = _mac(SECRET, NONCE, "client", "server")
+    return fields
+
+
+REFUSAL = {"code": "auth", "message": "client at 10.0.0.7:50312 failed authentication"}
+AWARE = datetime(2024, 5, 1, 12, 30, tzinfo=timezone(timedelta(hours=2)))
+NAIVE = datetime(2024, 5, 1, 12, 30, 0, 500)
+UID = UUID("12345678-1234-5678-1234-567812345678")
+
+#: the value each codec vector encodes (decoding the vector must give it back)
+CODEC_VALUES: dict[str, Any] = {
+    "codec-int": [0, 23, 24, -1, -25, 1000, 2**64 - 1, -(2**64)],
+    "codec-bignum": [2**64, -(2**64) - 1],
+    "codec-float": [1.5, -0.0],
+    "codec-float-special": [math.inf, -math.inf],
+    "codec-text-bytes": ["é", b"\x00\xff", None, True, False],
+    "codec-dict-order": {"b": 1, "a": 2},
+    "codec-tuple": (1, "a"),
+    "codec-tuple-key": {(1, 2): "x"},
+    "codec-set": {300, -1, 10, "a"},
+    "codec-frozenset": frozenset({2, 1}),
+    "codec-dataclass": Point(1, 2),
+    "codec-enum": Colour.GREEN,
+    "codec-proxy": ProxyRef("server"),
+    "codec-datetime-aware": AWARE,
+    "codec-datetime-utc": datetime(2024, 5, 1, 10, 30, tzinfo=UTC),
+    "codec-datetime-naive": NAIVE,
+    "codec-date": date(2024, 5, 1),
+    "codec-decimal": Decimal("-0.10"),
+    "codec-uuid": UID,
+    "codec-fraction": Fraction(1, 3),
+}
+
+VECTORS: dict[str, Callable[[], bytes]] = {
+    # messages (section 3)
+    "msg-call": lambda: messages.call("deposit", ("alice", 25), {"memo": "rent"}, impulse=False),
+    "msg-call-inc": lambda: CALL_INC,
+    "msg-call-impulse": lambda: CALL_TICK,
+    "msg-request": lambda: messages.request(7, "add", (2, 3), {}),
+    "msg-reply": lambda: messages.reply(7, REPLY_VALUE, where="add"),
+    "msg-failure": lambda: messages.failure(7, ValueError("negative amount")),
+    "msg-start": messages.start,
+    "msg-capture": lambda: messages.capture(9, 1.5),
+    "msg-capture-failed": lambda: messages.failure(
+        9, OSError("no clock"), kind=Kind.CAPTURE_FAILED
+    ),
+    # frames (section 4)
+    "framed-message": lambda: wire.frame_message(messages.start()),
+    "frame-challenge": lambda: wire.control(Frame.CHALLENGE, {"v": 1, "nonce": NONCE}),
+    "frame-hello": lambda: wire.control(Frame.HELLO, hello_fields(True)),
+    "frame-hello-nomac": lambda: wire.control(Frame.HELLO, hello_fields(False)),
+    "frame-welcome": lambda: wire.control(Frame.WELCOME, {"total": 300, "replayable": 200}),
+    "frame-data": lambda: wire.data(
+        1, 2, 1, [wire.frame_message(CALL_INC), wire.frame_message(CALL_TICK)]
+    ),
+    "frame-ack": lambda: wire.ack(5, 4),
+    "frame-refuse": lambda: wire.control(Frame.REFUSE, REFUSAL),
+    "hello-mac-input": lambda: b"ambrosia-edge/hello\0" + NONCE + b"client" + b"\0" + b"server",
+    "hello-mac": lambda: _mac(SECRET, NONCE, "client", "server"),
+    # log records (section 5)
+    "record-hello": lambda: encode_record(b"hello", 1),
+    "record-empty": lambda: encode_record(b"", 0),
+    "record-chunk-header": lambda: encode_record(
+        chunk_header("server", 2, 8), RecordType.CHUNK_HEADER
+    ),
+    "record-page": lambda: encode_record(page().encode(), RecordType.PAGE),
+    # checkpoints (section 6)
+    "checkpoint": lambda: checkpoint().encode(),
+    "checkpoint-state": lambda: codec.encode({"count": 4}),
+}
+for _name, _value in CODEC_VALUES.items():
+    VECTORS[_name] = functools.partial(codec.encode, _value)
+
+
+# --- the document and the code agree, byte for byte ----------------------------------------------
+
+
+def test_the_document_holds_exactly_the_vectors_built_here() -> None:
+    assert sorted(_VECTORS) == sorted(VECTORS)
+
+
+@pytest.mark.parametrize("name", sorted(VECTORS))
+def test_vector_is_what_the_code_produces(name: str) -> None:
+    produced = VECTORS[name]()
+    assert produced.hex() == vector(name).hex(), f"docs/protocol.md vector {name} is stale"
+
+
+def test_the_record_docstring_vector_is_in_the_document() -> None:
+    import ambrosia_edge.records as records
+
+    assert vector("record-hello").hex() in (records.__doc__ or "")
+
+
+# --- and the decoders read the document's bytes back ---------------------------------------------
+
+
+def test_records_scan_back_to_type_and_body() -> None:
+    data = vector("record-hello") + vector("record-empty")
+    scan = scan_records(data, source="vectors")
+    assert list(scan) == [(0, 1, b"hello"), (17, 0, b"")]
+    assert scan.finished and not scan.torn and scan.valid_length == len(data)
+
+
+def test_a_chunk_is_its_header_record_then_its_pages() -> None:
+    data = vector("record-chunk-header") + vector("record-page")
+    (o1, t1, header), (o2, t2, body) = list(scan_records(data, source="chunk"))
+    assert (o1, t1, o2, t2) == (0, 0, len(vector("record-chunk-header")), 1)
+    assert decode_chunk_header(header, "chunk") == {
+        "format": "ambrosia-edge/log",
+        "version": 1,
+        "immortal": "server",
+        "chunk": 2,
+        "first_page": 8,
+    }
+    decoded = decode_page(body, "chunk")
+    assert decoded == page()
+    (entry,) = decoded.entries
+    batch = list(wire.split_messages(entry.batch, entry.count))
+    assert batch == [CALL_INC, CALL_TICK]
+    assert [messages.is_impulse(m) for m in batch] == [False, True]
+    assert entry.replayable == sum(not messages.is_impulse(m) for m in batch)
+
+
+def test_page_body_is_the_documented_cbor_array() -> None:
+    body = vector("record-page")[12:]
+    assert cbor2.loads(body) == [
+        7,
+        2,
+        [["client", 5, 4, 2, 1, page_batch()]],
+        {"client": [6, 4]},
+        {"client": 3},
+    ]
+
+
+def test_frames_parse_back() -> None:
+    heads = {
+        "frame-challenge": Frame.CHALLENGE,
+        "frame-hello": Frame.HELLO,
+        "frame-hello-nomac": Frame.HELLO,
+        "frame-welcome": Frame.WELCOME,
+        "frame-data": Frame.DATA,
+        "frame-ack": Frame.ACK,
+        "frame-refuse": Frame.REFUSE,
+    }
+    payloads = {}
+    for name, ftype in heads.items():
+        data = vector(name)
+        length, parsed = wire.parse_head(data[: wire.FRAME_HEAD_SIZE])
+        assert parsed is ftype
+        assert length == len(data) - wire.FRAME_HEAD_SIZE, name
+        payloads[name] = data[wire.FRAME_HEAD_SIZE :]
+    assert wire.parse_control(payloads["frame-challenge"], "v", "nonce") == {
+        "v": 1,
+        "nonce": NONCE,
+    }
+    assert wire.parse_control(payloads["frame-hello"]) == hello_fields(True)
+    assert list(wire.parse_control(payloads["frame-hello"])) == ["v", "from", "to", "epoch", "mac"]
+    assert wire.parse_control(payloads["frame-hello-nomac"]) == hello_fields(False)
+    assert wire.parse_control(payloads["frame-welcome"]) == {"total": 300, "replayable": 200}
+    assert wire.parse_control(payloads["frame-refuse"]) == REFUSAL
+    assert wire.parse_ack(payloads["frame-ack"]) == (5, 4)
+    first, count, replayable, batch = wire.parse_data(payloads["frame-data"])
+    assert (first, count, replayable) == (1, 2, 1)
+    assert list(wire.split_messages(batch, count)) == [CALL_INC, CALL_TICK]
+    assert list(wire.split_messages(vector("framed-message"), 1)) == [messages.start()]
+
+
+def test_frame_head_limits() -> None:
+    with pytest.raises(ProtocolError):
+        wire.parse_head(bytes.fromhex("0000000005"))  # length 0 cannot even hold the type
+    with pytest.raises(ProtocolError):
+        wire.parse_head(bytes.fromhex("0100000007"))  # type 7 is not defined
+    with pytest.raises(ProtocolError):
+        wire.parse_head((wire.MAX_FRAME + 1).to_bytes(4, "little") + b"\x05")
+    assert wire.parse_head(wire.MAX_FRAME.to_bytes(4, "little") + b"\x04")[0] == wire.MAX_FRAME - 1
+    with pytest.raises(ProtocolError):
+        wire.parse_data(bytes(16))  # first_total 0
+    with pytest.raises(ProtocolError):
+        wire.parse_data(bytes.fromhex("0100000000000000" + "01000000" + "02000000"))  # 2 of 1
+
+
+def test_hello_mac_is_hmac_sha256_of_the_documented_input() -> None:
+    mac = hmac.new(SECRET.encode(), vector("hello-mac-input"), hashlib.sha256).digest()
+    assert mac == vector("hello-mac")
+    assert wire.parse_control(vector("frame-hello")[5:])["mac"] == mac
+
+
+def test_messages_decode_back() -> None:
+    expected: dict[str, tuple[Kind, bool, list[Any]]] = {
+        "msg-call": (Kind.CALL, False, ["deposit", ["alice", 25], {"memo": "rent"}]),
+        "msg-call-inc": (Kind.CALL, False, ["inc", [1], {}]),
+        "msg-call-impulse": (Kind.CALL, True, ["tick", [], {}]),
+        "msg-request": (Kind.REQUEST, False, [7, "add", [2, 3], {}]),
+        "msg-reply": (Kind.REPLY, False, [7, REPLY_VALUE]),
+        "msg-failure": (Kind.FAILURE, False, [7, "ValueError", "negative amount"]),
+        "msg-start": (Kind.START, False, []),
+        "msg-capture": (Kind.CAPTURE, False, [9, 1.5]),
+        "msg-capture-failed": (Kind.CAPTURE_FAILED, False, [9, "OSError", "no clock"]),
+    }
+    for name, want in expected.items():
+        assert messages.decode(vector(name)) == want, name
+    _, _, (_, value) = messages.decode(vector("msg-reply"))
+    assert type(value) is tuple and type(value[1]) is set
+
+
+@pytest.mark.parametrize("name", sorted(CODEC_VALUES))
+def test_codec_vector_decodes_to_its_value(name: str) -> None:
+    want = CODEC_VALUES[name]
+    got = codec.decode(vector(name))
+    assert got == want
+    assert type(got) is type(want)
+    if isinstance(want, dict):
+        assert list(got) == list(want)  # insertion order survives
+        assert [type(k) for k in got] == [type(k) for k in want]
+    if isinstance(want, datetime):
+        assert got.utcoffset() == want.utcoffset()
+    if isinstance(want, list):
+        assert [type(v) for v in got] == [type(v) for v in want]
+
+
+def test_nan_is_the_half_precision_quiet_nan() -> None:
+    assert codec.encode(math.nan) == bytes.fromhex("f97e00")
+    assert codec.encode(math.inf) == bytes.fromhex("f97c00")
+
+
+def test_checkpoint_vector_decodes() -> None:
+    data = vector("checkpoint")
+    assert decode_checkpoint(data, "vector") == checkpoint()
+    doc = cbor2.loads(data)
+    assert list(doc) == [
+        "format",
+        "version",
+        "immortal",
+        "class",
+        "class_version",
+        "chunk",
+        "next_page",
+        "epoch",
+        "state",
+        "next_call_id",
+        "inputs",
+        "outputs",
+    ]
+    assert doc["state"] == vector("checkpoint-state")
+    assert codec.decode(doc["state"]) == {"count": 4}
+
+
+# --- the worked examples of section 4 ------------------------------------------------------------
+
+
+def receiver() -> Coordinator:
+    """A coordinator that is only fed batches: it needs no store and no transport."""
+    settings = Settings(target="counter:Counter", name="server", log="memory://vectors")
+    return Coordinator("server", None, None, settings)  # type: ignore[arg-type]
+
+
+R = messages.call("inc", (), {}, impulse=False)
+I = messages.call("tick", (), {}, impulse=True)  # noqa: E741
+
+
+def framed(*batch: bytes) -> bytes:
+    return b"".join(wire.frame_message(m) for m in batch)
+
+
+def test_dedup_example_cuts_the_prefix_already_received() -> None:
+    coordinator = receiver()
+    coordinator.received["client"] = [4, 3]
+    batch = framed(I, R, R, I)  # totals 3, 4, 5, 6
+    coordinator.accept_batch("client", 3, 4, 2, batch)
+    (entry,) = coordinator._pending
+    assert (entry.first_total, entry.first_replayable) == (5, 4)
+    assert (entry.count, entry.replayable) == (2, 1)
+    assert entry.batch == framed(R, I)
+    assert coordinator.received["client"] == [6, 4]
+    coordinator.accept_batch("client", 5, 2, 1, framed(R, I))  # wholly a duplicate: ignored
+    assert len(coordinator._pending) == 1 and coordinator.received["client"] == [6, 4]
+    with pytest.raises(ProtocolError, match="gap"):
+        coordinator.accept_batch("client", 8, 1, 1, framed(R))
+
+
+def test_rebase_example_after_the_sender_recovered() -> None:
+    out = Output("server")
+    # the checkpoint kept replayable 161..175; replay regenerated 176..200
+    out.restore(176, [(n, R) for n in range(161, 176)])
+    for _ in range(176, 201):
+        out.append(R, impulse=False)
+    out.trim_replayable(170)  # the server's acknowledgement logged in a replayed page
+    out.drop_impulses()
+    # live, before the first connection: an impulse, replayable 201, an impulse
+    out.append(I, impulse=True)
+    out.append(R, impulse=False)
+    out.append(I, impulse=True)
+    assert len(out) == 33 and not out.has_unsent()
+    out.rebase(250, 180)  # WELCOME {"total": 250, "replayable": 200 - 20}
+    first, replayable, batch = out.unsent(1 << 20)
+    assert (first, len(batch), replayable) == (251, 23, 21)
+    assert out.next_total == 274 and out.next_replayable == 202
+    assert batch[:20] == [wire.frame_message(R)] * 20
+    assert batch[20:] == [wire.frame_message(m) for m in (I, R, I)]
+    # the receiver accepts it as the continuation of what it holds
+    coordinator = receiver()
+    coordinator.received["client"] = [250, 180]
+    coordinator.accept_batch("client", first, len(batch), replayable, b"".join(batch))
+    (entry,) = coordinator._pending
+    assert (entry.first_total, entry.first_replayable) == (251, 181)
+    assert coordinator.received["client"] == [273, 201]
+
+
+def test_resume_example_after_a_plain_reconnection() -> None:
+    out = Output("server")
+    out.rebase(0, 0)
+    for n in range(1, 11):
+        out.append(I if n in (3, 7) else R, impulse=n in (3, 7))
+    assert out.unsent(1 << 20)[:2] == (1, 8)  # sent 1..10 on the first connection
+    out.trim(4)  # ACK {total 4, replayable 3}
+    out.resume(6)  # WELCOME {"total": 6, ...} on the new connection
+    first, replayable, batch = out.unsent(1 << 20)
+    assert (first, len(batch), replayable) == (7, 4, 3)
+    assert len(out) == 4
+    with pytest.raises(ValueError):
+        out.resume(11)
