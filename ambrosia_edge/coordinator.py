@@ -28,7 +28,13 @@ import anyio
 
 from . import failpoints, wire
 from .config import PeerAddress, Settings
-from .errors import AmbrosiaError, AuthenticationError, ConnectionClosed, ProtocolError
+from .errors import (
+    AmbrosiaError,
+    AuthenticationError,
+    CodecError,
+    ConnectionClosed,
+    ProtocolError,
+)
 from .outputs import Output, Thunk
 from .page import Entry, Page, chunk_header
 from .records import RecordType, encode_record
@@ -43,6 +49,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("ambrosia_edge")
 
 MAX_BACKOFF = 5.0
+#: A DATA frame must fit in wire.MAX_FRAME: batches stop at half of it, one message at a quarter.
+MAX_BATCH = wire.MAX_FRAME // 2
+MAX_MESSAGE = wire.MAX_FRAME // 4
 
 
 class Coordinator:
@@ -100,6 +109,11 @@ class Coordinator:
         return out
 
     def send(self, destination: str, message: bytes, *, impulse: bool) -> None:
+        if len(message) > MAX_MESSAGE:
+            raise CodecError(
+                f"a message of {len(message)} bytes to {destination} is over the "
+                f"{MAX_MESSAGE}-byte limit; send large data in pieces"
+            )
         out = self.outputs.get(destination)
         if out is None:
             out = self.output(destination)
@@ -153,9 +167,24 @@ class Coordinator:
     # --- receiving ------------------------------------------------------------------------
 
     def accept_batch(
-        self, source: str, first: int, count: int, replayable: int, batch: bytes
+        self,
+        source: str,
+        first: int,
+        count: int,
+        replayable: int,
+        batch: bytes,
+        *,
+        trusted: bool = False,
     ) -> None:
         """Add a received DATA batch to the next page, dropping what was already received."""
+        offsets: list[int] | None = None
+        if not trusted:
+            offsets, actual = wire.scan_batch(batch, count)
+            if actual != replayable:
+                raise ProtocolError(
+                    f"{source} sent a batch claiming {replayable} replayable messages, "
+                    f"but it holds {actual}"
+                )
         mark = self.received.get(source)
         if mark is None:
             mark = self.received[source] = [0, 0]
@@ -168,7 +197,8 @@ class Coordinator:
             return  # a duplicate from a replaced connection
         if first <= last:
             skip = last - first + 1
-            offsets = wire.batch_offsets(batch, count)
+            if offsets is None:
+                offsets = wire.scan_batch(batch, count)[0]
             skipped = wire.split_messages(batch[: offsets[skip]], skip)
             replayable -= sum(1 for m in skipped if not m[0] & 0x80)
             batch = batch[offsets[skip] :]
@@ -356,16 +386,23 @@ class Coordinator:
         if ftype is not Frame.CHALLENGE:
             raise ProtocolError(f"{destination} did not open with a challenge")
         challenge = wire.parse_control(payload, "v", "nonce")
+        if challenge["v"] != wire.PROTOCOL_VERSION:
+            raise ProtocolError(
+                f"{destination} speaks protocol version {challenge['v']}, we speak "
+                f"{wire.PROTOCOL_VERSION}; run the same ambrosia-edge release on both"
+            )
+        nonce = wire.bytes_field(challenge, "nonce", 16)
         hello: dict[str, Any] = {
             "v": wire.PROTOCOL_VERSION,
             "from": self.name,
             "to": destination,
             "epoch": self.epoch,
         }
-        if self.settings.secret is not None:
-            hello["mac"] = _mac(
-                self.settings.secret, bytes(challenge["nonce"]), self.name, destination
-            )
+        secret = self.settings.secret
+        our_nonce = os.urandom(16)
+        if secret is not None:
+            hello["mac"] = _mac(secret, nonce, self.name, destination)
+            hello["nonce"] = our_nonce
         await link.send(wire.control(Frame.HELLO, hello))
         ftype, payload = await link.receive()
         if ftype is Frame.REFUSE:
@@ -374,11 +411,22 @@ class Coordinator:
         if ftype is not Frame.WELCOME:
             raise ProtocolError(f"{destination} answered the hello with {ftype.name}")
         welcome = wire.parse_control(payload, "total", "replayable")
-        return int(welcome["total"]), int(welcome["replayable"])
+        total, replayable = wire.int_field(welcome, "total"), wire.int_field(welcome, "replayable")
+        if secret is not None:
+            # the receiver proves it knows the secret too: a stranger's WELCOME could
+            # otherwise make us trim messages nobody has logged
+            mac = welcome.get("mac")
+            if not isinstance(mac, bytes) or not hmac.compare_digest(
+                mac, _mac(secret, our_nonce, destination, self.name, welcome=True)
+            ):
+                raise AuthenticationError(f"{destination} failed authentication")
+        if replayable > total:
+            raise ProtocolError(f"{destination} sent inconsistent watermarks {total}/{replayable}")
+        return total, replayable
 
     async def _send_loop(self, link: Link, out: Output) -> None:
         wake = self._sender_wakeup(out.destination)
-        max_batch = self.settings.page_bytes
+        max_batch = min(self.settings.page_bytes, MAX_BATCH)
         while True:
             first, replayable, batch = out.unsent(max_batch)
             if not batch:
@@ -404,12 +452,14 @@ class Coordinator:
         out.rebase(mark[0], mark[1])
         wake = self._sender_wakeup(self.name)
         while True:
-            first, replayable, batch = out.unsent(self.settings.page_bytes)
+            first, replayable, batch = out.unsent(min(self.settings.page_bytes, MAX_BATCH))
             if not batch:
                 await wake.wait()
                 continue
             await self.wait_page_room()
-            self.accept_batch(self.name, first, len(batch), replayable, b"".join(batch))
+            self.accept_batch(
+                self.name, first, len(batch), replayable, b"".join(batch), trusted=True
+            )
 
     # --- inbound links ----------------------------------------------------------------------
 
@@ -449,7 +499,11 @@ class Coordinator:
             mark = self.received.setdefault(source, [0, 0])
             while self.durable.get(source, (0, 0)) != (mark[0], mark[1]):
                 await self._durable_changed.wait()
-            await link.send(wire.control(Frame.WELCOME, {"total": mark[0], "replayable": mark[1]}))
+            welcome: dict[str, Any] = {"total": mark[0], "replayable": mark[1]}
+            if secret is not None:
+                their_nonce = wire.bytes_field(hello, "nonce", 16)
+                welcome["mac"] = _mac(secret, their_nonce, self.name, source, welcome=True)
+            await link.send(wire.control(Frame.WELCOME, welcome))
             await _until_first_ends(
                 partial(self._write_acks, link, source), partial(self._read_data, link, source)
             )
@@ -534,8 +588,13 @@ async def _until_first_ends(*halves: Callable[[], Awaitable[None]]) -> None:
         raise failures[0]
 
 
-def _mac(secret: str, nonce: bytes, source: str, destination: str) -> bytes:
-    message = b"ambrosia-edge/hello\0" + nonce + source.encode() + b"\0" + destination.encode()
+def _mac(
+    secret: str, nonce: bytes, source: str, destination: str, *, welcome: bool = False
+) -> bytes:
+    """HMAC-SHA256 proving knowledge of the deployment secret, bound to the peer's nonce and
+    to the direction, so a HELLO cannot be replayed as a WELCOME or to another immortal."""
+    label = b"ambrosia-edge/welcome\0" if welcome else b"ambrosia-edge/hello\0"
+    message = label + nonce + source.encode() + b"\0" + destination.encode()
     return hmac.new(secret.encode(), message, hashlib.sha256).digest()
 
 

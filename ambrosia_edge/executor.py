@@ -19,6 +19,7 @@ from typing import Any, Protocol
 
 from . import messages
 from .errors import (
+    CodecError,
     NondeterminismError,
     NotAnImpulseError,
     RemoteError,
@@ -203,6 +204,16 @@ class Executor:
         self._dispatching = True
         try:
             self._dispatch(source, message)
+        except CodecError as exc:
+            # Deterministic: replay drops it the same way. Not raised: one undecodable message
+            # (a peer on another version, an unregistered class) must not stop the immortal.
+            if not self.replaying:
+                log.error(
+                    "%s: dropped a message from %s that cannot be decoded: %s",
+                    self.name,
+                    source,
+                    exc,
+                )
         finally:
             self._dispatching = False
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+from .errors import ProtocolError
 from .wire import frame_message
 
 #: A message whose bytes are produced when first sent (``capture`` runs its function live,
@@ -95,7 +96,7 @@ class Output:
     def resume(self, total: int) -> None:
         """A plain reconnection: resend everything after the receiver's last message."""
         if total > self.next_total - 1:
-            raise ValueError(
+            raise ProtocolError(
                 f"{self.destination} says it received {total} messages but only "
                 f"{self.next_total - 1} were sent"
             )

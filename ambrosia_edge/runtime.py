@@ -133,10 +133,12 @@ class Runtime:
                     )
                 coordinator.apply_page(page)
                 pages += 1
+        # never reuse a number: a checkpoint may outlive the chunks of its own number
+        coordinator.chunk = max(chunks[-1:] + store.list_checkpoints()[-1:] + [0])
         if read_only:
             pass
-        elif chunks:
-            store.resume_chunk(chunks[-1])  # type: ignore[attr-defined]
+        elif chunks and chunks[-1] >= coordinator.chunk:
+            store.resume_chunk(chunks[-1])
             coordinator.chunk = chunks[-1]
             if not have_header:
                 store.append(
@@ -146,7 +148,7 @@ class Runtime:
                     )
                 )
         else:
-            coordinator.checkpoint_requested = True  # chunk 1 opens with checkpoint 1
+            coordinator.checkpoint_requested = True  # the next chunk opens with a checkpoint
         coordinator.epoch += 1
         for out in coordinator.outputs.values():
             out.drop_impulses()

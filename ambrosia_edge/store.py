@@ -49,6 +49,9 @@ class LogStore(Protocol):
     def start_chunk(self, chunk: int) -> None:
         """Create chunk ``chunk`` (which must not exist) and make it the append target."""
 
+    def resume_chunk(self, chunk: int) -> None:
+        """Make existing chunk ``chunk`` the append target, cutting a torn tail first."""
+
     def append(self, record: bytes) -> None:
         """Append one framed record to the current chunk and make it durable (fsync)."""
 

@@ -71,6 +71,20 @@ def parse_control(payload: bytes, *required: str) -> dict[str, Any]:
     return dict(fields)
 
 
+def int_field(fields: dict[str, Any], key: str) -> int:
+    value = fields.get(key)
+    if type(value) is not int or value < 0:
+        raise ProtocolError(f"control frame field {key!r} must be a non-negative integer")
+    return value
+
+
+def bytes_field(fields: dict[str, Any], key: str, size: int) -> bytes:
+    value = fields.get(key)
+    if not isinstance(value, bytes) or len(value) != size:
+        raise ProtocolError(f"control frame field {key!r} must be {size} bytes")
+    return value
+
+
 def frame_message(message: bytes) -> bytes:
     """Length-prefix one message, the unit stored in out-buffers, DATA frames and log pages."""
     return _LEN.pack(len(message)) + message
@@ -123,12 +137,27 @@ def split_messages(batch: bytes | memoryview, count: int) -> Iterator[bytes]:
         raise ProtocolError("batch holds more bytes than its message count says")
 
 
-def batch_offsets(batch: bytes, count: int) -> list[int]:
-    """Start offsets of each length-prefixed message (used to cut a duplicated prefix)."""
+def scan_batch(batch: bytes, count: int) -> tuple[list[int], int]:
+    """Check a received batch before it is logged: (message offsets, replayable count).
+
+    A malformed batch must be refused at the door; once logged it would be replayed, and fail,
+    forever.
+    """
     offsets = []
     offset = 0
+    end = len(batch)
+    replayable = 0
+    unpack = _LEN.unpack_from
     for _ in range(count):
+        if offset + 5 > end:
+            raise ProtocolError("batch ends before its message count is reached")
         offsets.append(offset)
-        (length,) = _LEN.unpack_from(batch, offset)
+        (length,) = unpack(batch, offset)
+        if length == 0 or offset + 4 + length > end:
+            raise ProtocolError("batch has a message length that runs past its end")
+        if not batch[offset + 4] & 0x80:
+            replayable += 1
         offset += 4 + length
-    return offsets
+    if offset != end:
+        raise ProtocolError("batch holds more bytes than its message count says")
+    return offsets, replayable

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import struct
 from pathlib import Path
 
@@ -116,4 +117,59 @@ async def test_peers_with_the_same_secret_talk_and_a_wrong_secret_is_kept_out(
         await eventually(lambda: stats["refused"] >= 2, "mallory to be refused twice")
         assert "mallory" not in server.runtime.coordinator.received
         assert server.obj.readings == [2.0]
+        tg.cancel_scope.cancel()
+
+
+async def test_a_receiver_that_does_not_know_the_secret_cannot_make_us_trim(
+    tmp_path: Path,
+) -> None:
+    """An impostor answering for "server" with a huge WELCOME must not make the sender drop
+    messages nobody has logged: the sender checks the receiver's proof of the secret."""
+    port, own = free_port(), free_port()
+    hellos: list[dict[str, object]] = []
+
+    async def impostor(stream: anyio.abc.SocketStream) -> None:
+        async with stream:
+            await stream.send(wire.control(Frame.CHALLENGE, {"v": 1, "nonce": b"n" * 16}))
+            data = await stream.receive()
+            hellos.append(cbor2.loads(data[5:]))
+            await stream.send(wire.control(Frame.WELCOME, {"total": 10**6, "replayable": 10**6}))
+            with anyio.move_on_after(5), contextlib.suppress(anyio.EndOfStream):
+                await stream.receive()
+
+    listener = await anyio.create_tcp_listener(local_host="127.0.0.1", local_port=port)
+    async with listener, anyio.create_task_group() as tg:
+        tg.start_soon(listener.serve, impostor)
+        sensor = Instance(
+            tg, Counter, settings("sensor", tmp_path / "n", own, {"server": port}, secret="right")
+        )
+        runtime = await sensor.start()
+        assert runtime.executor is not None
+        runtime.executor.proxy("server").fork.reading(1.0)
+        await eventually(lambda: len(hellos) >= 2, "two connection attempts")
+        out = runtime.coordinator.outputs["server"]
+        assert len(out) == 1 and out.acked_total == 0 and out.rebase_pending
+        tg.cancel_scope.cancel()
+
+
+async def test_a_batch_whose_header_lies_is_refused_before_it_is_logged(tmp_path: Path) -> None:
+    port = free_port()
+    async with anyio.create_task_group() as tg:
+        server = Instance(tg, Counter, settings("server", tmp_path / "s", port, {}))
+        runtime = await server.start()
+        message = b"\x01" + b"\x83dread\x80\xa0"  # a replayable CALL
+        lying = wire.data(1, 1, 0, [wire.frame_message(message)])  # claims 0 replayable
+        truncated = wire.data(1, 2, 2, [wire.frame_message(message)])  # claims 2 messages
+        for frame in (lying, truncated):
+            async with await anyio.connect_tcp("127.0.0.1", port) as stream:
+                await stream.receive()  # CHALLENGE
+                await stream.send(hello())
+                await stream.receive()  # WELCOME
+                await stream.send(frame)
+                with anyio.move_on_after(5), contextlib.suppress(anyio.EndOfStream):
+                    while await stream.receive():
+                        pass
+        assert runtime.coordinator.stats["refused"] == 2
+        assert runtime.coordinator.received["mallory"] == [0, 0]
+        assert runtime.coordinator.durable.get("mallory", (0, 0)) == (0, 0)
         tg.cancel_scope.cancel()

@@ -443,5 +443,5 @@ def test_resume_example_after_a_plain_reconnection() -> None:
     first, replayable, batch = out.unsent(1 << 20)
     assert (first, len(batch), replayable) == (7, 4, 3)
     assert len(out) == 4
-    with pytest.raises(ValueError):
+    with pytest.raises(ProtocolError):
         out.resume(11)
