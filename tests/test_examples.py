@@ -1,0 +1,326 @@
+"""The examples in examples/, run the way their README says, each with one process SIGKILLed.
+
+Every immortal runs in a child process through ``python -m ambrosia_edge run``, from a
+temporary directory: started from the repository root, the checkout's ambrosia_edge/ would
+shadow the installed package, whose storage/ and transports/ subpackages live elsewhere in the
+source tree. Progress is read from the children's output, with deadlines, never with sleeps.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, Any
+
+import pytest
+from support import REPO, free_port, wait_for
+
+from ambrosia_edge.config import Settings
+from ambrosia_edge.loader import load_class
+from ambrosia_edge.runtime import Runtime
+
+EXAMPLES = REPO / "examples"
+DEADLINE = 90.0
+
+
+class Proc:
+    """One immortal of an example, with every run's output kept in its own file."""
+
+    def __init__(
+        self,
+        work: Path,
+        target: str,
+        name: str,
+        *,
+        port: int | None = None,
+        peers: dict[str, int] | None = None,
+        env: dict[str, str] | None = None,
+        extra: tuple[str, ...] = (),
+        stdin: bool = False,
+    ) -> None:
+        self.work = work
+        self.name = name
+        self.args = [sys.executable, "-m", "ambrosia_edge", "run", str(EXAMPLES / target)]
+        self.args += ["--name", name, "--log", f"./logs/{name}"]
+        if port is not None:
+            self.args += ["--listen", f"127.0.0.1:{port}"]
+        for peer, peer_port in (peers or {}).items():
+            self.args += ["--peer", f"{peer}=127.0.0.1:{peer_port}"]
+        self.args += list(extra)
+        self.env = dict(os.environ, **(env or {}))
+        self.stdin = stdin
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.runs = 0
+
+    @property
+    def log(self) -> Path:
+        return self.work / "logs" / self.name
+
+    def start(self) -> None:
+        with open(self.work / f"{self.name}.{self.runs}.out", "wb") as out:
+            self.proc = subprocess.Popen(
+                self.args,
+                cwd=self.work,
+                env=self.env,
+                stdin=subprocess.PIPE if self.stdin else subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        self.runs += 1
+
+    def run_output(self, run: int = -1) -> str:
+        index = self.runs + run if run < 0 else run
+        return (self.work / f"{self.name}.{index}.out").read_text(errors="replace")
+
+    def output(self) -> str:
+        return "".join(self.run_output(i) for i in range(self.runs))
+
+    def lines(self, prefix: str, run: int | None = None) -> list[str]:
+        text = self.output() if run is None else self.run_output(run)
+        return [line for line in text.splitlines() if line.startswith(prefix)]
+
+    def write(self, text: str) -> None:
+        assert self.proc is not None
+        pipe: IO[bytes] | None = self.proc.stdin
+        assert pipe is not None
+        pipe.write(text.encode())
+        pipe.flush()
+
+    def close_stdin(self) -> None:
+        assert self.proc is not None and self.proc.stdin is not None
+        self.proc.stdin.close()
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait()
+        self._close()
+
+    def stop(self) -> int:
+        """SIGTERM, as Ctrl-C would; the exit code once it is gone."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        code = self.proc.wait(timeout=30)
+        self._close()
+        return code
+
+    def _close(self) -> None:
+        if self.proc is not None and self.proc.stdin is not None:
+            self.proc.stdin.close()
+        self.proc = None
+
+
+def wait_output(
+    procs: list[Proc], proc: Proc, condition: Callable[[str], object], what: str
+) -> None:
+    """Wait until ``condition(output of proc's current run)``; fail early if a child died."""
+
+    def check() -> object:
+        for p in procs:
+            if p.proc is not None and p.proc.poll() is not None:
+                raise AssertionError(f"{p.name} exited with {p.proc.returncode}:\n{p.output()}")
+        return condition(proc.run_output())
+
+    wait_for(check, DEADLINE, what, lambda: "\n".join(p.output() for p in procs))
+
+
+def shows(text: str) -> Callable[[str], bool]:
+    return lambda out: text in out
+
+
+@pytest.fixture
+def work(tmp_path: Path) -> Path:
+    assert not (tmp_path / "ambrosia_edge").exists()
+    return tmp_path
+
+
+def recovered(target: str, name: str, log: Path) -> Any:
+    """An immortal rebuilt from its log alone, read-only (its process has stopped)."""
+    cls = load_class(f"{EXAMPLES / target}")
+    runtime = Runtime(cls, Settings(target=target, name=name, log=str(log)))
+    runtime.recover(read_only=True)
+    return runtime.immortal
+
+
+def test_counter_client_killed_mid_run(work: Path) -> None:
+    calls = 2000
+    ps, pc = free_port(), free_port()
+    env = {"COUNTER_CALLS": str(calls)}
+    server = Proc(work, "counter.py:Counter", "server", port=ps, peers={"client": pc})
+    client = Proc(work, "counter.py:Client", "client", port=pc, peers={"server": ps}, env=env)
+    procs = [server, client]
+    progress = [f"client: {k} calls, last reply {k}" for k in range(100, calls + 1, 100)]
+    done = f"client: done, the replies were exactly 1..{calls}"
+    try:
+        server.start()
+        client.start()
+        wait_output(procs, client, shows(progress[2]), "300 calls")
+        client.kill()
+        first = client.lines("client:", run=0)
+        assert first == progress[: len(first)] and done not in first
+        assert len(first) < len(progress), "the client finished before it could be killed"
+        client.start()
+        wait_output(procs, client, shows(done), "the client to finish")
+        # the replay prints what the first run printed, then the live calls carry on
+        assert client.lines("client:", run=1) == [*progress, done]
+        assert server.stop() == 0
+        assert client.stop() == 0
+    finally:
+        for p in procs:
+            p.kill()
+    assert recovered("counter.py:Counter", "server", server.log).count == calls
+
+
+def test_forwarder_killed_mid_run_replays_the_same_stamps(work: Path) -> None:
+    messages = 400
+    ps, pf = free_port(), free_port()
+    env = {"FORWARDER_MESSAGES": str(messages)}
+    sink = Proc(work, "forwarder.py:Sink", "sink", port=ps, peers={"forwarder": pf})
+    forwarder = Proc(
+        work, "forwarder.py:Forwarder", "forwarder", port=pf, peers={"sink": ps}, env=env
+    )
+    procs = [sink, forwarder]
+    verdict = (
+        f"sink: {messages} messages, each received once and in order: True; the forwarder's "
+        "stamps are the ones received: True"
+    )
+    try:
+        sink.start()
+        forwarder.start()
+        wait_output(procs, sink, shows("sink: message 60 "), "60 messages")
+        forwarder.kill()
+        forwarder.start()
+        wait_output(procs, sink, shows(verdict), "the sink's verdict")
+        assert sink.stop() == 0
+        assert forwarder.stop() == 0
+    finally:
+        for p in procs:
+            p.kill()
+    line = re.compile(r"^(sink|forwarder): message (\d+) stamped (\d+\.\d+)$")
+    received = [line.match(text) for text in sink.lines("sink: message")]
+    assert all(received)
+    # the sink never restarted, so each line is one execution of put: each message came once
+    assert [int(m[2]) for m in received if m] == list(range(1, messages + 1))
+    assert sink.lines("sink:")[-1] == verdict
+    stamps = {int(m[2]): m[3] for m in received if m}
+    runs = []
+    for run in range(forwarder.runs):
+        matches = [line.match(text) for text in forwarder.lines("forwarder: message", run=run)]
+        runs.append({int(m[2]): m[3] for m in matches if m})
+        assert all(m is not None for m in matches)
+    before, after = runs
+    # it printed message 59 before it forked the step that sent message 60
+    assert 59 <= len(before) < messages, "the forwarder finished before it could be killed"
+    # the restarted forwarder replayed every message it had forwarded, with the logged stamps
+    assert set(after) == set(range(1, messages + 1))
+    assert all(after[n] == stamps[n] for n in after)
+    assert all(before[n] == stamps[n] for n in before)
+
+
+def test_recorder_killed_keeps_every_logged_line(work: Path) -> None:
+    recorder = Proc(work, "recorder.py:Recorder", "recorder", stdin=True)
+    procs = [recorder]
+    words = ["alpha", "beta", "gamma"]
+
+    def recorded(lines: list[str]) -> str:
+        return f"recorder: {len(lines)} lines: {lines}"
+
+    try:
+        recorder.start()
+        wait_output(procs, recorder, shows("ready with 0 lines"), "the recorder")
+        for i, word in enumerate(words, 1):
+            recorder.write(f"{word}\n")
+            expected = recorded(words[:i])
+            wait_output(procs, recorder, shows(expected), f"line {i}")
+        recorder.kill()
+        recorder.start()
+        wait_output(procs, recorder, shows("ready with 3 lines"), "the recovery")
+        recorder.write("delta\n")
+        everything = [*words, "delta"]
+        wait_output(procs, recorder, shows(recorded(everything)), "the 4th line")
+        recorder.close_stdin()
+        wait_output(procs, recorder, shows("end of input"), "the end of input")
+        assert recorder.lines("recorder:", run=1) == [
+            recorded(words[:1]),
+            recorded(words[:2]),
+            recorded(words),
+            "recorder: ready with 3 lines; type a line",
+            recorded(everything),
+            "recorder: end of input; still running (Ctrl-C stops it)",
+        ]
+        assert recorder.stop() == 0
+    finally:
+        recorder.kill()
+
+
+def test_recorder_stops_on_sigterm_while_waiting_for_input(work: Path) -> None:
+    """The stdin reader must not keep the process alive once the immortal has stopped."""
+    recorder = Proc(work, "recorder.py:Recorder", "recorder", stdin=True)
+    try:
+        recorder.start()
+        # "ready" is printed a moment before the runtime installs its SIGTERM handler; once a
+        # line has gone through the log, the handler is in place
+        recorder.write("one\n")
+        wait_output([recorder], recorder, shows("1 lines: ['one']"), "the line")
+        assert recorder.stop() == 0
+    finally:
+        recorder.kill()
+
+
+def test_producer_killed_mid_run_resumes_from_a_checkpoint(work: Path) -> None:
+    numbers = 300_000
+    pc, pp = free_port(), free_port()
+    env = {"PRODUCER_NUMBERS": str(numbers)}
+    small = ("--checkpoint-bytes", "4KiB")
+    consumer = Proc(work, "producer.py:Consumer", "consumer", port=pc, peers={"producer": pp})
+    producer = Proc(
+        work,
+        "producer.py:Producer",
+        "producer",
+        port=pp,
+        peers={"consumer": pc},
+        env=env,
+        extra=small,
+    )
+    procs = [consumer, producer]
+    progress = [
+        f"consumer: {k} numbers, sum {k * (k + 1) // 2}" for k in range(10_000, numbers + 1, 10_000)
+    ]
+    done = "consumer: done; each number once and in order: True"
+    try:
+        consumer.start()
+        producer.start()
+        wait_output(procs, consumer, shows(progress[9]), "100,000 numbers")
+        producer.kill()
+        assert done not in consumer.output()
+        producer.start()
+        wait_output(procs, consumer, shows(done), "the consumer to finish")
+        assert consumer.lines("consumer:") == [*progress, done]
+        # thanks to the continuation, the restart did not replay from the first step
+        resumed = re.search(r"recovered from checkpoint (\d+) \+ (\d+) pages", producer.output())
+        assert resumed is not None, producer.output()
+        assert int(resumed[1]) >= 2
+        assert consumer.stop() == 0
+        assert producer.stop() == 0
+    finally:
+        for p in procs:
+            p.kill()
+    state = recovered("producer.py:Consumer", "consumer", consumer.log)
+    assert (state.count, state.total, state.in_order) == (
+        numbers,
+        numbers * (numbers + 1) // 2,
+        True,
+    )
+
+
+def test_readme_commands_name_real_classes() -> None:
+    readme = (EXAMPLES / "README.md").read_text()
+    targets = re.findall(r"ambrosia-edge run (\w+\.py):(\w+)", readme)
+    assert {f for f, _ in targets} == {"counter.py", "forwarder.py", "recorder.py", "producer.py"}
+    for file, cls in targets:
+        assert f"\nclass {cls}(Immortal):" in (EXAMPLES / file).read_text(), (file, cls)
