@@ -25,6 +25,7 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import anyio
+import anyio.lowlevel
 
 from . import failpoints, wire
 from .config import PeerAddress, Settings
@@ -285,6 +286,7 @@ class Coordinator:
                     self._sender_wakeup(destination).set()
             if self.checkpoint_requested:
                 self._have_input.set()  # the committer may be idle: let it take the checkpoint
+            await anyio.lowlevel.checkpoint()  # a backlog of pages must not starve the links
 
     # --- checkpoints: taken by the committer, between pages -----------------------------------
 

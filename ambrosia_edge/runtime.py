@@ -11,6 +11,8 @@ import importlib
 import logging
 import os
 import signal
+import sys
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -302,11 +304,10 @@ def run_immortal(settings: Settings) -> int:
     runtime = Runtime(cls, settings)
 
     async def main() -> None:
-        async with anyio.create_task_group() as tg:
-            await tg.start(runtime.serve)
-            with anyio.open_signal_receiver(
-                signal.SIGINT, signal.SIGTERM, signal.SIGUSR1
-            ) as signals:
+        # signals first: a SIGTERM during start-up must stop us cleanly too
+        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGUSR1) as signals:
+            async with anyio.create_task_group() as tg:
+                await tg.start(runtime.serve)
                 async for signum in signals:
                     if signum == signal.SIGUSR1:
                         log.info("%s: checkpoint requested", runtime.name)
@@ -321,6 +322,17 @@ def run_immortal(settings: Settings) -> int:
         anyio.run(main)
     except BaseExceptionGroup as group:
         raise _first_ambrosia_error(group) or group from None
+    if any(
+        t.is_alive() and not t.daemon
+        for t in threading.enumerate()
+        if t is not threading.main_thread()
+    ):
+        # a spawned task blocked in a worker thread (reading a terminal, a sensor) would keep
+        # the interpreter alive; the log is closed and durable, so leave without waiting
+        log.debug("%s: leaving worker threads behind", runtime.name)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
     return 0
 
 
