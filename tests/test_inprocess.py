@@ -7,10 +7,10 @@ from typing import Any
 
 import anyio
 import pytest
+from instances import settings
 from support import free_port
 
 from ambrosia_edge import Immortal, NondeterminismError, RemoteError, rpc
-from ambrosia_edge.config import PeerAddress, Settings
 from ambrosia_edge.runtime import Runtime
 
 pytestmark = pytest.mark.anyio
@@ -53,16 +53,6 @@ class Caller(Immortal):
         except RemoteError as exc:
             self.errors.append(f"{exc.type_name}:{exc.message}")
         self.done = True
-
-
-def settings(name: str, log: Path, port: int, peers: dict[str, int]) -> Settings:
-    return Settings(
-        target="tests:inprocess",
-        name=name,
-        log=str(log),
-        listen=PeerAddress("127.0.0.1", port),
-        peers={peer: PeerAddress("127.0.0.1", p) for peer, p in peers.items()},
-    )
 
 
 async def wait_until(condition: Any, timeout: float, what: str) -> None:
