@@ -319,7 +319,7 @@ def run_immortal(settings: Settings) -> int:
 
     runtime.recover()  # before the loop: a damaged log is reported plainly, not from a task
     try:
-        anyio.run(main)
+        anyio.run(main, backend_options=_backend_options())
     except BaseExceptionGroup as group:
         raise _first_ambrosia_error(group) or group from None
     if any(
@@ -334,6 +334,17 @@ def run_immortal(settings: Settings) -> int:
         sys.stderr.flush()
         os._exit(0)
     return 0
+
+
+def _backend_options() -> dict[str, Any]:
+    """uvloop when it is installed (the ``fast`` extra): a shorter hop through the loop."""
+    if os.environ.get("AMBROSIA_EDGE_UVLOOP", "1") == "0":
+        return {}
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        return {}
+    return {"use_uvloop": True}
 
 
 def _first_ambrosia_error(group: BaseExceptionGroup) -> AmbrosiaError | None:
