@@ -8,6 +8,7 @@ epoch and let the links realign sequence numbers with the peers.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import logging
 import os
 import signal
@@ -340,9 +341,7 @@ def _backend_options() -> dict[str, Any]:
     """uvloop when it is installed (the ``fast`` extra): a shorter hop through the loop."""
     if os.environ.get("AMBROSIA_EDGE_UVLOOP", "1") == "0":
         return {}
-    try:
-        import uvloop  # noqa: F401
-    except ImportError:
+    if importlib.util.find_spec("uvloop") is None:
         return {}
     return {"use_uvloop": True}
 
