@@ -4,7 +4,9 @@ The vectors are read out of the document itself: a fenced block whose info strin
 ``hex vector=NAME`` holds the bytes of vector NAME as hex digits, with any whitespace and
 ``#`` comments ignored. Each name is built here by a function of the real encoders, and the
 decoders are run over the document's bytes as well, so neither side can drift from the other.
-The worked examples of the document (deduplication, rebase, resume) are replayed too.
+The worked examples of the document (deduplication, rebase, resume) are replayed too, the
+batch rules are checked against ``wire.scan_batch``, and the real handshake code of both ends is
+run against the documented frames.
 """
 
 from __future__ import annotations
@@ -14,8 +16,10 @@ import enum
 import functools
 import hashlib
 import hmac
+import logging
 import math
 import re
+import types
 from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta, timezone
 from decimal import Decimal
@@ -24,15 +28,19 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
+import anyio
 import cbor2
 import pytest
 
+import ambrosia_edge.coordinator as coordinator_module
 from ambrosia_edge import codec, messages, wire
 from ambrosia_edge.checkpoint import Checkpoint, decode_checkpoint
 from ambrosia_edge.codec import ProxyRef
 from ambrosia_edge.config import Settings
-from ambrosia_edge.coordinator import Coordinator, _mac
-from ambrosia_edge.errors import ProtocolError
+from ambrosia_edge.coordinator import MAX_BATCH, MAX_MESSAGE, Coordinator, _mac
+from ambrosia_edge.errors import AuthenticationError, BrokenByPeer, CodecError, ProtocolError
+from ambrosia_edge.executor import Executor
+from ambrosia_edge.immortal import Immortal, rpc
 from ambrosia_edge.messages import Kind
 from ambrosia_edge.outputs import Output
 from ambrosia_edge.page import Entry, Page, chunk_header, decode_chunk_header, decode_page
@@ -74,7 +82,8 @@ def vector(name: str) -> bytes:
 
 # --- the values the vectors are built from -----------------------------------------------------
 
-NONCE = bytes(range(16))
+NONCE = bytes(range(16))  # the CHALLENGE's
+HELLO_NONCE = bytes(range(16, 32))  # the HELLO's, which the WELCOME MAC covers
 SECRET = "correct horse"
 
 
@@ -121,10 +130,20 @@ def checkpoint() -> Checkpoint:
     )
 
 
-def hello_fields(with_mac: bool) -> dict[str, Any]:
+def hello_fields(with_mac: bool, with_nonce: bool = False) -> dict[str, Any]:
     fields: dict[str, Any] = {"v": 1, "from": "client", "to": "server", "epoch": 3}
     if with_mac:
         fields["mac"] = _mac(SECRET, NONCE, "client", "server")
+    if with_nonce:
+        fields["nonce"] = HELLO_NONCE
+    return fields
+
+
+def welcome_fields(with_mac: bool) -> dict[str, Any]:
+    fields: dict[str, Any] = {"total": 300, "replayable": 200}
+    if with_mac:
+        # the receiver proves the secret: its own name first, over the sender's nonce
+        fields["mac"] = _mac(SECRET, HELLO_NONCE, "server", "client", welcome=True)
     return fields
 
 
@@ -174,8 +193,10 @@ VECTORS: dict[str, Callable[[], bytes]] = {
     "framed-message": lambda: wire.frame_message(messages.start()),
     "frame-challenge": lambda: wire.control(Frame.CHALLENGE, {"v": 1, "nonce": NONCE}),
     "frame-hello": lambda: wire.control(Frame.HELLO, hello_fields(True)),
+    "frame-hello-mutual": lambda: wire.control(Frame.HELLO, hello_fields(True, True)),
     "frame-hello-nomac": lambda: wire.control(Frame.HELLO, hello_fields(False)),
-    "frame-welcome": lambda: wire.control(Frame.WELCOME, {"total": 300, "replayable": 200}),
+    "frame-welcome": lambda: wire.control(Frame.WELCOME, welcome_fields(False)),
+    "frame-welcome-mac": lambda: wire.control(Frame.WELCOME, welcome_fields(True)),
     "frame-data": lambda: wire.data(
         1, 2, 1, [wire.frame_message(CALL_INC), wire.frame_message(CALL_TICK)]
     ),
@@ -183,6 +204,10 @@ VECTORS: dict[str, Callable[[], bytes]] = {
     "frame-refuse": lambda: wire.control(Frame.REFUSE, REFUSAL),
     "hello-mac-input": lambda: b"ambrosia-edge/hello\0" + NONCE + b"client" + b"\0" + b"server",
     "hello-mac": lambda: _mac(SECRET, NONCE, "client", "server"),
+    "welcome-mac-input": lambda: (
+        b"ambrosia-edge/welcome\0" + HELLO_NONCE + b"server" + b"\0" + b"client"
+    ),
+    "welcome-mac": lambda: _mac(SECRET, HELLO_NONCE, "server", "client", welcome=True),
     # log records (section 5)
     "record-hello": lambda: encode_record(b"hello", 1),
     "record-empty": lambda: encode_record(b"", 0),
@@ -262,8 +287,10 @@ def test_frames_parse_back() -> None:
     heads = {
         "frame-challenge": Frame.CHALLENGE,
         "frame-hello": Frame.HELLO,
+        "frame-hello-mutual": Frame.HELLO,
         "frame-hello-nomac": Frame.HELLO,
         "frame-welcome": Frame.WELCOME,
+        "frame-welcome-mac": Frame.WELCOME,
         "frame-data": Frame.DATA,
         "frame-ack": Frame.ACK,
         "frame-refuse": Frame.REFUSE,
@@ -281,8 +308,14 @@ def test_frames_parse_back() -> None:
     }
     assert wire.parse_control(payloads["frame-hello"]) == hello_fields(True)
     assert list(wire.parse_control(payloads["frame-hello"])) == ["v", "from", "to", "epoch", "mac"]
+    mutual = wire.parse_control(payloads["frame-hello-mutual"])
+    assert mutual == hello_fields(True, True)
+    assert list(mutual) == ["v", "from", "to", "epoch", "mac", "nonce"]
     assert wire.parse_control(payloads["frame-hello-nomac"]) == hello_fields(False)
     assert wire.parse_control(payloads["frame-welcome"]) == {"total": 300, "replayable": 200}
+    welcome = wire.parse_control(payloads["frame-welcome-mac"])
+    assert welcome == welcome_fields(True)
+    assert list(welcome) == ["total", "replayable", "mac"]
     assert wire.parse_control(payloads["frame-refuse"]) == REFUSAL
     assert wire.parse_ack(payloads["frame-ack"]) == (5, 4)
     first, count, replayable, batch = wire.parse_data(payloads["frame-data"])
@@ -309,6 +342,17 @@ def test_hello_mac_is_hmac_sha256_of_the_documented_input() -> None:
     mac = hmac.new(SECRET.encode(), vector("hello-mac-input"), hashlib.sha256).digest()
     assert mac == vector("hello-mac")
     assert wire.parse_control(vector("frame-hello")[5:])["mac"] == mac
+    assert wire.parse_control(vector("frame-hello-mutual")[5:])["mac"] == mac
+
+
+def test_welcome_mac_is_hmac_sha256_of_the_documented_input() -> None:
+    mac = hmac.new(SECRET.encode(), vector("welcome-mac-input"), hashlib.sha256).digest()
+    assert mac == vector("welcome-mac")
+    assert wire.parse_control(vector("frame-welcome-mac")[5:])["mac"] == mac
+    assert wire.parse_control(vector("frame-hello-mutual")[5:])["nonce"] == HELLO_NONCE
+    # bound to its direction: the same nonce and names never give the HELLO MAC
+    assert mac != _mac(SECRET, HELLO_NONCE, "server", "client")
+    assert mac != _mac(SECRET, HELLO_NONCE, "client", "server", welcome=True)
 
 
 def test_messages_decode_back() -> None:
@@ -374,10 +418,10 @@ def test_checkpoint_vector_decodes() -> None:
 # --- the worked examples of section 4 ------------------------------------------------------------
 
 
-def receiver() -> Coordinator:
-    """A coordinator that is only fed batches: it needs no store and no transport."""
-    settings = Settings(target="counter:Counter", name="server", log="memory://vectors")
-    return Coordinator("server", None, None, settings)  # type: ignore[arg-type]
+def receiver(name: str = "server", secret: str | None = None) -> Coordinator:
+    """A coordinator that is only fed batches or links: it needs no store and no transport."""
+    settings = Settings(target="counter:Counter", name=name, log="memory://vectors", secret=secret)
+    return Coordinator(name, None, None, settings)  # type: ignore[arg-type]
 
 
 R = messages.call("inc", (), {}, impulse=False)
@@ -445,3 +489,264 @@ def test_resume_example_after_a_plain_reconnection() -> None:
     assert len(out) == 4
     with pytest.raises(ProtocolError):
         out.resume(11)
+
+
+# --- the batch check of section 4.4 ---------------------------------------------------------------
+
+
+def test_a_documented_batch_scans_to_its_offsets_and_replayable_count() -> None:
+    payload = vector("frame-data")[wire.FRAME_HEAD_SIZE :]
+    _, count, replayable, batch = wire.parse_data(payload)
+    assert wire.scan_batch(batch, count) == ([0, 13], replayable)
+
+
+@pytest.mark.parametrize(
+    ("batch", "count"),
+    [
+        pytest.param(framed(R, I), 3, id="fewer messages than the count"),
+        pytest.param(framed(R, I) + b"\x00", 2, id="bytes left after the count"),
+        pytest.param(framed(R) + bytes(4), 2, id="a zero-length message"),
+        pytest.param(framed(R)[:-1], 1, id="a length running past the end"),
+        pytest.param(framed(R) + b"\x01\x00\x00\x00", 2, id="a length and no message byte"),
+    ],
+)
+def test_a_malformed_batch_is_refused_before_it_reaches_a_page(batch: bytes, count: int) -> None:
+    with pytest.raises(ProtocolError):
+        wire.scan_batch(batch, count)
+    coordinator = receiver()
+    with pytest.raises(ProtocolError):
+        coordinator.accept_batch("client", 1, count, 1, batch)
+    assert not coordinator._pending and coordinator.received.get("client", [0, 0]) == [0, 0]
+
+
+def test_the_replayable_count_must_match_the_impulse_bits() -> None:
+    coordinator = receiver()
+    for claimed in (0, 2):
+        with pytest.raises(ProtocolError, match="replayable"):
+            coordinator.accept_batch("client", 1, 2, claimed, framed(R, I))
+    assert not coordinator._pending and coordinator.received.get("client", [0, 0]) == [0, 0]
+    coordinator.accept_batch("client", 1, 2, 1, framed(R, I))
+    assert coordinator.received["client"] == [2, 1]
+    # checked before the duplicate rule: a lying resend of what is already held is refused too
+    with pytest.raises(ProtocolError):
+        coordinator.accept_batch("client", 1, 2, 2, framed(R, I))
+    assert len(coordinator._pending) == 1
+
+
+def test_size_limits_keep_a_data_frame_within_max_frame() -> None:
+    assert MAX_BATCH == wire.MAX_FRAME // 2 == 33_554_432
+    assert MAX_MESSAGE == wire.MAX_FRAME // 4 == 16_777_216
+    # a batch stops growing at MAX_BATCH, so it ends at most one framed message past it
+    largest = wire.FRAME_HEAD_SIZE + 16 + MAX_BATCH + 4 + MAX_MESSAGE
+    assert largest - 4 <= wire.MAX_FRAME  # the length field does not count itself
+    coordinator = receiver()
+    with pytest.raises(CodecError):
+        coordinator.send("client", bytes(MAX_MESSAGE + 1), impulse=False)
+    assert len(coordinator.output("client")) == 0
+    coordinator.send("client", bytes(MAX_MESSAGE), impulse=False)
+    assert len(coordinator.output("client")) == 1
+
+
+# --- messages that cannot be decoded (section 3.1) ------------------------------------------------
+
+
+class Tally(Immortal):
+    def __init__(self) -> None:
+        self.count = 0
+
+    @rpc
+    def inc(self, n: int) -> None:
+        self.count += n
+
+
+@pytest.mark.parametrize("replaying", [False, True], ids=["live", "replay"])
+def test_an_undecodable_message_is_dropped_and_execution_goes_on(
+    replaying: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    coordinator = receiver()
+    tally = Tally()
+    executor = Executor("server", tally, coordinator)
+    executor.replaying = replaying
+    with caplog.at_level(logging.ERROR, logger="ambrosia_edge"):
+        executor.dispatch("client", bytes([0x09]) + b"\x80")  # kind 9 does not exist
+        executor.dispatch("client", CALL_INC[:-1])  # the CBOR item is cut short
+        executor.dispatch("client", CALL_INC)
+    assert tally.count == 1
+    assert not coordinator.outputs
+    dropped = [r for r in caplog.records if "cannot be decoded" in r.getMessage()]
+    assert len(dropped) == (0 if replaying else 2)
+
+
+# --- the handshake of section 4.6, run with the real code of both ends ----------------------------
+
+
+class ScriptedLink:
+    """A Link that hands the code under test the given frames, then breaks, recording what it
+    sends."""
+
+    peer = "scripted"
+
+    def __init__(self, *frames: bytes) -> None:
+        self.incoming = list(frames)
+        self.sent: list[bytes] = []
+
+    async def send(self, data: bytes) -> None:
+        self.sent.append(bytes(data))
+
+    async def receive(self) -> tuple[Frame, bytes]:
+        if not self.incoming:
+            raise BrokenByPeer("end of the script")
+        data = self.incoming.pop(0)
+        length, ftype = wire.parse_head(data[: wire.FRAME_HEAD_SIZE])
+        assert len(data) == wire.FRAME_HEAD_SIZE + length
+        return ftype, data[wire.FRAME_HEAD_SIZE :]
+
+    async def aclose(self) -> None:
+        pass
+
+
+def fixed_nonce(monkeypatch: pytest.MonkeyPatch, nonce: bytes) -> None:
+    """Make the coordinator's fresh nonces the documented ones."""
+    monkeypatch.setattr(coordinator_module, "os", types.SimpleNamespace(urandom=lambda n: nonce))
+
+
+def sender(secret: str | None) -> Coordinator:
+    client = receiver("client", secret)
+    client.epoch = 3
+    return client
+
+
+def refusal(data: bytes) -> dict[str, Any]:
+    _, ftype = wire.parse_head(data[: wire.FRAME_HEAD_SIZE])
+    assert ftype is Frame.REFUSE
+    return wire.parse_control(data[wire.FRAME_HEAD_SIZE :], "code", "message")
+
+
+@pytest.mark.anyio
+async def test_the_sender_writes_the_documented_hello_and_accepts_the_welcome(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    fixed_nonce(monkeypatch, HELLO_NONCE)
+    link = ScriptedLink(vector("frame-challenge"), vector("frame-welcome-mac"))
+    assert await sender(SECRET)._hello(link, "server") == (300, 200)
+    assert link.sent == [vector("frame-hello-mutual")]
+    # without a secret: no mac, no nonce, and a WELCOME mac is ignored
+    link = ScriptedLink(vector("frame-challenge"), vector("frame-welcome-mac"))
+    assert await sender(None)._hello(link, "server") == (300, 200)
+    assert link.sent == [vector("frame-hello-nomac")]
+
+
+WELCOME_MAC = _mac(SECRET, HELLO_NONCE, "server", "client", welcome=True)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("challenge", "welcome", "error"),
+    [
+        pytest.param({"v": 2, "nonce": NONCE}, None, ProtocolError, id="challenge v 2"),
+        pytest.param({"v": 1, "nonce": NONCE[:15]}, None, ProtocolError, id="nonce 15 bytes"),
+        pytest.param({"v": 1, "nonce": "0" * 16}, None, ProtocolError, id="nonce as text"),
+        pytest.param(None, {"total": 300, "replayable": 200}, AuthenticationError, id="no mac"),
+        pytest.param(
+            None,
+            {"total": 300, "replayable": 200, "mac": vector("hello-mac")},
+            AuthenticationError,
+            id="the hello mac",
+        ),
+        pytest.param(
+            None,
+            {"total": 300, "replayable": 200, "mac": WELCOME_MAC.hex()},
+            AuthenticationError,
+            id="mac as text",
+        ),
+        pytest.param(
+            None, {"total": -1, "replayable": 0, "mac": WELCOME_MAC}, ProtocolError, id="negative"
+        ),
+        pytest.param(
+            None, {"total": True, "replayable": 0, "mac": WELCOME_MAC}, ProtocolError, id="bool"
+        ),
+        pytest.param(
+            None, {"total": "300", "replayable": 0, "mac": WELCOME_MAC}, ProtocolError, id="text"
+        ),
+        pytest.param(
+            None,
+            {"total": 200, "replayable": 300, "mac": WELCOME_MAC},
+            ProtocolError,
+            id="replayable above total",
+        ),
+    ],
+)
+async def test_the_sender_refuses_a_bad_challenge_or_welcome(
+    monkeypatch: pytest.MonkeyPatch,
+    challenge: dict[str, Any] | None,
+    welcome: dict[str, Any] | None,
+    error: type[Exception],
+) -> None:
+    fixed_nonce(monkeypatch, HELLO_NONCE)
+    frames = [
+        vector("frame-challenge")
+        if challenge is None
+        else wire.control(Frame.CHALLENGE, challenge),
+        vector("frame-welcome-mac") if welcome is None else wire.control(Frame.WELCOME, welcome),
+    ]
+    link = ScriptedLink(*frames)
+    with pytest.raises(error) as caught:
+        await sender(SECRET)._hello(link, "server")
+    if error is ProtocolError:
+        assert not isinstance(caught.value, AuthenticationError)
+    assert len(link.sent) == (0 if challenge is not None else 1)
+
+
+@pytest.mark.anyio
+async def test_the_receiver_writes_the_documented_challenge_and_welcome(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    fixed_nonce(monkeypatch, NONCE)
+    server = receiver(secret=SECRET)
+    server.received["client"] = [300, 200]
+    server.durable["client"] = (300, 200)
+    link = ScriptedLink(vector("frame-hello-mutual"))
+    await server.serve_link(link)
+    assert link.sent == [vector("frame-challenge"), vector("frame-welcome-mac"), wire.ack(300, 200)]
+    # a receiver without a secret ignores mac and nonce, and proves nothing
+    server = receiver()
+    server.received["client"] = [300, 200]
+    server.durable["client"] = (300, 200)
+    link = ScriptedLink(vector("frame-hello-mutual"))
+    await server.serve_link(link)
+    assert link.sent == [vector("frame-challenge"), vector("frame-welcome"), wire.ack(300, 200)]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("hello", "code"),
+    [("frame-hello", "protocol"), ("frame-hello-nomac", "auth")],
+    ids=["mac without nonce", "no mac"],
+)
+async def test_a_receiver_with_the_secret_refuses_an_incomplete_hello(
+    monkeypatch: pytest.MonkeyPatch, hello: str, code: str
+) -> None:
+    fixed_nonce(monkeypatch, NONCE)
+    link = ScriptedLink(vector(hello))
+    await receiver(secret=SECRET).serve_link(link)
+    challenge, refused = link.sent
+    assert challenge == vector("frame-challenge")
+    assert refusal(refused)["code"] == code
+
+
+@pytest.mark.anyio
+async def test_welcome_waits_until_the_received_watermark_is_durable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    fixed_nonce(monkeypatch, NONCE)
+    server = receiver(secret=SECRET)
+    server.received["client"] = [300, 200]  # accepted, still in the page being built
+    server.durable["client"] = (250, 180)
+    link = ScriptedLink(vector("frame-hello-mutual"))
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(server.serve_link, link)
+        await anyio.wait_all_tasks_blocked()
+        assert link.sent == [vector("frame-challenge")]
+        server.durable["client"] = (300, 200)  # the page is written
+        server._durable_changed.set()
+    assert link.sent == [vector("frame-challenge"), vector("frame-welcome-mac"), wire.ack(300, 200)]
