@@ -209,7 +209,7 @@ class Executor:
             # (a peer on another version, an unregistered class) must not stop the immortal.
             if not self.replaying:
                 log.error(
-                    "%s: dropped a message from %s that cannot be decoded: %s",
+                    "%s: dropped a message from %s that cannot be decoded or is malformed: %s",
                     self.name,
                     source,
                     exc,
@@ -327,11 +327,11 @@ class Executor:
                 message = messages.reply(
                     ctx.call_id, result, where=f"return value of {ctx.handler}"
                 )
-            except StateEncodingError as exc:
+                self.outbox.send(ctx.source, message, impulse=False)
+                return
+            except CodecError as exc:  # unencodable, or too large to send
                 error = exc
-        if error is not None:
-            message = messages.failure(ctx.call_id, error)
-        self.outbox.send(ctx.source, message, impulse=False)
+        self.outbox.send(ctx.source, messages.failure(ctx.call_id, error), impulse=False)
 
 
 #: What immortals and proxies see of the runtime.

@@ -75,7 +75,38 @@ def decode(message: bytes, proxy_factory: Any = None) -> tuple[Kind, bool, list[
     except (IndexError, KeyError):
         raise CodecError(f"unknown message kind {head & ~IMPULSE}") from None
     fields = codec.decode(message[1:], proxy_factory=proxy_factory)
+    if not _well_formed(kind, fields):
+        raise CodecError(f"a {kind.name} message has the wrong fields: {fields!r:.200}")
     return kind, bool(head & IMPULSE), fields
+
+
+def _well_formed(kind: Kind, fields: Any) -> bool:
+    """Check the shape before dispatch: a logged message is replayed forever, so a malformed
+    one must be dropped the same way each time rather than crash the executor."""
+    if type(fields) is not list:
+        return False
+    if kind is Kind.CALL:
+        return (
+            len(fields) == 3
+            and type(fields[0]) is str
+            and type(fields[1]) is list
+            and type(fields[2]) is dict
+        )
+    if kind is Kind.REQUEST:
+        return (
+            len(fields) == 4
+            and type(fields[0]) is int
+            and type(fields[1]) is str
+            and type(fields[2]) is list
+            and type(fields[3]) is dict
+        )
+    if kind in (Kind.REPLY, Kind.CAPTURE):
+        return len(fields) == 2 and type(fields[0]) is int
+    if kind in (Kind.FAILURE, Kind.CAPTURE_FAILED):
+        return (
+            len(fields) == 3 and type(fields[0]) is int and all(type(f) is str for f in fields[1:])
+        )
+    return fields == []
 
 
 #: Enum construction is slow on the dispatch hot path; a plain lookup is not.

@@ -30,7 +30,7 @@ _LEN = struct.Struct("<I")
 class Frame(enum.IntEnum):
     CHALLENGE = 1  # receiver -> sender: {"v", "nonce"}
     HELLO = 2  # sender -> receiver: {"v", "from", "to", "epoch", "mac"?}
-    WELCOME = 3  # receiver -> sender: {"total", "replayable"} received watermarks
+    WELCOME = 3  # receiver -> sender: {"total", "replayable", "mac"?} durable watermarks
     DATA = 4  # sender -> receiver: first_total u64, count u32, replayable u32, messages
     ACK = 5  # receiver -> sender: durable total u64, durable replayable u64
     REFUSE = 6  # either way, then close: {"code", "message"}
