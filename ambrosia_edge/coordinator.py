@@ -349,6 +349,7 @@ class Coordinator:
     async def _sender(self, destination: str, address: PeerAddress) -> None:
         backoff = 0.05
         out = self.output(destination)
+        waiting_said = False
         while True:
             link: Link | None = None
             try:
@@ -368,12 +369,25 @@ class Coordinator:
                     total,
                 )
                 backoff = 0.05
+                waiting_said = False
                 await _until_first_ends(
                     partial(self._read_acks, link, out), partial(self._send_loop, link, out)
                 )
             except (ConnectionClosed, ProtocolError, OSError) as exc:
                 if isinstance(exc, AuthenticationError | ProtocolError):
                     log.error("%s: link to %s failed: %s", self.name, destination, exc)
+                elif backoff >= 0.4 and not waiting_said:
+                    # a few quick retries failed: say once that we wait, and why
+                    log.info(
+                        "%s: waiting for %s at %s:%d (%s); calls to it are kept and sent "
+                        "when it is back",
+                        self.name,
+                        destination,
+                        address.host,
+                        address.port,
+                        exc,
+                    )
+                    waiting_said = True
                 else:
                     log.debug("%s: link to %s down: %s", self.name, destination, exc)
             finally:
