@@ -386,18 +386,36 @@ except TypeError:
 def decode(data: bytes, *, proxy_factory: Callable[[str], object] | None = None) -> Any:
     """Only the runtime knows how to reach another immortal, so it passes *proxy_factory*;
     without one, proxies come back as inert ProxyRef values."""
+    return make_decoder(proxy_factory)(data)
+
+
+def make_decoder(proxy_factory: Callable[[str], object] | None = None) -> Callable[[bytes], Any]:
+    """A ``decode`` with its hooks built once: the dispatch hot path decodes every message."""
     build = _builder(proxy_factory)
+    if _SEMANTIC:
+        decoders = {_OBJECT: lambda value, _immutable: build(value)}
+
+        def load(framed: bytes) -> Any:
+            return cbor2.loads(framed, semantic_decoders=decoders, tag_hook=_reject_tag)
+
+    else:
+
+        def hook(_decoder: Any, tag: Any) -> object:
+            return build(tag.value) if tag.tag == _OBJECT else _reject_tag(tag)
+
+        def load(framed: bytes) -> Any:
+            return cbor2.loads(framed, tag_hook=hook)
+
+    def decoder(data: bytes) -> Any:
+        return _decode_with(load, data)
+
+    return decoder
+
+
+def _decode_with(load: Callable[[bytes], Any], data: bytes) -> Any:
     framed = b"\x82" + data + b"\x48" + _END
     try:
-        if _SEMANTIC:
-            decoders = {_OBJECT: lambda value, _immutable: build(value)}
-            items = cbor2.loads(framed, semantic_decoders=decoders, tag_hook=_reject_tag)
-        else:
-
-            def hook(_decoder: Any, tag: Any) -> object:
-                return build(tag.value) if tag.tag == _OBJECT else _reject_tag(tag)
-
-            items = cbor2.loads(framed, tag_hook=hook)
+        items = load(framed)
     except CodecError:
         raise
     except RecursionError:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from types import CoroutineType
 from typing import Any, Protocol
 
-from . import messages
+from . import codec, messages
 from .errors import (
     CodecError,
     NondeterminismError,
@@ -79,6 +79,7 @@ class Executor:
         self._spawner: Callable[..., None] | None = None
         self._call_from_thread: Callable[[Callable[[], None]], None] | None = None
         obj._ambrosia_host = self
+        self._decoder = codec.make_decoder(self.proxy)
 
     # --- wiring by the runtime -------------------------------------------------------------
 
@@ -218,7 +219,7 @@ class Executor:
             self._dispatching = False
 
     def _dispatch(self, source: str, message: bytes) -> None:
-        kind, impulse, fields = messages.decode(message, proxy_factory=self.proxy)
+        kind, impulse, fields = messages.decode(message, decoder=self._decoder)
         if kind is Kind.CALL:
             method, args, kwargs = fields
             self._invoke(source, None, method, args, kwargs, impulse)

@@ -16,7 +16,10 @@ array encoded with :mod:`ambrosia_edge.codec`::
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 from typing import Any
+
+import cbor2
 
 from . import codec
 from .errors import CodecError
@@ -38,8 +41,17 @@ _START = bytes([Kind.START]) + codec.encode([])
 
 
 def call(method: str, args: tuple[Any, ...], kwargs: dict[str, Any], *, impulse: bool) -> bytes:
-    head = Kind.CALL | (IMPULSE if impulse else 0)
-    return bytes([head]) + codec.encode([method, list(args), kwargs], where=f"{method}() argument")
+    head = _IMPULSE_CALL if impulse else _CALL
+    if not kwargs and _LEAVES.issuperset(map(type, args)):
+        # plain arguments: cbor2 writes exactly the bytes the codec would, without its walk
+        return head + cbor2.dumps([method, list(args), kwargs])
+    return head + codec.encode([method, list(args), kwargs], where=f"{method}() argument")
+
+
+_CALL = bytes([Kind.CALL])
+_IMPULSE_CALL = bytes([Kind.CALL | IMPULSE])
+#: types the codec passes to cbor2 unchanged
+_LEAVES = frozenset({type(None), bool, int, float, str, bytes})
 
 
 def request(call_id: int, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
@@ -67,14 +79,19 @@ def is_impulse(message: bytes) -> bool:
     return bool(message[0] & IMPULSE)
 
 
-def decode(message: bytes, proxy_factory: Any = None) -> tuple[Kind, bool, list[Any]]:
-    """Split a message into (kind, is_impulse, fields)."""
+def decode(
+    message: bytes, proxy_factory: Any = None, *, decoder: Callable[[bytes], Any] | None = None
+) -> tuple[Kind, bool, list[Any]]:
+    """Split a message into (kind, is_impulse, fields); ``decoder`` from codec.make_decoder."""
     head = message[0]
     try:
         kind = _KINDS[head & ~IMPULSE]
     except (IndexError, KeyError):
         raise CodecError(f"unknown message kind {head & ~IMPULSE}") from None
-    fields = codec.decode(message[1:], proxy_factory=proxy_factory)
+    if decoder is not None:
+        fields = decoder(message[1:])
+    else:
+        fields = codec.decode(message[1:], proxy_factory=proxy_factory)
     if not _well_formed(kind, fields):
         raise CodecError(f"a {kind.name} message has the wrong fields: {fields!r:.200}")
     return kind, bool(head & IMPULSE), fields
