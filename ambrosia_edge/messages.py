@@ -49,18 +49,24 @@ def call(method: str, args: tuple[Any, ...], kwargs: dict[str, Any], *, impulse:
 
 
 _CALL = bytes([Kind.CALL])
+_REQUEST = bytes([Kind.REQUEST])
+_REPLY = bytes([Kind.REPLY])
 _IMPULSE_CALL = bytes([Kind.CALL | IMPULSE])
 #: types the codec passes to cbor2 unchanged
 _LEAVES = frozenset({type(None), bool, int, float, str, bytes})
 
 
 def request(call_id: int, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
+    if not kwargs and _LEAVES.issuperset(map(type, args)):
+        return _REQUEST + cbor2.dumps([call_id, method, list(args), kwargs])
     body = codec.encode([call_id, method, list(args), kwargs], where=f"{method}() argument")
-    return bytes([Kind.REQUEST]) + body
+    return _REQUEST + body
 
 
 def reply(call_id: int, value: Any, *, where: str) -> bytes:
-    return bytes([Kind.REPLY]) + codec.encode([call_id, value], where=where)
+    if type(value) in _LEAVES:
+        return _REPLY + cbor2.dumps([call_id, value])
+    return _REPLY + codec.encode([call_id, value], where=where)
 
 
 def failure(call_id: int, exc: BaseException, *, kind: Kind = Kind.FAILURE) -> bytes:
