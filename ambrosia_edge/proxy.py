@@ -16,11 +16,12 @@ class Proxy:
     keep handles to each other across checkpoints.
     """
 
-    __slots__ = ("__ambrosia_proxy_name__", "_cls", "_host")
+    __slots__ = ("__ambrosia_proxy_name__", "_cls", "_fork", "_host")
 
     def __init__(self, host: Host, name: str, cls: type | None = None) -> None:
         self._host = host
         self._cls = cls
+        self._fork: ForkProxy | None = None
         self.__ambrosia_proxy_name__ = name
 
     def __getattr__(self, method: str) -> Callable[..., Awaitable[Any]]:
@@ -35,7 +36,10 @@ class Proxy:
 
     @property
     def fork(self) -> ForkProxy:
-        return ForkProxy(self)
+        fork = self._fork
+        if fork is None:
+            fork = self._fork = ForkProxy(self)
+        return fork
 
     def __eq__(self, other: object) -> bool:
         return (
@@ -51,12 +55,18 @@ class Proxy:
 
 
 class ForkProxy:
-    __slots__ = ("_proxy",)
+    """Method callables are made once per proxy and method: producers fork in tight loops."""
+
+    __slots__ = ("_calls", "_proxy")
 
     def __init__(self, proxy: Proxy) -> None:
         self._proxy = proxy
+        self._calls: dict[str, Callable[..., None]] = {}
 
     def __getattr__(self, method: str) -> Callable[..., None]:
+        call = self._calls.get(method)
+        if call is not None:
+            return call
         if method.startswith("_"):
             raise AttributeError(method)
         proxy = self._proxy
@@ -65,4 +75,5 @@ class ForkProxy:
         def call(*args: Any, **kwargs: Any) -> None:
             host.fork(name, cls, method, args, kwargs)
 
+        self._calls[method] = call
         return call

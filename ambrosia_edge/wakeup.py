@@ -19,6 +19,8 @@ class Wakeup:
         self._flag = False
 
     def set(self) -> None:
+        if self._flag:
+            return  # already pending: producers call this once per message
         self._flag = True
         self._event.set()
 
