@@ -1,0 +1,127 @@
+"""``python -m benchmarks``: run the benchmarks and write the report.
+
+    python -m benchmarks --quick            # about two minutes
+    python -m benchmarks                    # the full set (about a quarter of an hour)
+    python -m benchmarks --full --docs      # ... and update docs/benchmarks.md and its plot
+    python -m benchmarks --smoke --out DIR  # seconds; what the test suite runs
+
+Every run writes ``results.json`` (every sample), ``results.md`` (the tables) and, when
+matplotlib is installed, ``throughput.png`` into ``--out`` (a new temporary directory unless
+given).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+BEGIN = "<!-- results:begin -->"
+END = "<!-- results:end -->"
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _check_imports() -> None:
+    try:
+        import ambrosia_edge.storage.local  # noqa: F401
+    except ImportError as exc:
+        raise SystemExit(
+            f"cannot import ambrosia_edge.storage.local ({exc}). The benchmarks need the package "
+            "installed (pip install -e '.[bench]'); if it is installed, the checkout's "
+            "ambrosia_edge/ directory may be shadowing it: run from another directory with "
+            "PYTHONPATH pointing at the directory that holds benchmarks/."
+        ) from None
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks",
+        description="Benchmark ambrosia-edge against gRPC, DBOS Transact and the disk itself.",
+    )
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument("--full", dest="mode", action="store_const", const="full")
+    which.add_argument("--quick", dest="mode", action="store_const", const="quick")
+    which.add_argument("--smoke", dest="mode", action="store_const", const="smoke")
+    parser.set_defaults(mode="full")
+    parser.add_argument("--reps", type=int, help="repetitions (default: the mode's)")
+    parser.add_argument("--no-dbos", action="store_true", help="skip the DBOS baseline")
+    parser.add_argument("--out", type=Path, help="directory for results.json/.md and the plot")
+    parser.add_argument(
+        "--workdir",
+        type=Path,
+        help="where the logs go while measuring (default: a temporary directory; put it on "
+        "the disk you want to measure)",
+    )
+    parser.add_argument(
+        "--docs",
+        action="store_true",
+        help="also write the tables into docs/benchmarks.md and the plot to "
+        "docs/benchmarks-throughput.png",
+    )
+    parser.add_argument("--quiet", action="store_true", help="print only the report")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    _check_imports()
+    from . import harness, report
+
+    args = parse(argv)
+    mode = harness.MODES[args.mode]
+    out = args.out or Path(tempfile.mkdtemp(prefix=f"ambrosia-bench-{mode.name}-"))
+    out.mkdir(parents=True, exist_ok=True)
+    own_workdir = args.workdir is None
+    workdir = Path(tempfile.mkdtemp(prefix="ambrosia-bench-work-")) if own_workdir else args.workdir
+    workdir.mkdir(parents=True, exist_ok=True)
+    command = shlex.join(["python", "-m", "benchmarks", *argv])
+
+    def say(text: str) -> None:
+        if not args.quiet:
+            print(text, file=sys.stderr, flush=True)
+
+    say(f"benchmarks, {mode.name} mode: logs in {workdir}, results to {out}")
+    try:
+        results = harness.run_suite(
+            mode, workdir, command, log=say, dbos=not args.no_dbos, reps=args.reps
+        )
+    finally:
+        if own_workdir:
+            shutil.rmtree(workdir, ignore_errors=True)
+    summary = report.summarise(results)
+    data = results.to_json()
+    data["summary"] = summary
+    (out / "results.json").write_text(json.dumps(data, indent=1, default=str))
+    plot_path = out / "throughput.png"
+    why_not = report.plot(results, summary, plot_path)
+    text = report.markdown(results, summary)
+    if why_not:
+        text += f"\n_No plot: {why_not}._\n"
+        say(f"no plot: {why_not}")
+    (out / "results.md").write_text(text)
+    if args.docs:
+        _update_docs(text, None if why_not else plot_path)
+    print(text)
+    say(f"results: {out / 'results.md'}, {out / 'results.json'}")
+    return 0
+
+
+def _update_docs(text: str, plot_path: Path | None) -> None:
+    doc = REPO / "docs" / "benchmarks.md"
+    old = doc.read_text() if doc.exists() else f"# Benchmarks\n\n{BEGIN}\n{END}\n"
+    if BEGIN not in old or END not in old:
+        old = old.rstrip("\n") + f"\n\n{BEGIN}\n{END}\n"
+    head, _, rest = old.partition(BEGIN)
+    _, _, tail = rest.partition(END)
+    image = "\n![Throughput against payload size](benchmarks-throughput.png)\n" if plot_path else ""
+    doc.write_text(f"{head}{BEGIN}\n{text}{image}\n{END}{tail}")
+    if plot_path is not None:
+        shutil.copyfile(plot_path, REPO / "docs" / "benchmarks-throughput.png")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,567 @@
+"""The benchmark driver: runs every system in its own processes, interleaved, and reports.
+
+Each measurement starts a fresh server process and a fresh client process, waits until both
+are up (and, for immortals, connected to each other), samples their CPU time and memory, writes
+``go.json`` to start the workload, waits for the status files that say it is over, samples
+again and stops both. Systems take turns within every repetition (the order rotates from one
+repetition to the next), so a slow minute of the machine hits them all alike; the report gives
+the median of the repetitions and the ratio of medians to the baseline measured in the same
+run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import disk, procstat
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+
+AMBROSIA = "ambrosia-edge"
+NO_FSYNC = "ambrosia-edge --no-fsync"
+GRPC = "grpcio"
+DBOS_QUEUE = "DBOS (one workflow per increment)"
+DBOS_BATCHED = "DBOS (100 increments per workflow)"
+
+APPS = "benchmarks.apps"
+KIB = 1024
+MIB = 1024 * 1024
+
+
+@dataclass
+class Mode:
+    name: str
+    sizes: list[int]
+    volume: int  # payload bytes per size and run
+    min_messages: int  # at least this many messages per size (large payloads)
+    max_messages: int  # at most this many (small payloads would take minutes)
+    grpc_max_messages: int  # gRPC's rate is steady early; cap its runs to keep them short
+    reps: int
+    pings: int
+    ping_warmup: int
+    counter: int  # increments for ambrosia-edge
+    dbos: bool
+    dbos_batched: int  # increments for DBOS, batched workflows
+    dbos_each: int  # increments for DBOS, one workflow each
+    disk_appends: int
+    disk_bytes: int
+    timeout: float  # seconds for any one measurement
+
+
+MODES = {
+    "smoke": Mode(
+        name="smoke",
+        sizes=[1 * KIB],
+        volume=2 * MIB,
+        min_messages=200,
+        max_messages=2000,
+        grpc_max_messages=2000,
+        reps=1,
+        pings=200,
+        ping_warmup=20,
+        counter=1000,
+        dbos=False,
+        dbos_batched=0,
+        dbos_each=0,
+        disk_appends=100,
+        disk_bytes=8 * MIB,
+        timeout=40,
+    ),
+    "quick": Mode(
+        name="quick",
+        sizes=[16, 1 * KIB, 64 * KIB],
+        volume=128 * MIB,
+        min_messages=1000,
+        max_messages=250_000,
+        grpc_max_messages=10_000,
+        reps=3,
+        pings=1000,
+        ping_warmup=200,
+        counter=10_000,
+        dbos=True,
+        dbos_batched=1000,
+        dbos_each=300,
+        disk_appends=500,
+        disk_bytes=64 * MIB,
+        timeout=120,
+    ),
+    "full": Mode(
+        name="full",
+        sizes=[64 * KIB >> i for i in range(13)][::-1],  # 16 B, 32 B, ... 64 KiB
+        volume=256 * MIB,
+        min_messages=2000,
+        max_messages=1_000_000,
+        grpc_max_messages=40_000,
+        reps=3,
+        pings=5000,
+        ping_warmup=500,
+        counter=10_000,
+        dbos=True,
+        dbos_batched=10_000,
+        dbos_each=1000,
+        disk_appends=2000,
+        disk_bytes=256 * MIB,
+        timeout=600,
+    ),
+}
+
+
+class BenchmarkError(Exception):
+    pass
+
+
+# ---------------------------------------------------------------------------------------------
+# child processes
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Child:
+    """One process of a measurement, with its output in a file of the run directory."""
+
+    def __init__(self, label: str, args: list[str], cwd: Path, env: dict[str, str]) -> None:
+        self.label = label
+        self.output = cwd / f"{label}.out"
+        with open(self.output, "wb") as out:
+            self.proc = subprocess.Popen(
+                args, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT
+            )
+        self.pid = self.proc.pid
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def text(self) -> str:
+        try:
+            return self.output.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+class Runner:
+    """Starts the processes of one measurement after another, in a scratch directory."""
+
+    def __init__(self, workdir: Path, timeout: float, log: Callable[[str], None]) -> None:
+        self.workdir = workdir
+        self.timeout = timeout
+        self.say = log
+        self.seq = 0
+        # Children import from a directory that holds a snapshot of the package as this process
+        # imports it, and of `benchmarks`: a checkout's `ambrosia_edge/` cannot shadow the
+        # installed package in them, and edits made while the benchmarks run cannot mix two
+        # versions of the runtime in one report.
+        self.shim = workdir / "pythonpath"
+        if not self.shim.exists():
+            snapshot(self.shim)
+
+    def new_dir(self, label: str) -> Path:
+        self.seq += 1
+        path = self.workdir / f"{self.seq:03d}-{label}"
+        path.mkdir(parents=True)
+        return path
+
+    def env(self, run_dir: Path, expect: int) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("BENCH_")}
+        env["PYTHONPATH"] = str(self.shim)
+        env["BENCH_STATUS"] = str(run_dir)
+        env["BENCH_EXPECT"] = str(expect)
+        env.pop("AMBROSIA_EDGE_DEBUG", None)
+        return env
+
+    def wait(self, what: str, ready: Callable[[], bool], children: list[Child]) -> None:
+        deadline = time.monotonic() + self.timeout
+        while not ready():
+            for child in children:
+                if not child.alive():
+                    raise BenchmarkError(
+                        f"{child.label} exited with {child.proc.returncode} while waiting for "
+                        f"{what}; its output ends with:\n{child.text()[-3000:]}"
+                    )
+            if time.monotonic() > deadline:
+                raise BenchmarkError(f"timed out after {self.timeout:.0f} s waiting for {what}")
+            time.sleep(0.005)
+
+
+def snapshot(dest: Path) -> None:
+    """Copy ``ambrosia_edge`` (with the subpackages it maps from elsewhere) and ``benchmarks``."""
+    import importlib
+
+    import ambrosia_edge
+
+    skip = shutil.ignore_patterns("__pycache__", "*.pyc")
+    root = Path(ambrosia_edge.__path__[0])
+    shutil.copytree(root, dest / "ambrosia_edge", ignore=skip)
+    for sub in ("storage", "transports", "devices", "runtime", "cli"):
+        with contextlib.suppress(ImportError):
+            importlib.import_module(f"ambrosia_edge.{sub}")
+    for name, module in sorted(sys.modules.items()):
+        paths = getattr(module, "__path__", None)
+        if not name.startswith("ambrosia_edge.") or not paths:
+            continue
+        source = Path(next(iter(paths)))
+        if source.resolve().parent != root.resolve():  # a subpackage mapped from elsewhere
+            target = dest.joinpath(*name.split("."))
+            shutil.copytree(source, target, ignore=skip, dirs_exist_ok=True)
+    shutil.copytree(PACKAGE_DIR, dest / "benchmarks", ignore=skip)
+
+
+def _status(run_dir: Path, name: str) -> dict[str, Any]:
+    try:
+        data: dict[str, Any] = json.loads((run_dir / f"{name}.json").read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {}
+    return data
+
+
+def _go(run_dir: Path, **params: Any) -> None:
+    tmp = run_dir / "go.tmp"
+    tmp.write_text(json.dumps(params))
+    os.replace(tmp, run_dir / "go.json")
+
+
+def _ambrosia_args(role: str, run_dir: Path, port: int, peer_port: int, fsync: bool) -> list[str]:
+    cls, peer = ("BenchServer", "client") if role == "server" else ("BenchClient", "server")
+    return [
+        sys.executable,
+        "-m",
+        "benchmarks.host",
+        f"benchmarks.apps:{cls}",
+        "--name",
+        role,
+        "--log",
+        str(run_dir / role),
+        "--listen",
+        f"127.0.0.1:{port}",
+        "--peer",
+        f"{peer}=127.0.0.1:{peer_port}",
+        "--fsync" if fsync else "--no-fsync",
+    ]
+
+
+def measure_pair(
+    runner: Runner,
+    system: str,
+    workload: str,
+    *,
+    size: int,
+    total: int,
+    batch: int,
+    keep_log: bool = False,
+    attach: Callable[[list[Child]], Callable[[], None]] | None = None,
+) -> dict[str, Any]:
+    """Run one workload between a fresh server and client of ``system``; return raw figures."""
+    label = f"{system.split()[0]}-{workload}-{size}".replace("/", "")
+    run_dir = runner.new_dir(label)
+    env = runner.env(run_dir, total)
+    children: list[Child] = []
+    try:
+        if system in (AMBROSIA, NO_FSYNC):
+            fsync = system == AMBROSIA
+            ps, pc = _free_port(), _free_port()
+            server = Child("server", _ambrosia_args("server", run_dir, ps, pc, fsync), run_dir, env)
+            children.append(server)
+            client = Child("client", _ambrosia_args("client", run_dir, pc, ps, fsync), run_dir, env)
+            children.append(client)
+
+            def up() -> bool:
+                return (
+                    bool(_status(run_dir, "server"))
+                    and bool(_status(run_dir, "client"))
+                    and "connected to client" in server.text()
+                    and "connected to server" in client.text()
+                )
+
+        elif system == GRPC:
+            port = _free_port()
+            peer = [sys.executable, "-m", "benchmarks.grpc_peer"]
+            server = Child("server", [*peer, "serve", "--port", str(port)], run_dir, env)
+            children.append(server)
+            runner.wait("the gRPC server", lambda: bool(_status(run_dir, "server")), children)
+            client = Child("client", [*peer, "client", "--port", str(port)], run_dir, env)
+            children.append(client)
+
+            def up() -> bool:
+                return bool(_status(run_dir, "client"))
+
+        elif system in (DBOS_QUEUE, DBOS_BATCHED):
+            peer = [sys.executable, "-m", "benchmarks.dbos_peer"]
+            server = Child("server", [*peer, "serve"], run_dir, env)
+            children.append(server)
+            runner.wait("the DBOS service", lambda: bool(_status(run_dir, "server")), children)
+            client = Child("client", [*peer, "client"], run_dir, env)
+            children.append(client)
+
+            def up() -> bool:
+                return bool(_status(run_dir, "client"))
+
+            workload = "counter-batched" if system == DBOS_BATCHED else "counter"
+        else:
+            raise ValueError(system)
+        runner.wait(f"{system} to start", up, children)
+        idle = {c.label: procstat.memory_kib(c.pid)["VmRSS"] for c in children}
+        detach = attach(children) if attach is not None else None
+        cpu0 = {c.label: procstat.cpu_seconds(c.pid) for c in children}
+        _go(run_dir, workload=workload, size=size, total=total, batch=batch)
+        what = f"{system} to finish the {workload} workload"
+        if workload == "throughput" or (workload == "counter" and system == AMBROSIA):
+            runner.wait(what, lambda: "done" in _status(run_dir, "server"), children)
+        runner.wait(what, lambda: "done" in _status(run_dir, "client"), children)
+        cpu1 = {c.label: procstat.cpu_seconds(c.pid) for c in children}
+        memory = {c.label: procstat.memory_kib(c.pid) for c in children}
+        if detach is not None:
+            detach()
+        result = {
+            "system": system,
+            "workload": workload,
+            "size": size,
+            "total": total,
+            "server": _status(run_dir, "server"),
+            "client": _status(run_dir, "client"),
+            "idle_rss_kib": idle,
+            "peak_rss_kib": {k: v["VmHWM"] for k, v in memory.items()},
+            "cpu_s": {k: cpu1[k] - cpu0[k] for k in cpu1},
+        }
+    finally:
+        for child in children:
+            child.stop()
+    if keep_log:
+        result["log"] = str(run_dir / "server")
+    else:
+        shutil.rmtree(run_dir, ignore_errors=True)
+    return result
+
+
+def measure_replay(runner: Runner, log_dir: str) -> dict[str, Any]:
+    env = runner.env(Path(log_dir).parent, 0)
+    out = subprocess.run(
+        [sys.executable, "-m", "benchmarks.replay", log_dir, f"{APPS}:BenchServer", "server"],
+        cwd=Path(log_dir).parent,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=runner.timeout,
+        check=False,
+    )
+    if out.returncode != 0:
+        raise BenchmarkError(f"replay of {log_dir} failed:\n{out.stderr[-3000:]}")
+    data: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+    return data
+
+
+# ---------------------------------------------------------------------------------------------
+# statistics
+
+
+def percentile(sorted_values: list[float], q: float) -> float:
+    """The q-th percentile (0..100) by linear interpolation between closest ranks."""
+    if not sorted_values:
+        return float("nan")
+    pos = (len(sorted_values) - 1) * q / 100
+    lo = int(pos)
+    hi = min(lo + 1, len(sorted_values) - 1)
+    return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (pos - lo)
+
+
+def _throughput(r: dict[str, Any]) -> tuple[float, str]:
+    """Messages/s after the first page the server saw, up to the last message.
+
+    When nearly everything arrived in that first page (a run too small for the rate to settle),
+    fall back to the whole run, from the client's go to the server's last message.
+    """
+    s = r["server"]
+    after_first = s["last_n"] - s["first_n"]
+    if after_first >= r["total"] // 2 and s["last_t"] > s["first_t"]:
+        return after_first / (s["last_t"] - s["first_t"]), "first-to-last"
+    return r["total"] / (s["last_t"] - r["client"]["go_t"]), "go-to-last"
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+def _rotate(items: list[str], k: int) -> list[str]:
+    k %= len(items)
+    return items[k:] + items[:k]
+
+
+# ---------------------------------------------------------------------------------------------
+# the suite
+
+
+@dataclass
+class Results:
+    mode: str
+    command: str
+    started: str
+    seconds: float = 0.0
+    machine: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    throughput: list[dict[str, Any]] = field(default_factory=list)
+    ping: list[dict[str, Any]] = field(default_factory=list)
+    counter: list[dict[str, Any]] = field(default_factory=list)
+    disk: list[dict[str, Any]] = field(default_factory=list)
+    replay: list[dict[str, Any]] = field(default_factory=list)
+    params: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def messages_for(mode: Mode, size: int, system: str) -> int:
+    n = min(mode.max_messages, max(mode.min_messages, mode.volume // size))
+    if system == GRPC:
+        n = min(n, mode.grpc_max_messages)
+    return n
+
+
+def throughput_batch(size: int) -> int:
+    """Messages per continuation step: about 256 KiB, and at least 100."""
+    return max(100, (256 * KIB) // size)
+
+
+def _have(module: str) -> bool:
+    try:
+        __import__(module)
+    except ImportError:
+        return False
+    return True
+
+
+def run_suite(
+    mode: Mode,
+    workdir: Path,
+    command: str,
+    *,
+    log: Callable[[str], None],
+    dbos: bool = True,
+    reps: int | None = None,
+) -> Results:
+    from . import report
+
+    started = time.monotonic()
+    results = Results(
+        mode=mode.name,
+        command=command,
+        started=time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        machine=report.machine(workdir),
+    )
+    reps = reps or mode.reps
+    results.params = {**asdict(mode), "reps": reps}
+    runner = Runner(workdir, mode.timeout, log)
+    systems = [AMBROSIA, NO_FSYNC]
+    if _have("grpc"):
+        systems.append(GRPC)
+    else:
+        results.notes.append("grpcio is not installed, so the gRPC baseline was skipped.")
+        log("grpcio is not installed: skipping the gRPC baseline (pip install '.[bench]')")
+    use_dbos = dbos and mode.dbos
+    if use_dbos and not _have("dbos"):
+        use_dbos = False
+        results.notes.append("DBOS Transact is not installed, so its baseline was skipped.")
+        log("dbos is not installed: skipping the DBOS baseline (pip install '.[bench]')")
+    elif not use_dbos:
+        results.notes.append(f"The DBOS baseline is not part of this run ({mode.name} mode).")
+    smallest = min(mode.sizes)
+
+    for rep in range(reps):
+        log(f"repetition {rep + 1} of {reps}")
+        # the physical floor first: nothing else runs while it is measured
+        lat = disk.append_latencies(workdir, mode.disk_appends)
+        # several passes: on a virtual disk the first write of fresh blocks can be much slower
+        bws = [disk.sequential_bandwidth(workdir, mode.disk_bytes) for _ in range(3)]
+        bw = median(bws)
+        results.disk.append({"rep": rep, "append_ns": lat, "sequential_bytes_per_s": bws})
+        log(
+            f"  disk: 4 KiB append+fdatasync p50 {percentile(sorted(lat), 50) / 1e3:.0f} us, "
+            f"sequential {bw / 1e6:.0f} MB/s"
+        )
+        for size in mode.sizes:
+            for system in _rotate(systems, rep):
+                total = messages_for(mode, size, system)
+                keep = system == AMBROSIA and size == smallest
+                r = measure_pair(
+                    runner,
+                    system,
+                    "throughput",
+                    size=size,
+                    total=total,
+                    batch=throughput_batch(size),
+                    keep_log=keep,
+                )
+                r["rep"] = rep
+                r["messages_per_s"], r["timing"] = _throughput(r)
+                results.throughput.append(r)
+                log(
+                    f"  throughput {size:>6} B {system:<26} {r['messages_per_s']:>10,.0f} msg/s "
+                    f"({total} messages)"
+                )
+                if keep:
+                    log_dir = r.pop("log")
+                    replay = measure_replay(runner, log_dir)
+                    shutil.rmtree(Path(log_dir).parent, ignore_errors=True)
+                    replay["rep"] = rep
+                    replay["size"] = size
+                    replay["messages_per_s"] = replay["messages"] / replay["seconds"]
+                    results.replay.append(replay)
+                    log(
+                        f"  replay     {size:>6} B {'':<26} {replay['messages_per_s']:>10,.0f} "
+                        f"msg/s ({replay['messages']} messages)"
+                    )
+        for system in _rotate(systems, rep):
+            total = mode.ping_warmup + mode.pings
+            r = measure_pair(runner, system, "ping", size=16, total=total, batch=1000)
+            r["rep"] = rep
+            r["samples_ns"] = r["client"].pop("samples")[mode.ping_warmup :]
+            results.ping.append(r)
+            lat_sorted = sorted(r["samples_ns"])
+            log(
+                f"  ping {system:<26} p50 {percentile(lat_sorted, 50) / 1e3:.0f} us "
+                f"p99 {percentile(lat_sorted, 99) / 1e3:.0f} us ({len(lat_sorted)} pings)"
+            )
+        counters = [AMBROSIA]
+        if use_dbos:
+            counters += [DBOS_BATCHED, DBOS_QUEUE]
+        for system in _rotate(counters, rep):
+            if system == AMBROSIA:
+                total = mode.counter
+            elif system == DBOS_BATCHED:
+                total = mode.dbos_batched
+            else:
+                total = mode.dbos_each
+            r = measure_pair(runner, system, "counter", size=0, total=total, batch=total)
+            r["rep"] = rep
+            end = r["server"]["last_t"] if system == AMBROSIA else r["client"]["done_t"]
+            r["increments_per_s"] = total / (end - r["client"]["go_t"])
+            results.counter.append(r)
+            log(
+                f"  counter {system:<36} {r['increments_per_s']:>10,.0f} increments/s "
+                f"({total} increments)"
+            )
+    results.seconds = time.monotonic() - started
+    return results
