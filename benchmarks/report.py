@@ -607,7 +607,7 @@ def plot(results: Results, summary: dict[str, Any], path: Path) -> str | None:
         ax.set_xlabel("payload size")
         ax.set_ylabel(ylabel)
         ax.grid(True, which="major", alpha=0.3)
-    left.legend(fontsize=8, loc="upper left")
+    left.legend(fontsize=8, loc="lower right")
     fig.suptitle(
         f"Throughput of fire-and-forget calls between two processes "
         f"({results.machine.get('nproc')} cores, {results.mode} mode, median of "
