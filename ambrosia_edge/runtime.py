@@ -57,7 +57,7 @@ class Runtime:
         self.cls = cls
         self.settings = settings
         self.name = settings.name
-        self.store = store if store is not None else open_store(settings.log)
+        self.store = store if store is not None else open_store(settings.log, fsync=settings.fsync)
         self.transport = transport if transport is not None else default_transport()
         self.coordinator = Coordinator(
             self.name, self.store, self.transport, settings, on_checkpoint=self._checkpoint

@@ -77,8 +77,12 @@ REGISTRY: dict[str, str] = {
 EXTRAS: dict[str, str] = {}
 
 
-def open_store(url: str) -> LogStore:
-    """Build (but do not open) the tier that serves ``url``; a bare path means local disk."""
+def open_store(url: str, *, fsync: bool = True) -> LogStore:
+    """Build (but do not open) the tier that serves ``url``; a bare path means local disk.
+
+    ``fsync=False`` (``--no-fsync``) keeps writes in the page cache: a crash of the process
+    loses nothing, a crash of the machine may. Every tier's constructor takes the keyword.
+    """
     scheme = urlsplit(url).scheme if "://" in url else "file"
     target = REGISTRY.get(scheme)
     if target is None:
@@ -97,5 +101,5 @@ def open_store(url: str) -> LogStore:
         hint = f"; install it with: pip install 'ambrosia-edge[{extra}]'" if extra else ""
         raise ConfigError(f"storage tier for {scheme}:// is not available ({exc}){hint}") from exc
     cls = getattr(module, class_name)
-    store: LogStore = cls(url)
+    store: LogStore = cls(url, fsync=fsync)
     return store

@@ -56,7 +56,7 @@ def _log_named(name: str) -> _MemoryLog:
 class MemoryStore:
     """One named in-memory log, with the writer role enforced within this process."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, fsync: bool = True) -> None:
         parts = urlsplit(url)
         name = parts.netloc + parts.path
         if parts.scheme != "memory" or not name:
