@@ -151,11 +151,8 @@ class Coordinator:
         if not self.live:
             for destination, replayable in page.trims.items():
                 self.output(destination).trim_replayable(replayable)
-        dispatch = executor.dispatch
         for entry in page.entries:
-            source = entry.source
-            for message in wire.split_messages(entry.batch, entry.count):
-                dispatch(source, message)
+            executor.dispatch_all(entry.source, wire.split_messages(entry.batch, entry.count))
         self.dispatched.update(page.inputs)
         self.stats["pages"] += 1
         if not self.live:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Awaitable, Callable, Coroutine, Generator
+from collections.abc import Awaitable, Callable, Coroutine, Generator, Iterable
 from dataclasses import dataclass
 from types import CoroutineType
 from typing import Any, Protocol
@@ -202,19 +202,26 @@ class Executor:
 
     def dispatch(self, source: str, message: bytes) -> None:
         """Run one logged message: a call starts a handler, a reply resumes one."""
+        self.dispatch_all(source, (message,))
+
+    def dispatch_all(self, source: str, batch: Iterable[bytes]) -> None:
+        """Run logged messages from one source, in order (one page entry)."""
         self._dispatching = True
         try:
-            self._dispatch(source, message)
-        except CodecError as exc:
-            # Deterministic: replay drops it the same way. Not raised: one undecodable message
-            # (a peer on another version, an unregistered class) must not stop the immortal.
-            if not self.replaying:
-                log.error(
-                    "%s: dropped a message from %s that cannot be decoded or is malformed: %s",
-                    self.name,
-                    source,
-                    exc,
-                )
+            for message in batch:
+                try:
+                    self._dispatch(source, message)
+                except CodecError as exc:
+                    # Deterministic: replay drops it the same way. Not raised: one bad message
+                    # (a peer on another version, an unregistered class) must not stop us.
+                    if not self.replaying:
+                        log.error(
+                            "%s: dropped a message from %s that cannot be decoded or is "
+                            "malformed: %s",
+                            self.name,
+                            source,
+                            exc,
+                        )
         finally:
             self._dispatching = False
 
@@ -245,9 +252,21 @@ class Executor:
         kwargs: dict[str, Any],
         impulse: bool,
     ) -> None:
-        handler = f"{self.cls.__name__}.{method}"
-        ctx = _Context(source, call_id, handler)
         role = self._roles.get(method)
+        if role is not None and (role == "impulse" or not impulse):
+            # the common case, kept lean: a fork to a plain handler needs no context at all
+            try:
+                result = getattr(self.obj, method)(*args, **kwargs)
+            except Exception as exc:
+                self._finish(_Context(source, call_id, self._handler(method)), error=exc)
+                return
+            if type(result) is CoroutineType:  # exact type: an ABC isinstance is slow here
+                self._start(_Context(source, call_id, self._handler(method)), result)
+            elif call_id is not None:
+                self._finish(_Context(source, call_id, self._handler(method)), result=result)
+            return
+        handler = self._handler(method)
+        ctx = _Context(source, call_id, handler)
         if role is None:
             self._finish(
                 ctx,
@@ -256,23 +275,13 @@ class Executor:
                 ),
             )
             return
-        if impulse and role != "impulse":
-            self._finish(
-                ctx,
-                error=NotAnImpulseError(
-                    f"{handler} received an impulse but is not marked @impulse"
-                ),
-            )
-            return
-        try:
-            result = getattr(self.obj, method)(*args, **kwargs)
-        except Exception as exc:
-            self._finish(ctx, error=exc)
-            return
-        if type(result) is CoroutineType:  # exact type: an ABC isinstance is slow here
-            self._start(ctx, result)
-        else:
-            self._finish(ctx, result=result)
+        self._finish(
+            ctx,
+            error=NotAnImpulseError(f"{handler} received an impulse but is not marked @impulse"),
+        )
+
+    def _handler(self, method: str) -> str:
+        return f"{self.cls.__name__}.{method}"
 
     def _start(self, ctx: _Context, coro: Coroutine[Any, Any, Any]) -> None:
         self._step(coro, ctx, None, None)
