@@ -30,7 +30,6 @@ import anyio.lowlevel
 from . import failpoints, wire
 from .config import PeerAddress, Settings
 from .errors import (
-    AmbrosiaError,
     AuthenticationError,
     CodecError,
     ConnectionClosed,
@@ -640,7 +639,3 @@ def retain(store: LogStore, keep: int) -> None:
     for chunk in store.list_chunks():
         if chunk < oldest_kept:
             store.delete_chunk(chunk)
-
-
-def describe(exc: AmbrosiaError) -> str:
-    return f"{type(exc).__name__}: {exc}"

@@ -26,7 +26,7 @@ from .errors import (
     StateEncodingError,
     UnknownMethodError,
 )
-from .immortal import Immortal, handlers
+from .immortal import RPC_MARK, Immortal, handlers
 from .messages import Kind
 from .outputs import Thunk
 from .proxy import Proxy
@@ -151,10 +151,7 @@ class Executor:
             return
         if cls is None and target == self.name:
             cls = self.cls
-        if (
-            cls is not None
-            and getattr(getattr(cls, method, None), "__ambrosia_rpc__", None) != "impulse"
-        ):
+        if cls is not None and getattr(getattr(cls, method, None), RPC_MARK, None) != "impulse":
             raise NotAnImpulseError(
                 f"{cls.__name__}.{method} is not an @impulse, so it cannot be called from code "
                 "that is not replayed (becoming_primary, spawned tasks, threads); mark it @impulse"
