@@ -64,9 +64,9 @@ class ForkProxy:
         self._calls: dict[str, Callable[..., None]] = {}
 
     def __getattr__(self, method: str) -> Callable[..., None]:
-        call = self._calls.get(method)
-        if call is not None:
-            return call
+        cached = self._calls.get(method)
+        if cached is not None:
+            return cached
         if method.startswith("_"):
             raise AttributeError(method)
         proxy = self._proxy
