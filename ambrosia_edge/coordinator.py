@@ -245,20 +245,24 @@ class Coordinator:
             self.stats["messages"] += sum(e.count for e in page.entries)
             self.durable.update(page.inputs)
             self._durable_changed.set()
-            for source in page.inputs:
-                if source == self.name:
-                    self._self_ack()
-                else:
-                    wake = self._ack_wanted.get(source)
-                    if wake is not None:
-                        wake.set()
             if self._dispatcher_idle and not self._pending and not self._over_bound():
                 # nothing to write next and nobody dispatching: run the page right here, one
-                # task switch sooner (what a lone awaited call waits for)
+                # task switch sooner (what a lone awaited call waits for); its output is woken
+                # before the acks, so a reply leaves ahead of the ack of its request
                 self._dispatch(page)
             else:
                 self._durable_queue.append(page)
                 self._have_durable.set()
+            self._acknowledge(page)
+
+    def _acknowledge(self, page: Page) -> None:
+        for source in page.inputs:
+            if source == self.name:
+                self._self_ack()
+            else:
+                wake = self._ack_wanted.get(source)
+                if wake is not None:
+                    wake.set()
 
     def _self_ack(self) -> None:
         total, replayable = self.durable[self.name]
