@@ -25,9 +25,11 @@ cutting it would silently drop inputs that were acknowledged as logged). It is a
 * the record claims to end at or past the end of the file (``o + 12 + length >= EOF``), or
 * every byte from ``o`` to the end of the file is zero (a preallocated or never-written tail).
 
-Anything else raises :class:`~ambrosia_edge.errors.CorruptLogError`. Because the rule trusts the
-length field when deciding, damage to the high bytes of a *middle* record's length that makes it
-point past the end of the file looks exactly like a torn tail; the checksum cannot help there.
+and no intact record follows it anywhere in the file (a writer only ever tears its last append,
+so an intact record further on proves that a length damaged to point past the end of the file is
+damage, not a tear). Anything else raises :class:`~ambrosia_edge.errors.CorruptLogError`.
+(A torn record whose own partial body holds a complete framed record, as when an application
+ships log records as payloads, is therefore reported as corruption: the safe direction.)
 """
 
 from __future__ import annotations
@@ -190,7 +192,7 @@ class RecordScan:
                     self.valid_length = offset
                     continue
                 problem = "checksum mismatch"
-            if end >= size or self._zero_from(offset):
+            if (end >= size or self._zero_from(offset)) and not self._intact_after(offset):
                 self._tear(problem)
                 return
             raise CorruptLogError(
@@ -202,6 +204,33 @@ class RecordScan:
         self.torn = True
         self.torn_reason = reason
         self.finished = True
+
+    def _intact_after(self, offset: int) -> bool:
+        """Is there an intact record anywhere after the damaged one at ``offset``?
+
+        A writer only ever tears its last append, so an intact record further on proves the
+        damage is not a torn tail, even when a damaged length makes the record seem to run past
+        the end of the file. Only damaged data pays for this search.
+        """
+        position = offset + 1
+        while position + HEADER_SIZE <= self.size:
+            window = self._src.view(position, _FILE_BLOCK).tobytes()
+            found = window.find(MAGIC)
+            if found < 0:
+                position += max(1, len(window) - 1)
+                continue
+            candidate = position + found
+            head = self._src.view(candidate, HEADER_SIZE)
+            if len(head) == HEADER_SIZE:
+                _, version, _, length, crc = _HEADER.unpack_from(head)
+                stop = candidate + HEADER_SIZE + length
+                if version == FORMAT_VERSION and length <= MAX_RECORD_BODY and stop <= self.size:
+                    checked = bytes(head[2:8])
+                    body = self._src.view(candidate + HEADER_SIZE, length)
+                    if len(body) == length and crc32c(body, crc32c(checked)) == crc:
+                        return True
+            position = candidate + 1
+        return False
 
     def _zero_from(self, offset: int) -> bool:
         while offset < self.size:

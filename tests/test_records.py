@@ -203,10 +203,20 @@ def test_short_nonzero_garbage_is_torn() -> None:
     assert scan.torn
 
 
-def test_high_length_byte_damage_in_the_middle_reads_as_torn() -> None:
-    # The framing rule trusts the length when classifying: a length pushed past the end of the
-    # file is indistinguishable from a record whose write was cut short.
+def test_high_length_byte_damage_in_the_middle_is_corruption() -> None:
+    # The damaged length points past the end of the file, like a torn write would; the intact
+    # record after it shows it is not the tail, so it must not be cut.
     data, offsets = frame_all([b"first", b"second", b"third"])
+    damaged = bytearray(data)
+    damaged[offsets[1] + 7] ^= 0x01
+    scan = scan_records(damaged, source="c")
+    assert next(scan) == (0, 1, b"first")
+    with pytest.raises(CorruptLogError, match=f"at byte offset {offsets[1]}: record of"):
+        next(scan)
+
+
+def test_high_length_byte_damage_in_the_last_record_is_torn() -> None:
+    data, offsets = frame_all([b"first", b"second"])
     damaged = bytearray(data)
     damaged[offsets[1] + 7] ^= 0x01
     scan = scan_records(damaged, source="c")
