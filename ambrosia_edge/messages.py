@@ -41,14 +41,22 @@ _START = bytes([Kind.START]) + codec.encode([])
 
 
 def call(method: str, args: tuple[Any, ...], kwargs: dict[str, Any], *, impulse: bool) -> bytes:
-    head = _IMPULSE_CALL if impulse else _CALL
     if not kwargs and _LEAVES.issuperset(map(type, args)):
-        # plain arguments: cbor2 writes exactly the bytes the codec would, without its walk
-        return head + cbor2.dumps([method, list(args), kwargs])
-    return head + codec.encode([method, list(args), kwargs], where=f"{method}() argument")
+        # Plain arguments: the bytes the codec would write, assembled from a cached head
+        # (kind, array of 3, method name), cbor2's array of the arguments and an empty map.
+        heads = _IMPULSE_HEADS if impulse else _CALL_HEADS
+        head = heads.get(method)
+        if head is None:
+            kind = _IMPULSE_CALL if impulse else _CALL
+            head = heads[method] = kind + b"\x83" + cbor2.dumps(method)
+        return head + cbor2.dumps(args) + b"\xa0"
+    kind = _IMPULSE_CALL if impulse else _CALL
+    return kind + codec.encode([method, list(args), kwargs], where=f"{method}() argument")
 
 
 _CALL = bytes([Kind.CALL])
+_CALL_HEADS: dict[str, bytes] = {}
+_IMPULSE_HEADS: dict[str, bytes] = {}
 _REQUEST = bytes([Kind.REQUEST])
 _REPLY = bytes([Kind.REPLY])
 _IMPULSE_CALL = bytes([Kind.CALL | IMPULSE])
