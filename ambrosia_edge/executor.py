@@ -199,15 +199,16 @@ class Executor:
 
     def dispatch(self, source: str, message: bytes) -> None:
         """Run one logged message: a call starts a handler, a reply resumes one."""
-        self.dispatch_all(source, (message,))
+        self.dispatch_all(source, ((message[0], message[1:]),) if message else ((0, b""),))
 
-    def dispatch_all(self, source: str, batch: Iterable[bytes]) -> None:
-        """Run logged messages from one source, in order (one page entry)."""
+    def dispatch_all(self, source: str, messages_: Iterable[tuple[int, bytes]]) -> None:
+        """Run logged messages from one source, in order (one page entry), each given as its
+        first byte and the rest (wire.message_parts)."""
         self._dispatching = True
         try:
-            for message in batch:
+            for head, body in messages_:
                 try:
-                    self._dispatch(source, message)
+                    self._dispatch(source, head, body)
                 except CodecError as exc:
                     # Deterministic: replay drops it the same way. Not raised: one bad message
                     # (a peer on another version, an unregistered class) must not stop us.
@@ -222,8 +223,8 @@ class Executor:
         finally:
             self._dispatching = False
 
-    def _dispatch(self, source: str, message: bytes) -> None:
-        kind, impulse, fields = messages.decode(message, decoder=self._decoder)
+    def _dispatch(self, source: str, head: int, body: bytes) -> None:
+        kind, impulse, fields = messages.decode_parts(head, body, self._decoder)
         if kind is Kind.CALL:
             method, args, kwargs = fields
             self._invoke(source, None, method, args, kwargs, impulse)

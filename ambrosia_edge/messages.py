@@ -97,15 +97,22 @@ def decode(
     message: bytes, proxy_factory: Any = None, *, decoder: Callable[[bytes], Any] | None = None
 ) -> tuple[Kind, bool, list[Any]]:
     """Split a message into (kind, is_impulse, fields); ``decoder`` from codec.make_decoder."""
-    head = message[0]
+    if not message:
+        raise CodecError("an empty message")
+    if decoder is None:
+        return decode_parts(message[0], message[1:], codec.make_decoder(proxy_factory))
+    return decode_parts(message[0], message[1:], decoder)
+
+
+def decode_parts(
+    head: int, body: bytes, decoder: Callable[[bytes], Any]
+) -> tuple[Kind, bool, list[Any]]:
+    """``decode`` for a message already split into its first byte and the rest (no copy)."""
     try:
         kind = _KINDS[head & ~IMPULSE]
-    except (IndexError, KeyError):
+    except KeyError:
         raise CodecError(f"unknown message kind {head & ~IMPULSE}") from None
-    if decoder is not None:
-        fields = decoder(message[1:])
-    else:
-        fields = codec.decode(message[1:], proxy_factory=proxy_factory)
+    fields = decoder(body)
     if not _well_formed(kind, fields):
         raise CodecError(f"a {kind.name} message has the wrong fields: {fields!r:.200}")
     return kind, bool(head & IMPULSE), fields

@@ -137,6 +137,25 @@ def split_messages(batch: bytes | memoryview, count: int) -> Iterator[bytes]:
         raise ProtocolError("batch holds more bytes than its message count says")
 
 
+def message_parts(batch: bytes, count: int) -> Iterator[tuple[int, bytes]]:
+    """Iterate (first byte, rest) of each message of a batch: what dispatch needs, one slice
+    per message instead of a copy of the message and then of its body."""
+    unpack = _LEN.unpack_from
+    offset = 0
+    end = len(batch)
+    for _ in range(count):
+        if offset + 4 > end:
+            raise ProtocolError("batch ends inside a message length")
+        (length,) = unpack(batch, offset)
+        start = offset + 4
+        offset = start + length
+        if offset > end or length == 0:
+            raise ProtocolError("batch ends inside a message")
+        yield batch[start], batch[start + 1 : offset]
+    if offset != end:
+        raise ProtocolError("batch holds more bytes than its message count says")
+
+
 def scan_batch(batch: bytes, count: int) -> tuple[list[int], int]:
     """Check a received batch before it is logged: (message offsets, replayable count).
 
