@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from pathlib import Path
 from typing import Any
 
@@ -100,16 +99,3 @@ class Streamer(Immortal):
 
     async def becoming_primary(self) -> None:
         self.spawn(report, self, ("sent",))
-
-
-class Sensor(Immortal):
-    """Sends impulses to the server from a non-deterministic task: one per `tick` file line."""
-
-    def __init__(self) -> None:
-        self.stamps: list[float] = []
-
-    @rpc
-    async def stamp(self) -> float:
-        value: float = await self.capture(time.time)
-        self.stamps.append(value)
-        return value
