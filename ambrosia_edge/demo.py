@@ -11,7 +11,6 @@ import json
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -22,6 +21,7 @@ from typing import Any
 import anyio
 
 from .immortal import Immortal, rpc
+from .testing import free_port as _free_port
 
 CALLS_ENV = "AMBROSIA_EDGE_DEMO_CALLS"
 STATUS_ENV = "AMBROSIA_EDGE_DEMO_STATUS"
@@ -56,12 +56,6 @@ class DemoClient(Immortal):
             path.with_suffix(".tmp").write_text(json.dumps({"pid": os.getpid(), "seen": self.seen}))
             os.replace(path.with_suffix(".tmp"), path)
             await anyio.sleep(0.02)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class _Process:

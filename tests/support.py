@@ -5,13 +5,16 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from ambrosia_edge.testing import free_port
+
+__all__ = ["APPS", "REPO", "Child", "free_port", "read_status", "wait_for"]
 
 REPO = Path(__file__).resolve().parent.parent
 APPS = Path(__file__).resolve().parent / "apps" / "counting.py"
@@ -37,12 +40,6 @@ def wait_for(
             extra = f"\n{details()[-4000:]}" if details else ""
             raise AssertionError(f"timed out after {timeout} s waiting for {what}{extra}")
         time.sleep(poll)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def read_status(status_dir: Path, name: str) -> dict[str, Any] | None:

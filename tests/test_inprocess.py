@@ -7,7 +7,7 @@ from typing import Any
 
 import anyio
 import pytest
-from instances import settings
+from instances import eventually, settings
 from support import free_port
 
 from ambrosia_edge import Immortal, NondeterminismError, RemoteError, rpc
@@ -55,12 +55,6 @@ class Caller(Immortal):
         self.done = True
 
 
-async def wait_until(condition: Any, timeout: float, what: str) -> None:
-    with anyio.fail_after(timeout):
-        while not condition():
-            await anyio.sleep(0.005)
-
-
 async def test_awaited_calls_return_values_and_remote_errors(tmp_path: Path) -> None:
     ps, pc = free_port(), free_port()
     server = Runtime(Server, settings("server", tmp_path / "s", ps, {"client": pc}))
@@ -68,7 +62,7 @@ async def test_awaited_calls_return_values_and_remote_errors(tmp_path: Path) -> 
     async with anyio.create_task_group() as tg:
         await tg.start(server.serve)
         await tg.start(client.serve)
-        await wait_until(lambda: client.immortal.done, 20, "the client to finish")  # type: ignore[attr-defined]
+        await eventually(lambda: client.immortal.done, "the client to finish", 20)  # type: ignore[attr-defined]
         tg.cancel_scope.cancel()
     caller: Any = client.immortal
     assert caller.seen == list(range(1, 51))
