@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -58,6 +59,12 @@ class Mode:
     dbos_each: int  # increments for DBOS, one workflow each
     disk_appends: int
     disk_bytes: int
+    recovery_size: int  # payload of the workload whose server is killed
+    recovery_messages: int  # messages in it: enough to outlast the kill by a margin
+    recovery_rolls: int  # log rolls (checkpoints after the first) before the kill
+    recovery_tail: int  # bytes the server logs after its newest checkpoint before the kill
+    replay_log: int  # bytes of server log to replay from the start
+    replay_log_size: int  # payload of the workload that writes it
     timeout: float  # seconds for any one measurement
 
 
@@ -78,6 +85,12 @@ MODES = {
         dbos_each=0,
         disk_appends=100,
         disk_bytes=8 * MIB,
+        recovery_size=1 * KIB,
+        recovery_messages=8000,
+        recovery_rolls=0,
+        recovery_tail=2 * MIB,
+        replay_log=8 * MIB,
+        replay_log_size=16 * KIB,
         timeout=40,
     ),
     "quick": Mode(
@@ -96,6 +109,12 @@ MODES = {
         dbos_each=300,
         disk_appends=500,
         disk_bytes=64 * MIB,
+        recovery_size=16,
+        recovery_messages=4_000_000,
+        recovery_rolls=1,
+        recovery_tail=32 * MIB,
+        replay_log=128 * MIB,
+        replay_log_size=16 * KIB,
         timeout=120,
     ),
     "full": Mode(
@@ -114,6 +133,12 @@ MODES = {
         dbos_each=1000,
         disk_appends=2000,
         disk_bytes=256 * MIB,
+        recovery_size=16,
+        recovery_messages=4_000_000,
+        recovery_rolls=1,
+        recovery_tail=32 * MIB,
+        replay_log=1024 * MIB,
+        replay_log_size=16 * KIB,
         timeout=600,
     ),
 }
@@ -245,7 +270,9 @@ def _go(run_dir: Path, **params: Any) -> None:
     os.replace(tmp, run_dir / "go.json")
 
 
-def _ambrosia_args(role: str, run_dir: Path, port: int, peer_port: int, fsync: bool) -> list[str]:
+def _ambrosia_args(
+    role: str, run_dir: Path, port: int, peer_port: int, fsync: bool, *options: str
+) -> list[str]:
     cls, peer = ("BenchServer", "client") if role == "server" else ("BenchClient", "server")
     return [
         sys.executable,
@@ -261,6 +288,7 @@ def _ambrosia_args(role: str, run_dir: Path, port: int, peer_port: int, fsync: b
         "--peer",
         f"{peer}=127.0.0.1:{peer_port}",
         "--fsync" if fsync else "--no-fsync",
+        *options,
     ]
 
 
@@ -274,8 +302,12 @@ def measure_pair(
     batch: int,
     keep_log: bool = False,
     attach: Callable[[list[Child]], Callable[[], None]] | None = None,
+    server_options: tuple[str, ...] = (),
 ) -> dict[str, Any]:
-    """Run one workload between a fresh server and client of ``system``; return raw figures."""
+    """Run one workload between a fresh server and client of ``system``; return raw figures.
+
+    ``server_options`` go to an immortal server's command line after the harness's own.
+    """
     label = f"{system.split()[0]}-{workload}-{size}".replace("/", "")
     run_dir = runner.new_dir(label)
     env = runner.env(run_dir, total)
@@ -284,7 +316,8 @@ def measure_pair(
         if system in (AMBROSIA, NO_FSYNC):
             fsync = system == AMBROSIA
             ps, pc = _free_port(), _free_port()
-            server = Child("server", _ambrosia_args("server", run_dir, ps, pc, fsync), run_dir, env)
+            args = _ambrosia_args("server", run_dir, ps, pc, fsync, *server_options)
+            server = Child("server", args, run_dir, env)
             children.append(server)
             client = Child("client", _ambrosia_args("client", run_dir, pc, ps, fsync), run_dir, env)
             children.append(client)
@@ -357,10 +390,12 @@ def measure_pair(
     return result
 
 
-def measure_replay(runner: Runner, log_dir: str) -> dict[str, Any]:
+def measure_replay(runner: Runner, log_dir: str, *, from_start: bool = False) -> dict[str, Any]:
+    """Recover the server's log read-only in a fresh process (see benchmarks/replay.py)."""
     env = runner.env(Path(log_dir).parent, 0)
+    args = [sys.executable, "-m", "benchmarks.replay", log_dir, f"{APPS}:BenchServer", "server"]
     out = subprocess.run(
-        [sys.executable, "-m", "benchmarks.replay", log_dir, f"{APPS}:BenchServer", "server"],
+        [*args, "--from-start"] if from_start else args,
         cwd=Path(log_dir).parent,
         env=env,
         capture_output=True,
@@ -372,6 +407,246 @@ def measure_replay(runner: Runner, log_dir: str) -> dict[str, Any]:
         raise BenchmarkError(f"replay of {log_dir} failed:\n{out.stderr[-3000:]}")
     data: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
     return data
+
+
+# ---------------------------------------------------------------------------------------------
+# recovery: a server killed mid-stream, and a whole log replayed from the start
+
+_CHUNK = re.compile(r"chunk-(\d+)\.log")
+_CHECKPOINT = re.compile(r"checkpoint-(\d+)\.cbor")
+_RECOVERED = re.compile(
+    r"recovered from (?:checkpoint (\d+)|the start) \+ (\d+) pages .* in ([\d.]+) s"
+)
+
+
+def log_files(log_dir: Path) -> tuple[dict[int, int], list[int]]:
+    """Sizes of a local log's chunk files by number, and its checkpoint numbers, sorted.
+
+    The chunk being written is zero-filled up to 1 MiB ahead of its last record, so its size
+    can run ahead of the records in it until the log is closed.
+    """
+    chunks: dict[int, int] = {}
+    checkpoints: list[int] = []
+    try:
+        entries = list(os.scandir(log_dir))
+    except FileNotFoundError:
+        return chunks, checkpoints
+    for entry in entries:
+        if m := _CHUNK.fullmatch(entry.name):
+            with contextlib.suppress(FileNotFoundError):  # deleted as a checkpoint retired it
+                chunks[int(m[1])] = entry.stat().st_size
+        elif m := _CHECKPOINT.fullmatch(entry.name):
+            checkpoints.append(int(m[1]))
+    return chunks, sorted(checkpoints)
+
+
+def default_settings() -> dict[str, int]:
+    """The runtime's own checkpoint and page sizes, which the recovery run leaves alone."""
+    import dataclasses
+
+    from ambrosia_edge.config import Settings
+
+    defaults = {f.name: f.default for f in dataclasses.fields(Settings)}
+    return {k: int(defaults[k]) for k in ("checkpoint_bytes", "keep_checkpoints", "page_bytes")}
+
+
+def interpreter_start(runner: Runner, run_dir: Path) -> float:
+    """Seconds for a bare interpreter to start and import what a host imports (best of 3)."""
+    env = runner.env(run_dir, 0)
+    code = "import benchmarks.host, benchmarks.apps"
+    times = []
+    for _ in range(3):
+        started = time.monotonic()
+        subprocess.run([sys.executable, "-c", code], env=env, cwd=run_dir, check=True)
+        times.append(time.monotonic() - started)
+    return min(times)
+
+
+def measure_recovery(
+    runner: Runner, *, size: int, total: int, rolls: int, tail: int
+) -> dict[str, Any]:
+    """SIGKILL a durable server mid-stream, restart it, and time the way back to serving.
+
+    The pair runs with the runtime's default checkpointing. The server is killed once its log
+    has rolled ``rolls`` times and holds ``tail`` bytes after its newest checkpoint, and is
+    started again with the same command line. The workload must then end with exactly ``total``
+    messages executed, in the live counters and in the state the log holds afterwards.
+    """
+    run_dir = runner.new_dir(f"recovery-{size}")
+    log_dir = run_dir / "server"
+    env = runner.env(run_dir, total)
+    ps, pc = _free_port(), _free_port()
+    server_args = _ambrosia_args("server", run_dir, ps, pc, True)
+    children: list[Child] = []
+    seen: dict[str, Any] = {}
+
+    def server_up(child: Child, *, done: bool = False) -> Callable[[], bool]:
+        def check() -> bool:
+            status = _status(run_dir, "server")
+            if status.get("pid") != child.pid or (done and "done" not in status):
+                return False
+            seen.setdefault("first", status)  # the first status: the count right after recovery
+            return True
+
+        return check
+
+    def killable() -> bool:
+        chunks, checkpoints = log_files(log_dir)
+        if not checkpoints or checkpoints[-1] < rolls + 1:
+            return False
+        return chunks.get(checkpoints[-1], 0) >= tail
+
+    try:
+        spawned = time.monotonic()
+        server = Child("server", server_args, run_dir, env)
+        children.append(server)
+        client = Child("client", _ambrosia_args("client", run_dir, pc, ps, True), run_dir, env)
+        children.append(client)
+        runner.wait("the server to start", server_up(server), children)
+        fresh_start_s = time.monotonic() - spawned
+        runner.wait(
+            "the durable pair to connect",
+            lambda: (
+                "connected to client" in server.text() and "connected to server" in client.text()
+            ),
+            children,
+        )
+        _go(run_dir, workload="throughput", size=size, total=total, batch=throughput_batch(size))
+        runner.wait(
+            f"the server's log to roll {rolls} times and grow {tail} bytes", killable, children
+        )
+        server.proc.kill()
+        server.proc.wait()
+        children.remove(server)
+        if "done" in _status(run_dir, "server"):
+            raise BenchmarkError(f"the workload of {total} messages ended before the kill")
+        chunks, checkpoints = log_files(log_dir)
+        checkpoint = checkpoints[-1]
+        tail_bytes = sum(b for n, b in chunks.items() if n >= checkpoint)
+
+        spawned = time.monotonic()
+        server = Child("server-restart", server_args, run_dir, env)
+        children.insert(0, server)
+        seen.clear()
+        runner.wait("the restarted server to recover", server_up(server), children)
+        ready_s = time.monotonic() - spawned
+        recovered = seen["first"].get("progress")
+        runner.wait(
+            "the client to reconnect to the restarted server",
+            lambda: client.text().count("connected to server") >= 2,
+            children,
+        )
+        reconnected_s = time.monotonic() - spawned
+        runner.wait(
+            "the workload to finish after the restart", server_up(server, done=True), children
+        )
+        runner.wait("the client to finish", lambda: "done" in _status(run_dir, "client"), children)
+        live = _status(run_dir, "server")
+    finally:
+        for child in children:
+            child.stop()
+    found = _RECOVERED.search(server.text())
+    if found is None or int(found[1] or 0) != checkpoint:
+        raise BenchmarkError(
+            f"the restarted server did not say it recovered from checkpoint {checkpoint}:\n"
+            f"{server.text()[-3000:]}"
+        )
+    from ambrosia_edge.storage.local import LocalStore
+
+    from .replay import checkpoint_state, counted
+
+    before = counted(checkpoint_state(LocalStore(str(log_dir)), checkpoint))
+    # what the log holds once both have stopped: a duplicate or a loss shows up here too
+    final = measure_replay(runner, str(log_dir))["state"]
+    want = {"received": total, "bytes": total * size}
+    for name, counts in (("live", live), ("logged", final)):
+        got = {k: counts.get(k) for k in want}
+        if got != want:
+            raise BenchmarkError(
+                f"exactly-once broken after the SIGKILL: the server's {name} counters are {got}, "
+                f"expected {want}; the run is kept in {run_dir}"
+            )
+    interpreter_s = interpreter_start(runner, run_dir)
+    shutil.rmtree(run_dir, ignore_errors=True)
+    return {
+        "size": size,
+        "total": total,
+        "settings": default_settings(),
+        "checkpoint": checkpoint,
+        "tail_bytes": tail_bytes,
+        "pages": int(found[2]),
+        "messages_replayed": None if recovered is None else recovered - before,
+        "recover_s": float(found[3]),
+        "ready_s": ready_s,
+        "reconnected_s": reconnected_s,
+        "fresh_start_s": fresh_start_s,
+        "interpreter_s": interpreter_s,
+        "received": final["received"],
+        "exactly_once": True,
+    }
+
+
+def measure_log_replay(runner: Runner, *, size: int, volume: int) -> list[dict[str, Any]]:
+    """Write a durable server log of about ``volume`` bytes, then replay all of it from the start.
+
+    The server keeps every chunk (no checkpoint is retired), so the whole log can be replayed.
+    It is replayed twice in fresh read-only processes: with the log still in the page cache
+    (as after a process crash) and after dropping its pages from the cache (as after a reboot).
+    """
+    total = max(1, volume // size)
+    written = measure_pair(
+        runner,
+        AMBROSIA,
+        "throughput",
+        size=size,
+        total=total,
+        batch=throughput_batch(size),
+        keep_log=True,
+        server_options=("--keep-checkpoints", str(1 << 30)),
+    )
+    log_dir = written.pop("log")
+    try:
+        chunks, _ = log_files(Path(log_dir))
+        log_bytes = sum(chunks.values())
+        rows = []
+        # without posix_fadvise (macOS) the cold replay is left out
+        for cache in ("warm", "cold") if hasattr(os, "posix_fadvise") else ("warm",):
+            if cache == "cold":
+                _drop_from_cache(Path(log_dir))
+            r = measure_replay(runner, log_dir, from_start=True)
+            if r["checkpoint"] is not None or r["messages"] != total:
+                raise BenchmarkError(
+                    f"replaying {log_dir} from the start gave {r['messages']} messages from "
+                    f"checkpoint {r['checkpoint']}; expected {total} from none"
+                )
+            rows.append(
+                {
+                    "cache": cache,
+                    "size": size,
+                    "log_bytes": log_bytes,
+                    "chunks": len(chunks),
+                    "messages": r["messages"],
+                    "pages": r["pages"],
+                    "seconds": r["seconds"],
+                    "mb_per_s": log_bytes / r["seconds"] / 1e6,
+                    "messages_per_s": r["messages"] / r["seconds"],
+                    "written_messages_per_s": _throughput({**written, "total": total})[0],
+                }
+            )
+    finally:
+        shutil.rmtree(Path(log_dir).parent, ignore_errors=True)
+    return rows
+
+
+def _drop_from_cache(log_dir: Path) -> None:
+    """Ask the kernel to drop the log's pages from the page cache (they are clean: fsynced)."""
+    for path in log_dir.iterdir():
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fdatasync(fd)
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(fd)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -427,6 +702,8 @@ class Results:
     counter: list[dict[str, Any]] = field(default_factory=list)
     disk: list[dict[str, Any]] = field(default_factory=list)
     replay: list[dict[str, Any]] = field(default_factory=list)
+    recovery: list[dict[str, Any]] = field(default_factory=list)
+    log_replay: list[dict[str, Any]] = field(default_factory=list)
     params: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
@@ -563,5 +840,26 @@ def run_suite(
                 f"  counter {system:<36} {r['increments_per_s']:>10,.0f} increments/s "
                 f"({total} increments)"
             )
+    # once per run: each takes seconds of traffic and a log of its own
+    r = measure_recovery(
+        runner,
+        size=mode.recovery_size,
+        total=mode.recovery_messages,
+        rolls=mode.recovery_rolls,
+        tail=mode.recovery_tail,
+    )
+    results.recovery.append(r)
+    log(
+        f"  recovery after SIGKILL, {r['size']} B: serving again {r['ready_s']:.2f} s after the "
+        f"restart (checkpoint {r['checkpoint']} + {r['tail_bytes'] / MIB:.1f} MiB of log, "
+        f"{r['messages_replayed']} messages); {r['received']} of {r['total']} received"
+    )
+    for row in measure_log_replay(runner, size=mode.replay_log_size, volume=mode.replay_log):
+        results.log_replay.append(row)
+        log(
+            f"  replay of {row['log_bytes'] / MIB:.0f} MiB from the start, {row['cache']} cache: "
+            f"{row['seconds']:.2f} s, {row['mb_per_s']:,.0f} MB/s, "
+            f"{row['messages_per_s']:,.0f} msg/s"
+        )
     results.seconds = time.monotonic() - started
     return results

@@ -1,11 +1,14 @@
 """Replay speed: rebuild an immortal from its log, in a fresh process, and time it.
 
-``python -m benchmarks.replay LOG TARGET NAME`` prints one JSON line: the seconds
-``Runtime.recover(read_only=True)`` took, the pages it replayed and the messages in them.
+``python -m benchmarks.replay LOG TARGET NAME [--from-start]`` prints one JSON line: the seconds
+``Runtime.recover(read_only=True)`` took, the pages it replayed, the messages in them and the
+counters of the state it ended with. By default recovery starts from the newest checkpoint, as a
+restart does; ``--from-start`` ignores the checkpoints and replays every page of the log.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 import time
@@ -15,34 +18,48 @@ from ambrosia_edge.checkpoint import decode_checkpoint
 from ambrosia_edge.config import Settings
 from ambrosia_edge.loader import load_class
 from ambrosia_edge.runtime import Runtime
+from ambrosia_edge.store import LogStore
+
+#: The BenchServer's counters; each message it executes adds one to exactly one of them.
+COUNTERS = ("received", "count", "pings")
 
 
-def _counted(state: dict[str, object]) -> int:
-    return sum(int(state.get(field, 0)) for field in ("received", "count", "pings"))  # type: ignore[call-overload]
+def counted(state: dict[str, object]) -> int:
+    return sum(int(state.get(field, 0)) for field in COUNTERS)  # type: ignore[call-overload]
+
+
+def checkpoint_state(store: LogStore, n: int) -> dict[str, object]:
+    """The BenchServer state in checkpoint ``n``: what a recovery from it starts with."""
+    checkpoint = decode_checkpoint(store.read_checkpoint(n), f"checkpoint {n}")
+    state: dict[str, object] = codec.decode(checkpoint.state)
+    return state
 
 
 def main(argv: list[str]) -> int:
-    log, target, name = argv
-    cls = load_class(target)
-    runtime = Runtime(cls, Settings(target=target, name=name, log=log))  # type: ignore[arg-type]
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.replay")
+    parser.add_argument("log")
+    parser.add_argument("target")
+    parser.add_argument("name")
+    parser.add_argument("--from-start", action="store_true", help="ignore the checkpoints")
+    args = parser.parse_args(argv)
+    cls = load_class(args.target)
+    settings = Settings(target=args.target, name=args.name, log=args.log)
+    runtime = Runtime(cls, settings)  # type: ignore[arg-type]
     started = time.perf_counter()
-    runtime.recover(read_only=True)
+    runtime.recover(read_only=True, from_checkpoint=None if args.from_start else -1)
     seconds = time.perf_counter() - started
     # the BenchServer counts every message it executes; subtract what the checkpoint held
-    after = _counted(vars(runtime.immortal))
-    before = 0
+    state = vars(runtime.immortal)
     n = runtime.recovery["checkpoint"]
-    if n:
-        checkpoint = decode_checkpoint(runtime.store.read_checkpoint(n), f"checkpoint {n}")
-        before = _counted(codec.decode(checkpoint.state))
-    messages = after - before
+    before = counted(checkpoint_state(runtime.store, n)) if n else 0
     print(
         json.dumps(
             {
                 "seconds": seconds,
                 "pages": runtime.recovery["pages"],
-                "checkpoint": runtime.recovery["checkpoint"],
-                "messages": messages,
+                "checkpoint": n,
+                "messages": counted(state) - before,
+                "state": {k: int(state.get(k, 0)) for k in (*COUNTERS, "bytes")},
             }
         )
     )

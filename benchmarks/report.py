@@ -230,9 +230,44 @@ def summarise(results: Results) -> dict[str, Any]:
         "counter": counter,
         "disk": disk,
         "replay": replay,
+        "recovery": _recovery(results),
+        "log_replay": _log_replay(results),
         "idle_rss_mib": idle,
         "targets": _targets(throughput, ping, counter, replay, idle),
     }
+
+
+RECOVERY_TIMES = ("recover_s", "ready_s", "reconnected_s", "fresh_start_s", "interpreter_s")
+
+
+def _recovery(results: Results) -> dict[str, Any]:
+    """The restart after SIGKILL: medians of the times and sizes, and whether counts held."""
+    runs = results.recovery
+    if not runs:
+        return {}
+    first = runs[0]
+    out: dict[str, Any] = {
+        k: first[k] for k in ("size", "total", "checkpoint", "settings", "received")
+    }
+    for key in ("tail_bytes", "pages", "messages_replayed", *RECOVERY_TIMES):
+        values = [r[key] for r in runs if r.get(key) is not None]
+        out[key] = median(values)
+    out["exactly_once"] = all(r["exactly_once"] for r in runs)
+    return out
+
+
+LOG_REPLAY_FIGURES = ("size", "log_bytes", "chunks", "messages", "pages", "seconds", "mb_per_s")
+LOG_REPLAY_FIGURES += ("messages_per_s", "written_messages_per_s")
+
+
+def _log_replay(results: Results) -> dict[str, dict[str, float]]:
+    """The whole log replayed from the start, by page cache state ("warm", "cold")."""
+    out: dict[str, dict[str, float]] = {}
+    for cache in ("warm", "cold"):
+        runs = [r for r in results.log_replay if r["cache"] == cache]
+        if runs:
+            out[cache] = {k: median([r[k] for r in runs]) for k in LOG_REPLAY_FIGURES}
+    return out
 
 
 def _targets(
@@ -315,6 +350,8 @@ def _targets(
 
 
 def size_label(size: int) -> str:
+    if size >= KIB * KIB and size % (KIB * KIB) == 0:
+        return f"{size // (KIB * KIB)} MiB"
     if size >= KIB and size % KIB == 0:
         return f"{size // KIB} KiB"
     return f"{size} B"
@@ -552,6 +589,7 @@ def markdown(results: Results, summary: dict[str, Any]) -> str:
             ],
         )
         lines.append("")
+    lines += _recovery_markdown(summary)
     targets = summary["targets"]
     if targets:
         lines += ["### Against the project's targets", ""]
@@ -565,6 +603,88 @@ def markdown(results: Results, summary: dict[str, Any]) -> str:
         lines += ["| " + " | ".join(row) + " |" for row in rows]
         lines.append("")
     return "\n".join(lines)
+
+
+def _mib(value: float) -> str:
+    return f"{value / (1024 * 1024):,.1f}"
+
+
+def _recovery_markdown(summary: dict[str, Any]) -> list[str]:
+    """The "Recovery" section: the restart after SIGKILL, and a whole log replayed."""
+    rec, whole = summary.get("recovery") or {}, summary.get("log_replay") or {}
+    if not rec and not whole:
+        return []
+    lines = ["### Recovery", ""]
+    if rec:
+        settings = rec["settings"]
+        lines += [
+            f"A durable {size_label(rec['size'])} throughput pair with the default checkpointing "
+            f"(a checkpoint every {size_label(settings['checkpoint_bytes'])} of log, pages up "
+            f"to {size_label(settings['page_bytes'])}); the server is killed with SIGKILL "
+            "mid-stream and started again with the same command (seconds from the spawn of "
+            "the new process):",
+            "",
+        ]
+        held = "exact" if rec["exactly_once"] else "**not exact**"
+        lines += _table(
+            [
+                "recovered from",
+                "log tail replayed (MiB)",
+                "pages",
+                "messages replayed",
+                "restart to serving (s)",
+                "of which recover() (s)",
+                "restart to client reconnected (s)",
+                "empty-log start (s)",
+                "interpreter + imports (s)",
+                "messages executed in all",
+            ],
+            [
+                [
+                    f"checkpoint {rec['checkpoint']}",
+                    _mib(rec["tail_bytes"]),
+                    _n(rec["pages"]),
+                    _n(rec["messages_replayed"]),
+                    _n(rec["ready_s"], 2),
+                    _n(rec["recover_s"], 2),
+                    _n(rec["reconnected_s"], 2),
+                    _n(rec["fresh_start_s"], 2),
+                    _n(rec["interpreter_s"], 2),
+                    f"{_n(rec['received'])} of {_n(rec['total'])} ({held})",
+                ]
+            ],
+        )
+        lines.append("")
+    if whole:
+        any_row = next(iter(whole.values()))
+        lines += [
+            f"A whole durable server log ({_mib(any_row['log_bytes'])} MiB in "
+            f"{_n(any_row['chunks'])} chunk{'s' if any_row['chunks'] != 1 else ''}, "
+            f"{size_label(int(any_row['size']))} payloads) "
+            "replayed from the start, ignoring its checkpoints, read-only in a fresh process "
+            "(MB/s of log, 1 MB = 10^6 bytes):",
+            "",
+        ]
+        labels = {
+            "warm": "warm (as written)",
+            "cold": "cold (dropped from the page cache)",
+        }
+        lines += _table(
+            ["page cache", "messages", "seconds", "MB/s", "messages/s", "written at messages/s"],
+            [
+                [
+                    labels[cache],
+                    _n(r["messages"]),
+                    _n(r["seconds"], 2),
+                    _n(r["mb_per_s"]),
+                    _n(r["messages_per_s"]),
+                    _n(r["written_messages_per_s"]),
+                ]
+                for cache, r in whole.items()
+            ],
+        )
+        lines.append("")
+    return lines
 
 
 # ---------------------------------------------------------------------------------------------

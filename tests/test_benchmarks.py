@@ -44,3 +44,15 @@ def test_smoke_run_reports_a_number_for_every_system(tmp_path: Path) -> None:
     assert summary["counter"]["ambrosia-edge"]["increments_per_s"] > 0
     assert summary["disk"]["p50"] > 0 and summary["disk"]["sequential_mb_per_s"] > 0
     assert summary["replay"]["messages_per_s"] > 0
+
+    assert "### Recovery" in table, table
+    recovery = summary["recovery"]
+    assert recovery["exactly_once"] and recovery["received"] == recovery["total"], recovery
+    assert recovery["checkpoint"] >= 1 and recovery["messages_replayed"] > 0, recovery
+    # recover() is timed by the runtime's log line, to 10 ms
+    assert 0 <= recovery["recover_s"] <= recovery["ready_s"] + 0.01 and recovery["ready_s"] > 0
+    assert recovery["interpreter_s"] > 0 and recovery["fresh_start_s"] > 0, recovery
+    for cache, whole in summary["log_replay"].items():
+        assert whole["log_bytes"] >= whole["messages"] * whole["size"] > 0, (cache, whole)
+        assert whole["seconds"] > 0 and whole["messages_per_s"] > 0, (cache, whole)
+    assert "warm" in summary["log_replay"], summary["log_replay"]
