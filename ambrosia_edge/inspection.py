@@ -85,6 +85,8 @@ class ChunkInfo:
     #: False when the tier hides its raw bytes, so a torn tail could not be looked for
     torn_known: bool = True
     torn: TornTail | None = None
+    #: zero bytes after the last record: space the writer filled ahead of its next appends
+    zero_fill: int = 0
 
 
 @dataclass(slots=True)
@@ -261,6 +263,7 @@ class _Scan:
     #: set once ``records`` is exhausted, for tiers whose raw bytes the scanner can see
     torn: TornTail | None = None
     torn_known: bool = False
+    zero_fill: int = 0
 
 
 @contextlib.contextmanager
@@ -301,6 +304,7 @@ def _scan_chunk(store: LogStore, n: int) -> Iterator[_Scan | None]:
 
 def _typed(scan: RecordScan, result: _Scan) -> Iterator[tuple[int, int | None, bytes]]:
     yield from scan
+    result.zero_fill = scan.padding
     if scan.torn:
         reason = scan.torn_reason or "incomplete record"
         result.torn = TornTail(scan.valid_length, scan.size - scan.valid_length, reason)
@@ -359,6 +363,7 @@ def _read_chunk(
         info.epochs = sorted(epochs)
         info.torn_known = scan.torn_known
         info.torn = scan.torn
+        info.zero_fill = scan.zero_fill
     report.chunks.append(info)
     return expected_page
 
@@ -415,6 +420,8 @@ def write_text(report: LogReport, out: TextIO) -> None:
     p(f"\nchunks: {len(report.chunks)}\n")
     for chunk in report.chunks:
         size = f"{chunk.bytes} bytes" if chunk.bytes is not None else "size unknown"
+        if chunk.zero_fill:
+            size += f" ({chunk.zero_fill} of them zeros written ahead of the next appends)"
         if chunk.first_page is None:
             p(f"  chunk {chunk.number}: {size}, no chunk header yet\n")
         else:

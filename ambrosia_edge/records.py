@@ -16,20 +16,26 @@ Test vector, for checking another implementation against this one::
 
     encode_record(b"hello", 1).hex() == "41450101050000009ee3040368656c6c6f"
 
+A log file may end in zero bytes after its last record: the local tier zero-fills space ahead of
+small appends so that flushing them does not also flush a change of file size. Zeros where the
+next record's header would start therefore end the records cleanly (``padding`` counts them).
+
 When a record fails to check at offset ``o`` the scanner has to decide whether the writer died in
 the middle of appending it (a *torn tail*, expected after a crash and safe to cut) or whether
 something damaged data that had been logged (*corruption*, which must stop recovery because
-cutting it would silently drop inputs that were acknowledged as logged). It is a torn tail iff
+cutting it would silently drop inputs that were acknowledged as logged). It is a torn tail iff no
+intact record follows it anywhere in the file (a writer only ever tears its last append, so an
+intact record further on proves damage) and
 
 * fewer than 12 bytes are left at ``o``, or
+* the header is all zeros (the header of an append into zero-filled space never landed), or
 * the record claims to end at or past the end of the file (``o + 12 + length >= EOF``), or
-* every byte from ``o`` to the end of the file is zero (a preallocated or never-written tail).
+* the header is well formed and every byte from the record's end to the end of the file is zero
+  (an append into zero-filled space that did not land whole).
 
-and no intact record follows it anywhere in the file (a writer only ever tears its last append,
-so an intact record further on proves that a length damaged to point past the end of the file is
-damage, not a tear). Anything else raises :class:`~ambrosia_edge.errors.CorruptLogError`.
-(A torn record whose own partial body holds a complete framed record, as when an application
-ships log records as payloads, is therefore reported as corruption: the safe direction.)
+Anything else raises :class:`~ambrosia_edge.errors.CorruptLogError`. (A torn record whose own
+partial body holds a complete framed record, as when an application ships log records as
+payloads, is therefore reported as corruption: the safe direction.)
 """
 
 from __future__ import annotations
@@ -143,7 +149,8 @@ class RecordScan:
 
     After iteration ends normally, ``valid_length`` is where intact data stops (where a writer
     cuts the file and resumes appending), ``torn`` tells whether anything followed it, and
-    ``torn_reason`` says what was wrong with it. Damage that is not a torn tail raises
+    ``torn_reason`` says what was wrong with it; ``padding`` counts the zero bytes after the last
+    record when the data ends cleanly that way. Damage that is not a torn tail raises
     :class:`CorruptLogError` from ``next()`` instead; the scanner never modifies its input.
     """
 
@@ -153,6 +160,7 @@ class RecordScan:
         self.valid_length = start
         self.torn = False
         self.torn_reason: str | None = None
+        self.padding = 0
         self.finished = False
         self._src = src
         self._records = self._scan(start)
@@ -169,11 +177,16 @@ class RecordScan:
         while offset < size:
             head = src.view(offset, HEADER_SIZE)
             if len(head) < HEADER_SIZE:
+                if self._zero_from(offset):
+                    break  # padding shorter than a header
                 self._tear("incomplete record header")
                 return
             magic, version, rtype, length, crc = _HEADER.unpack_from(head)
             end = offset + HEADER_SIZE + length
+            sane = False
             if magic != MAGIC:
+                if magic == b"\0\0" and self._zero_from(offset):
+                    break  # zero-filled space after the last record
                 problem = f"bad magic bytes {magic!r}"
             elif version != FORMAT_VERSION:
                 problem = f"unknown record format version {version}"
@@ -192,12 +205,19 @@ class RecordScan:
                     self.valid_length = offset
                     continue
                 problem = "checksum mismatch"
-            if (end >= size or self._zero_from(offset)) and not self._intact_after(offset):
+                sane = True
+            tail_like = (
+                end >= size
+                or head.tobytes() == bytes(HEADER_SIZE)
+                or (sane and self._zero_from(end))
+            )
+            if tail_like and not self._intact_after(offset):
                 self._tear(problem)
                 return
             raise CorruptLogError(
                 f"corrupt log record in {self.source} at byte offset {offset}: {problem}; {_ADVICE}"
             )
+        self.padding = size - offset
         self.finished = True
 
     def _tear(self, reason: str) -> None:

@@ -11,6 +11,10 @@ Durability rules this module keeps:
 * a record counts as logged only once ``append`` returns, after the data and the new file size
   have reached the disk; a failed write is cut back off so the file never keeps half a record;
 * a new file counts only once the directory entry is on disk as well, hence the directory fsyncs;
+* small appends land in space zero-filled ahead of them (``ZERO_FILL`` bytes at a time), so that
+  their ``fdatasync`` flushes data only, not a new file size with it (a journal commit, which
+  costs about half as much again on ext4); readers take zeros after the last record as its end,
+  and a chunk is cut to its last record when the writer moves on or closes;
 * a checkpoint is written beside its final name and renamed over it, so a crash leaves the old
   checkpoint or the new one, never a mix, and stray ``.tmp`` files are simply not listed.
 
@@ -52,6 +56,12 @@ LOCK_NAME: Final = "LOCK"
 _CHUNK_RE: Final = re.compile(r"chunk-(\d{8,})\.log")
 _CHECKPOINT_RE: Final = re.compile(r"checkpoint-(\d{8,})\.cbor")
 _CLOEXEC: Final = getattr(os, "O_CLOEXEC", 0)
+#: How far ahead of small appends the current chunk is zero-filled.
+ZERO_FILL: Final = 1 << 20
+#: Appends up to this size go into zero-filled space; larger ones are few per second at most, and
+#: their own size change is cheap next to the data they flush.
+ZERO_FILL_MAX_RECORD: Final = 64 << 10
+_ZEROS: Final = memoryview(bytes(ZERO_FILL))
 
 if sys.platform == "darwin":
 
@@ -160,6 +170,9 @@ class LocalStore:
     durability costs; a log written that way may lose acknowledged records in a power cut.
     """
 
+    #: Appends up to this size run on the caller's event loop (see ambrosia_edge.store).
+    inline_append_limit: int = ZERO_FILL_MAX_RECORD
+
     def __init__(self, url: str, *, fsync: bool = True) -> None:
         self.url = url
         self.path = _path_from_url(url)
@@ -171,6 +184,8 @@ class LocalStore:
         self._chunk: int | None = None
         self._chunk_path = ""
         self._offset = 0
+        # The file's size: from _offset to here it holds zeros written ahead of small appends.
+        self._filled = 0
         # Set when an append failed: the file state is then unknown, so the target is dropped and
         # stays dropped until a restart repairs the chunk.
         self._failure: str | None = None
@@ -260,6 +275,10 @@ class LocalStore:
         fd, self._fd = self._fd, -1
         self._chunk = None
         if fd >= 0:
+            if self._filled > self._offset:
+                # Tidy, not needed: a reader takes the zeros after the last record as its end.
+                with contextlib.suppress(OSError):
+                    os.ftruncate(fd, self._offset)
             os.close(fd)
 
     def _sync_dir(self) -> None:
@@ -330,10 +349,10 @@ class LocalStore:
             scan = scan_file(fd, source=path)
             yield from scan
             if repair:
-                if scan.torn:
+                if scan.valid_length != scan.size:  # a torn tail, or zeros written ahead
                     self._cut(fd, path, scan.valid_length)
                     if chunk == self._chunk:
-                        self._offset = scan.valid_length
+                        self._offset = self._filled = scan.valid_length
                 self._verified = (chunk, scan.valid_length)
         finally:
             os.close(fd)
@@ -370,7 +389,7 @@ class LocalStore:
             os.close(fd)
             what, hint = _describe(exc)
             raise StoreError(f"{what} making new chunk {path} durable; {hint}") from exc
-        self._set_target(chunk, path, fd, 0)
+        self._set_target(chunk, path, fd, 0, 0)
 
     def resume_chunk(self, chunk: int) -> None:
         """Make existing ``chunk`` the append target, first cutting off any torn tail.
@@ -406,14 +425,15 @@ class LocalStore:
         except BaseException:
             os.close(fd)
             raise
-        self._set_target(chunk, path, fd, end)
+        self._set_target(chunk, path, fd, end, end)
 
-    def _set_target(self, chunk: int, path: Path, fd: int, offset: int) -> None:
+    def _set_target(self, chunk: int, path: Path, fd: int, offset: int, size: int) -> None:
         self._drop_target()
         self._fd = fd
         self._chunk = chunk
         self._chunk_path = str(path)
         self._offset = offset
+        self._filled = size
         self._failure = None
         self._verified = None
 
@@ -427,15 +447,33 @@ class LocalStore:
         if fd < 0:
             raise self._no_target()
         offset = self._offset
+        end = offset + len(record)
         try:
-            written = os.pwrite(fd, record, offset)
+            if end <= self._filled or not self.fsync or len(record) > ZERO_FILL_MAX_RECORD:
+                written = os.pwrite(fd, record, offset)
+            else:
+                written = self._append_with_fill(fd, record, offset, end)
             if written != len(record):
                 _write_all(fd, memoryview(record)[written:], offset + written)
             if self.fsync:
                 _flush_data(fd)
         except OSError as exc:
             raise self._append_failed(exc, offset) from exc
-        self._offset = offset + len(record)
+        self._offset = end
+        self._filled = max(self._filled, end)
+
+    def _append_with_fill(self, fd: int, record: BytesLike, offset: int, end: int) -> int:
+        """Write ``record`` and zeros after it, in one call; returns the record bytes written."""
+        target = (end + ZERO_FILL) & ~4095
+        try:
+            written = os.pwritev(fd, [record, _ZEROS[: target - end]], offset)
+        except OSError as exc:
+            if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            return os.pwrite(fd, record, offset)  # no room for the zeros: perhaps for the record
+        if written > len(record):
+            self._filled = offset + written
+        return min(written, len(record))
 
     def _no_target(self) -> StoreError:
         if self._failure is not None:

@@ -164,7 +164,7 @@ class MemoryStore:
     ) -> Iterator[tuple[int, int, bytes]]:
         scan = scan_records(snapshot, source=self._source(chunk))
         yield from scan
-        if repair and scan.torn:
+        if repair and scan.valid_length != scan.size:
             with log.mutex:
                 buf = log.chunks.get(chunk)
                 if buf is not None:

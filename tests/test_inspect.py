@@ -273,6 +273,23 @@ def test_torn_tail_is_reported_and_left_alone(log: Built, tmp_path: Path) -> Non
     assert chunk.read_bytes() == before
 
 
+def test_zeros_written_ahead_are_reported_as_such_not_as_a_torn_tail(
+    log: Built, tmp_path: Path
+) -> None:
+    copy = tmp_path / "server"
+    shutil.copytree(log.server, copy)
+    chunk = copy / "chunk-00000002.log"
+    intact = chunk.stat().st_size
+    with open(chunk, "ab") as f:  # what a running (or killed) writer leaves after small appends
+        f.write(bytes(5000))
+    code, out, _ = run_inspect(copy)
+    assert code == 0
+    assert f"  chunk 2: {intact + 5000} bytes (5000 of them zeros written ahead" in out
+    assert "torn tail" not in out
+    code, out, _ = run_inspect(copy, "--json")
+    assert json.loads(out)["chunks"][1]["zero_fill"] == 5000
+
+
 def test_corrupt_record_is_an_error_and_left_alone(log: Built, tmp_path: Path) -> None:
     copy = tmp_path / "server"
     shutil.copytree(log.server, copy)

@@ -169,22 +169,43 @@ def test_damaged_last_record_reaching_the_end_is_torn() -> None:
     assert (scan.torn, scan.torn_reason, scan.valid_length) == (True, "checksum mismatch", 17)
 
 
-def test_zero_tail_is_torn() -> None:
+def test_zeros_after_the_last_record_end_it_cleanly() -> None:
     data, _ = frame_all([b"first", b"second"])
-    scan = scan_records(data + bytes(4096), source="c")
-    assert collect(scan) == [(0, 1, b"first"), (17, 1, b"second")]
+    for zeros in (1, 11, 12, 4096):
+        scan = scan_records(data + bytes(zeros), source="c")
+        assert collect(scan) == [(0, 1, b"first"), (17, 1, b"second")]
+        assert (scan.torn, scan.torn_reason, scan.finished) == (False, None, True)
+        assert (scan.valid_length, scan.padding) == (len(data), zeros)
+
+
+def test_an_append_torn_inside_zero_fill_is_torn() -> None:
+    # The header landed and part of the body, the rest of the body is still the zeros that
+    # were written ahead: the writer died while appending into zero-filled space.
+    data, offsets = frame_all([b"first", b"second" * 20])
+    torn = bytearray(data + bytes(1000))
+    torn[offsets[1] + 40 : offsets[1] + 12 + 120] = bytes(120 + 12 - 40)
+    scan = scan_records(torn, source="c")
+    assert collect(scan) == [(0, 1, b"first")]
+    assert (scan.torn, scan.torn_reason, scan.valid_length) == (True, "checksum mismatch", 17)
+
+
+def test_an_append_whose_header_never_landed_is_torn() -> None:
+    data, offsets = frame_all([b"first", b"second" * 20])
+    torn = bytearray(data + bytes(1000))
+    torn[offsets[1] : offsets[1] + 12] = bytes(12)
+    scan = scan_records(torn, source="c")
+    assert collect(scan) == [(0, 1, b"first")]
     assert (scan.torn, scan.torn_reason) == (True, "bad magic bytes b'\\x00\\x00'")
-    assert scan.valid_length == len(data)
 
 
-def test_zero_padding_after_a_header_that_fits_is_not_a_torn_tail() -> None:
-    # Only an all-zero region counts as unwritten: a header that landed and claims a record ending
-    # before the end of the file means bytes that were once logged are gone.
+def test_a_record_ending_before_nonzero_bytes_is_corruption() -> None:
+    # A header that landed and claims a record ending before the end of the file, followed by
+    # bytes that are neither zeros nor a record: not what a torn append leaves.
     data, offsets = frame_all([b"first", b"second"])
-    padded = bytearray(data + bytes(100))
-    padded[offsets[1] + 12 :] = bytes(len(padded) - offsets[1] - 12)
+    damaged = bytearray(data + b"\x01" * 100)
+    damaged[offsets[1] + 12] ^= 0xFF
     with pytest.raises(CorruptLogError, match=r"at byte offset 17: checksum mismatch"):
-        collect(scan_records(padded, source="c"))
+        collect(scan_records(damaged, source="c"))
 
 
 def test_length_over_the_limit_in_a_small_buffer_is_torn() -> None:
@@ -272,11 +293,13 @@ def test_nonzero_garbage_followed_by_more_data_is_corruption() -> None:
         collect(scan_records(data + garbage, source="c"))
 
 
-def test_a_single_nonzero_byte_in_a_zero_tail_is_corruption() -> None:
+def test_a_nonzero_header_in_a_zero_tail_is_corruption_when_it_ends_inside() -> None:
     data, _ = frame_all([b"first"])
     tail = bytearray(64)
-    tail[40] = 1
-    with pytest.raises(CorruptLogError, match=r"at byte offset 17: bad magic bytes b'\\x00\\x00'"):
+    tail[0:2] = b"ZZ"
+    tail[4] = 3  # claims 3 body bytes, then more non-zero bytes follow
+    tail[30] = 1
+    with pytest.raises(CorruptLogError, match=r"at byte offset 17: bad magic bytes b'ZZ'"):
         collect(scan_records(data + tail, source="c"))
 
 

@@ -617,3 +617,99 @@ def test_local_disk_full(tiny_disk: Path) -> None:
         *logged,
         b"after freeing space",
     ]
+
+
+def test_local_disk_full_with_small_records_and_zero_fill(tiny_disk: Path) -> None:
+    # The zeros written ahead of small appends must never cost a record that would have fit.
+    filler = tiny_disk / "filler"
+    filler.write_bytes(bytes(128 * 1024))
+    store = LocalStore(str(tiny_disk / "log"))
+    store.open()
+    logged: list[bytes] = []
+    try:
+        store.start_chunk(1)
+        with pytest.raises(StoreError, match="disk full"):
+            for n in range(100_000):
+                body = bytes([n % 256]) * 3000
+                store.append(page(body))
+                logged.append(body)
+        assert [body for _, body in store.read_records(1)] == logged
+    finally:
+        store.close()
+    # what fits in ~896 KiB, give or take a page of tmpfs bookkeeping
+    assert len(logged) * 3012 > 800 * 1024
+    assert store.chunk_path(1).stat().st_size == len(logged) * 3012
+
+
+# -- zeros written ahead of small appends (local tier) -----------------------------------------
+
+
+def test_local_small_appends_land_in_zero_filled_space(tmp_path: Path) -> None:
+    from ambrosia_edge.storage.local import ZERO_FILL, ZERO_FILL_MAX_RECORD
+
+    store = LocalStore(str(tmp_path / "log"))
+    store.open()
+    try:
+        store.start_chunk(1)
+        path = store.chunk_path(1)
+        records = [page(bytes([n]) * 100) for n in range(50)]
+        for record in records:
+            store.append(record)
+        end = sum(map(len, records))
+        size = path.stat().st_size
+        assert end < ZERO_FILL <= size < end + ZERO_FILL + 4096
+        assert path.read_bytes()[end:] == bytes(size - end)
+        # a reader (no lock, beside the writer) sees the records and a clean end, not a torn tail
+        assert [b for _, b in LocalStore(str(tmp_path / "log")).read_records(1)] == [
+            bytes([n]) * 100 for n in range(50)
+        ]
+        big = page(b"x" * (ZERO_FILL_MAX_RECORD + 1))
+        while path.stat().st_size >= end + len(big):  # use the zeros up, then one big append
+            store.append(records[0])
+            end += len(records[0])
+        store.append(big)
+        assert path.stat().st_size == end + len(big)  # no zeros after a large record
+        store.append(records[0])
+        assert path.stat().st_size > end + len(big) + len(records[0])
+        store.start_chunk(2)
+        assert path.stat().st_size == end + len(big) + len(records[0])  # chunk 1 cut to its end
+        store.append(records[1])
+        assert store.chunk_path(2).stat().st_size > len(records[1])
+    finally:
+        store.close()
+    assert store.chunk_path(2).stat().st_size == len(records[1])  # close cuts the zeros too
+
+
+def test_local_restart_after_a_crash_with_zero_fill(tmp_path: Path) -> None:
+    url = str(tmp_path / "log")
+    store = LocalStore(url)
+    store.open()
+    store.start_chunk(1)
+    store.append(page(b"one"))
+    store.append(page(b"two"))
+    crashed = store.chunk_path(1).read_bytes()  # what a crash leaves: records, then zeros
+    store.close()
+    store.chunk_path(1).write_bytes(crashed)
+    assert len(crashed) > 2 * len(page(b"one"))
+
+    again = LocalStore(url)
+    again.open()
+    try:
+        assert [b for _, b in again.read_records(1, repair=True)] == [b"one", b"two"]
+        again.resume_chunk(1)
+        again.append(page(b"three"))
+    finally:
+        again.close()
+    assert [b for _, b in LocalStore(url).read_records(1)] == [b"one", b"two", b"three"]
+    assert again.chunk_path(1).stat().st_size == 3 * len(page(b"one")) + 2
+
+
+def test_local_without_fsync_writes_no_zeros(tmp_path: Path) -> None:
+    store = LocalStore(str(tmp_path / "log"), fsync=False)
+    store.open()
+    try:
+        store.start_chunk(1)
+        store.append(page(b"fast"))
+        assert store.chunk_path(1).stat().st_size == len(page(b"fast"))
+    finally:
+        store.close()
