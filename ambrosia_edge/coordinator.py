@@ -51,6 +51,8 @@ log = logging.getLogger("ambrosia_edge")
 MAX_BACKOFF = 5.0
 #: A DATA frame must fit in wire.MAX_FRAME: batches stop at half of it, one message at a quarter.
 MAX_BATCH = wire.MAX_FRAME // 2
+#: The least time between two ACKs on one connection (docs/protocol.md 4.9).
+ACK_INTERVAL = 0.002
 MAX_MESSAGE = wire.MAX_FRAME // 4
 
 
@@ -81,6 +83,7 @@ class Coordinator:
         self.received: dict[str, list[int]] = {}  # source -> [total, replayable] (incl. pending)
         self.durable: dict[str, tuple[int, int]] = {}  # logged
         self.dispatched: dict[str, tuple[int, int]] = {}  # executed (what a checkpoint holds)
+        self._applied_page = 0  # the last page executed, 0 before the first in this life
         self._pending: list[Entry] = []
         self._pending_bytes = 0
         self._trims: dict[str, int] = {}  # acks received since the last page
@@ -141,6 +144,13 @@ class Coordinator:
         """Execute one durable page: the same code for replay and for live operation."""
         executor = self.executor
         assert executor is not None
+        if self._applied_page and page.number != self._applied_page + 1:
+            # Executing out of log order would break exactly-once silently; stop loudly.
+            raise RuntimeError(
+                f"{self.name}: internal error: page {page.number} executed after page "
+                f"{self._applied_page}; please report it (the log itself is intact)"
+            )
+        self._applied_page = page.number
         if not self.live:
             for destination, replayable in page.trims.items():
                 self.output(destination).trim_replayable(replayable)
@@ -223,6 +233,7 @@ class Coordinator:
 
     async def _committer(self) -> None:
         store = self.store
+        inline_limit: int = getattr(store, "inline_append_limit", 0)
         while True:
             if self._checkpoint_due():
                 await self._roll()
@@ -234,15 +245,24 @@ class Coordinator:
             if failpoints.armed and failpoints.reached("page-write"):
                 await anyio.to_thread.run_sync(store.append, record[: len(record) // 2])
                 failpoints.crash()
-            await anyio.to_thread.run_sync(store.append, record)
+            if len(record) <= inline_limit:
+                store.append(record)  # quicker than a round trip to a worker thread
+            else:
+                await anyio.to_thread.run_sync(store.append, record)
             self.log_bytes += len(record)
             self.stats["messages"] += sum(e.count for e in page.entries)
             self.durable.update(page.inputs)
             self._durable_changed.set()
-            if self._dispatcher_idle and not self._pending and not self._over_bound():
-                # nothing to write next and nobody dispatching: run the page right here, one
-                # task switch sooner (what a lone awaited call waits for); its output is woken
-                # before the acks, so a reply leaves ahead of the ack of its request
+            if (
+                self._dispatcher_idle
+                and not self._durable_queue
+                and not self._pending
+                and not self._over_bound()
+            ):
+                # nothing to write next, nothing queued before this page and nobody dispatching:
+                # run the page right here, one task switch sooner (what a lone awaited call
+                # waits for). "Idle" alone is not enough: a dispatcher woken for a queued page
+                # counts as idle until it runs, and this page must not overtake that one.
                 self._dispatch(page)
             else:
                 self._durable_queue.append(page)
@@ -563,6 +583,8 @@ class Coordinator:
             if mark != sent:
                 await link.send(wire.ack(*mark))
                 sent = mark
+                await anyio.sleep(ACK_INTERVAL)  # let the pages of the next moment share one
+                continue
             await wake.wait()
 
     # --- running ------------------------------------------------------------------------------
