@@ -21,7 +21,7 @@ from typing import Any
 
 import cbor2
 
-from . import codec
+from . import codec, plaincbor
 from .errors import CodecError
 
 IMPULSE = 0x80
@@ -41,15 +41,20 @@ _START = bytes([Kind.START]) + codec.encode([])
 
 
 def call(method: str, args: tuple[Any, ...], kwargs: dict[str, Any], *, impulse: bool) -> bytes:
-    if not kwargs and _LEAVES.issuperset(map(type, args)):
+    if not kwargs:
         # Plain arguments: the bytes the codec would write, assembled from a cached head
-        # (kind, array of 3, method name), cbor2's array of the arguments and an empty map.
+        # (kind, array of 3, method name), the arguments and an empty map.
         heads = _IMPULSE_HEADS if impulse else _CALL_HEADS
         head = heads.get(method)
         if head is None:
             kind = _IMPULSE_CALL if impulse else _CALL
             head = heads[method] = kind + b"\x83" + cbor2.dumps(method)
-        return head + cbor2.dumps(args) + b"\xa0"
+        parts = [head, plaincbor.head(0x80, len(args))]
+        if plaincbor.add_plain(parts, args):
+            parts.append(_EMPTY_MAP)
+            return b"".join(parts)
+        if _LEAVES.issuperset(map(type, args)):
+            return head + cbor2.dumps(args) + _EMPTY_MAP
     kind = _IMPULSE_CALL if impulse else _CALL
     return kind + codec.encode([method, list(args), kwargs], where=f"{method}() argument")
 
@@ -58,20 +63,33 @@ _CALL = bytes([Kind.CALL])
 _CALL_HEADS: dict[str, bytes] = {}
 _IMPULSE_HEADS: dict[str, bytes] = {}
 _REQUEST = bytes([Kind.REQUEST])
+_REQUEST_ARRAY = _REQUEST + b"\x84"  # kind, then [call_id, method, args, kwargs]
 _REPLY = bytes([Kind.REPLY])
+_REPLY_ARRAY = _REPLY + b"\x82"  # kind, then [call_id, value]
 _IMPULSE_CALL = bytes([Kind.CALL | IMPULSE])
+_EMPTY_MAP = b"\xa0"
 #: types the codec passes to cbor2 unchanged
 _LEAVES = frozenset({type(None), bool, int, float, str, bytes})
 
 
 def request(call_id: int, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
-    if not kwargs and _LEAVES.issuperset(map(type, args)):
-        return _REQUEST + cbor2.dumps([call_id, method, list(args), kwargs])
+    if not kwargs:
+        parts = [_REQUEST_ARRAY]
+        if plaincbor.add_plain(parts, (call_id, method)):
+            parts.append(plaincbor.head(0x80, len(args)))
+            if plaincbor.add_plain(parts, args):
+                parts.append(_EMPTY_MAP)
+                return b"".join(parts)
+        if _LEAVES.issuperset(map(type, args)):
+            return _REQUEST + cbor2.dumps([call_id, method, list(args), kwargs])
     body = codec.encode([call_id, method, list(args), kwargs], where=f"{method}() argument")
     return _REQUEST + body
 
 
 def reply(call_id: int, value: Any, *, where: str) -> bytes:
+    parts = [_REPLY_ARRAY]
+    if plaincbor.add_plain(parts, (call_id, value)):
+        return b"".join(parts)
     if type(value) in _LEAVES:
         return _REPLY + cbor2.dumps([call_id, value])
     return _REPLY + codec.encode([call_id, value], where=where)
