@@ -57,6 +57,7 @@ from collections.abc import Callable, Mapping
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 from fractions import Fraction
+from functools import partial
 from typing import Any, TypeVar
 from uuid import UUID
 
@@ -75,6 +76,9 @@ _HINT = (
 )
 _MINUTE = timedelta(minutes=1)
 _END = b"AMBROSIA"  # decode() frames the input as [value, _END] to notice trailing bytes
+FRAME_HEAD = b"\x82"
+FRAME_TAIL = b"\x48" + _END
+END = _END
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -389,22 +393,24 @@ def decode(data: bytes, *, proxy_factory: Callable[[str], object] | None = None)
     return make_decoder(proxy_factory)(data)
 
 
-def make_decoder(proxy_factory: Callable[[str], object] | None = None) -> Callable[[bytes], Any]:
-    """A ``decode`` with its hooks built once: the dispatch hot path decodes every message."""
+def make_loader(proxy_factory: Callable[[str], object] | None = None) -> Callable[[bytes], Any]:
+    """``cbor2.loads`` with the codec's hooks bound, for hot paths that frame the input
+    themselves (``FRAME_HEAD + data + FRAME_TAIL``, then check the second item is ``END``, as
+    ``_decode_with`` does) and handle failures by retrying through a full decoder."""
     build = _builder(proxy_factory)
     if _SEMANTIC:
         decoders = {_OBJECT: lambda value, _immutable: build(value)}
+        return partial(cbor2.loads, semantic_decoders=decoders, tag_hook=_reject_tag)
 
-        def load(framed: bytes) -> Any:
-            return cbor2.loads(framed, semantic_decoders=decoders, tag_hook=_reject_tag)
+    def hook(_decoder: Any, tag: Any) -> object:
+        return build(tag.value) if tag.tag == _OBJECT else _reject_tag(tag)
 
-    else:
+    return partial(cbor2.loads, tag_hook=hook)
 
-        def hook(_decoder: Any, tag: Any) -> object:
-            return build(tag.value) if tag.tag == _OBJECT else _reject_tag(tag)
 
-        def load(framed: bytes) -> Any:
-            return cbor2.loads(framed, tag_hook=hook)
+def make_decoder(proxy_factory: Callable[[str], object] | None = None) -> Callable[[bytes], Any]:
+    """A ``decode`` with its hooks built once: the dispatch hot path decodes every message."""
+    load = make_loader(proxy_factory)
 
     def decoder(data: bytes) -> Any:
         return _decode_with(load, data)
@@ -413,7 +419,7 @@ def make_decoder(proxy_factory: Callable[[str], object] | None = None) -> Callab
 
 
 def _decode_with(load: Callable[[bytes], Any], data: bytes) -> Any:
-    framed = b"\x82" + data + b"\x48" + _END
+    framed = FRAME_HEAD + data + FRAME_TAIL
     try:
         items = load(framed)
     except CodecError:

@@ -84,6 +84,7 @@ class Coordinator:
         self.durable: dict[str, tuple[int, int]] = {}  # logged
         self.dispatched: dict[str, tuple[int, int]] = {}  # executed (what a checkpoint holds)
         self._applied_page = 0  # the last page executed, 0 before the first in this life
+        self._in_page = False  # a live page is being executed
         self._pending: list[Entry] = []
         self._pending_bytes = 0
         self._trims: dict[str, int] = {}  # acks received since the last page
@@ -124,7 +125,8 @@ class Coordinator:
             if self.live:
                 self._warn_if_unreachable(destination)
         out.append(message, impulse=impulse)
-        if self.live:
+        if self.live and not self._in_page:
+            # (a page's sends are woken once, when the page has run: see _dispatch)
             self._sender_wakeup(destination).set()
 
     def send_thunk_to_self(self, thunk: Thunk) -> None:
@@ -308,7 +310,11 @@ class Coordinator:
             await anyio.lowlevel.checkpoint()  # a backlog of pages must not starve the links
 
     def _dispatch(self, page: Page) -> None:
-        self.apply_page(page)
+        self._in_page = True
+        try:
+            self.apply_page(page)
+        finally:
+            self._in_page = False
         for destination, out in self.outputs.items():
             if out.has_unsent():
                 self._sender_wakeup(destination).set()

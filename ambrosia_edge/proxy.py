@@ -16,13 +16,14 @@ class Proxy:
     keep handles to each other across checkpoints.
     """
 
-    __slots__ = ("__ambrosia_proxy_name__", "_cls", "_fork", "_host")
+    __slots__ = ("__ambrosia_proxy_name__", "_cls", "_host", "fork")
 
     def __init__(self, host: Host, name: str, cls: type | None = None) -> None:
         self._host = host
         self._cls = cls
-        self._fork: ForkProxy | None = None
         self.__ambrosia_proxy_name__ = name
+        #: ``proxy.fork.method(...)``: the fire-and-forget form of the same calls
+        self.fork = ForkProxy(self)
 
     def __getattr__(self, method: str) -> Callable[..., Awaitable[Any]]:
         if method.startswith("_"):
@@ -33,13 +34,6 @@ class Proxy:
             return host.request(name, cls, method, args, kwargs)
 
         return call
-
-    @property
-    def fork(self) -> ForkProxy:
-        fork = self._fork
-        if fork is None:
-            fork = self._fork = ForkProxy(self)
-        return fork
 
     def __eq__(self, other: object) -> bool:
         return (
@@ -55,25 +49,20 @@ class Proxy:
 
 
 class ForkProxy:
-    """Method callables are made once per proxy and method: producers fork in tight loops."""
+    """``proxy.fork.method``: the method's callable is made once, then found like an attribute.
 
-    __slots__ = ("_calls", "_proxy")
+    Producers fork in tight loops. Once made, the callable is stored in the instance's
+    ``__dict__`` under the method's name, so later lookups never reach ``__getattr__`` (which
+    Python only calls after a failed lookup, at the price of an exception raised inside).
+    """
 
     def __init__(self, proxy: Proxy) -> None:
         self._proxy = proxy
-        self._calls: dict[str, Callable[..., None]] = {}
 
     def __getattr__(self, method: str) -> Callable[..., None]:
-        cached = self._calls.get(method)
-        if cached is not None:
-            return cached
         if method.startswith("_"):
             raise AttributeError(method)
         proxy = self._proxy
-        host, name, cls = proxy._host, proxy.__ambrosia_proxy_name__, proxy._cls
-
-        def call(*args: Any, **kwargs: Any) -> None:
-            host.fork(name, cls, method, args, kwargs)
-
-        self._calls[method] = call
+        call = proxy._host.forker(proxy.__ambrosia_proxy_name__, proxy._cls, method)
+        self.__dict__[method] = call
         return call

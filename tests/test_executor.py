@@ -29,11 +29,24 @@ class Outbox:
 class Echo(Immortal):
     def __init__(self) -> None:
         self.calls = 0
+        self.seen: list[object] = []
 
     @rpc
     def big(self, n: int) -> bytes:
         self.calls += 1
         return b"x" * n
+
+    @rpc
+    def note(self, value: object, *, tag: str = "") -> None:
+        self.seen.append((value, tag) if tag else value)
+
+    @rpc
+    def fail(self) -> None:
+        raise ValueError("no")
+
+    @rpc
+    async def later(self, value: object) -> None:
+        self.seen.append(("async", value))
 
 
 def executor(limit: int = 1 << 20) -> tuple[Executor, Outbox]:
@@ -75,4 +88,42 @@ def test_a_malformed_logged_call_is_dropped_not_fatal(
 def test_an_unknown_message_kind_is_dropped() -> None:
     ex, outbox = executor()
     ex.dispatch("peer", bytes([0x7F]) + codec.encode([]))
+    assert outbox.sent == []
+
+
+def fork(method: str, *args: object, **kwargs: object) -> bytes:
+    return messages.call(method, args, kwargs, impulse=False)
+
+
+def test_forks_run_in_order_with_their_arguments() -> None:
+    ex, outbox = executor()
+    batch = [
+        fork("note", 1),
+        fork("note", b"two"),
+        fork("note", [3, {"x": 3.5}]),
+        fork("note", "four", tag="t"),
+        fork("later", 5),
+    ]
+    ex.dispatch_all("peer", ((m[0], m[1:]) for m in batch))
+    assert ex.obj.seen == [1, b"two", [3, {"x": 3.5}], ("four", "t"), ("async", 5)]  # type: ignore[attr-defined]
+    assert outbox.sent == []
+
+
+def test_a_fork_with_trailing_bytes_is_dropped(caplog: pytest.LogCaptureFixture) -> None:
+    ex, _ = executor()
+    ex.replaying = False
+    message = fork("note", 1) + b"\x01"
+    with caplog.at_level(logging.ERROR, logger="ambrosia_edge"):
+        ex.dispatch_all("peer", [(message[0], message[1:])])
+    assert ex.obj.seen == []  # type: ignore[attr-defined]
+    assert "not exactly one CBOR data item" in caplog.text
+
+
+def test_forks_to_unknown_or_failing_methods_are_logged(caplog: pytest.LogCaptureFixture) -> None:
+    ex, outbox = executor()
+    ex.replaying = False
+    with caplog.at_level(logging.ERROR, logger="ambrosia_edge"):
+        ex.dispatch_all("peer", [(m[0], m[1:]) for m in (fork("nope"), fork("fail"))])
+    assert "has no @rpc or @impulse method 'nope'" in caplog.text
+    assert "Echo.fail raised ValueError: no" in caplog.text
     assert outbox.sent == []
