@@ -231,12 +231,13 @@ class Executor:
         This loop is also the whole of replay, so every call saved here is saved twice.
         """
         load, roles, obj = self._load, self._roles, self.obj
+        frame_head, frame_tail = codec.FRAME_HEAD, codec.FRAME_TAIL
         self._dispatching = True
         try:
             for head, body in messages_:
                 if head == _PLAIN_CALL:
                     try:
-                        items = load(codec.FRAME_HEAD + body + codec.FRAME_TAIL)
+                        items = load(b"".join((frame_head, body, frame_tail)))
                     except Exception:
                         items = None  # _dispatch decodes it again and says what is wrong
                     if items is not None and items[1] == codec.END:
@@ -251,7 +252,10 @@ class Executor:
                         ):
                             method, args, kwargs = fields
                             try:
-                                result = getattr(obj, method)(*args, **kwargs)
+                                if kwargs:
+                                    result = getattr(obj, method)(*args, **kwargs)
+                                else:
+                                    result = getattr(obj, method)(*args)
                             except Exception as exc:
                                 self._finish(
                                     _Context(source, None, self._handler(method)), error=exc

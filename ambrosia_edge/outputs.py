@@ -118,17 +118,16 @@ class Output:
         """Drop what the receiver holds durably; returns the number of messages dropped."""
         entries = self._entries
         head = self._head
-        end = len(entries)
-        start = head
-        while head < end and entries[head].total and entries[head].total <= total:
-            framed = entries[head].framed
-            self.bytes -= len(framed) if framed is not None else 0
-            head += 1
-        self._head = head
-        if head > 1024 and head * 2 > end:
-            del entries[:head]
+        if head >= len(entries) or not entries[head].total:
+            return 0  # empty, or not numbered yet (before the rebase)
+        # totals are contiguous after the head, so where to stop is found by arithmetic
+        stop = min(len(entries), head + max(0, total - entries[head].total + 1))
+        self.bytes -= sum([len(e.framed) for e in entries[head:stop] if e.framed is not None])
+        self._head = stop
+        if stop > 1024 and stop * 2 > len(entries):
+            del entries[:stop]
             self._head = 0
-        return head - start
+        return stop - head
 
     def trim_replayable(self, replayable: int) -> None:
         """During replay: drop regenerated messages a consumer has durably logged."""
@@ -155,12 +154,16 @@ class Output:
         replayable = 0
         size = 0
         first = 0
-        while index < len(entries) and (size < max_bytes or not batch):
+        end = len(entries)
+        if index < end:
+            first = entries[index].total
+        append = batch.append
+        while index < end and size < max_bytes:
             entry = entries[index]
-            framed = entry.materialize()
-            if not batch:
-                first = entry.total
-            batch.append(framed)
+            framed = entry.framed
+            if framed is None:
+                framed = entry.materialize()
+            append(framed)
             size += len(framed)
             if entry.replayable:
                 replayable += 1
