@@ -157,7 +157,7 @@ class Coordinator:
             for destination, replayable in page.trims.items():
                 self.output(destination).trim_replayable(replayable)
         for entry in page.entries:
-            executor.dispatch_all(entry.source, wire.message_parts(entry.batch, entry.count))
+            executor.dispatch_batch(entry.source, entry.batch, entry.count)
         self.dispatched.update(page.inputs)
         self.stats["pages"] += 1
         if not self.live:

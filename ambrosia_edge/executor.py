@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from types import CoroutineType
 from typing import Any, Protocol
 
-from . import codec, messages
+from . import codec, messages, wire
 from .errors import (
     CodecError,
     NondeterminismError,
@@ -222,6 +222,41 @@ class Executor:
         """Run one logged message: a call starts a handler, a reply resumes one."""
         self.dispatch_all(source, ((message[0], message[1:]),) if message else ((0, b""),))
 
+    def dispatch_batch(self, source: str, batch: bytes, count: int) -> None:
+        """Run the ``count`` framed messages of ``batch`` (one page entry), in order.
+
+        Runs of plain forks, what producers send, are decoded a window at a time
+        (messages.decode_plain_forks); from the first window that is not all plain forks on,
+        messages go one by one. A window keeps few decoded messages alive at once, which
+        keeps the garbage collector's young generation small. Replay runs through here too.
+        """
+        offset = 0
+        load, roles, obj = self._load, self._roles, self.obj
+        while count >= _MANY:
+            decoded = messages.decode_plain_forks(batch, offset, min(count, _WINDOW), load)
+            if decoded is None:
+                break
+            forks, offset = decoded
+            count -= len(forks)
+            self._dispatching = True
+            try:
+                for method, args in forks:
+                    if method not in roles:
+                        self._invoke(source, None, method, args, {}, False)  # says what's wrong
+                        continue
+                    try:
+                        result = getattr(obj, method)(*args)
+                    except Exception as exc:
+                        self._finish(_Context(source, None, self._handler(method)), error=exc)
+                        continue
+                    if type(result) is CoroutineType:
+                        self._start(_Context(source, None, self._handler(method)), result)
+            finally:
+                self._dispatching = False
+        if count or offset != len(batch):
+            rest = batch[offset:] if offset else batch
+            self.dispatch_all(source, wire.message_parts(rest, count))
+
     def dispatch_all(self, source: str, messages_: Iterable[tuple[int, bytes]]) -> None:
         """Run logged messages from one source, in order (one page entry), each given as its
         first byte and the rest (wire.message_parts).
@@ -398,6 +433,11 @@ class Executor:
                 error = exc
         self.outbox.send(ctx.source, messages.failure(ctx.call_id, error), impulse=False)
 
+
+#: From how many messages on a batch is worth decoding in one go.
+_MANY = 4
+#: How many messages are decoded together at most.
+_WINDOW = 128
 
 #: The first byte of a fork that is not an impulse: dispatch_all's fast path.
 _PLAIN_CALL = int(Kind.CALL)

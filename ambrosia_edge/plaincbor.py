@@ -14,7 +14,7 @@ import struct
 from collections.abc import Iterable
 from typing import Any, Final
 
-__all__ = ["add_plain", "head"]
+__all__ = ["add_plain", "head", "head_size", "plain_size"]
 
 _U8: Final = struct.Struct(">BB")
 _U16: Final = struct.Struct(">BH")
@@ -71,3 +71,36 @@ def add_plain(parts: list[bytes], values: Iterable[Any]) -> bool:
         else:
             return False
     return True
+
+
+def head_size(n: int) -> int:
+    """How many bytes ``head(major, n)`` takes."""
+    if n < 24:
+        return 1
+    if n < 0x100:
+        return 2
+    if n < 0x10000:
+        return 3
+    return 5 if n < 0x100000000 else 9
+
+
+def plain_size(v: Any) -> int:
+    """The length of the shortest encoding of plain value ``v`` (what ``add_plain`` writes),
+    or -1 if ``v`` is not plain. No encoding of a value is shorter, which is what lets a
+    decoder check that items it decoded together each filled exactly their own bytes."""
+    t = type(v)
+    if t is bytes:
+        n = len(v)
+        return head_size(n) + n
+    if t is str:
+        n = len(v) if v.isascii() else len(v.encode("utf-8", "surrogatepass"))
+        return head_size(n) + n
+    if t is int:
+        if 0 <= v < _LIMIT:
+            return head_size(v)
+        if -_LIMIT <= v < 0:
+            return head_size(-1 - v)
+        return -1
+    if v is None or t is bool:
+        return 1
+    return -1
