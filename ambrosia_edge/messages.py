@@ -50,6 +50,9 @@ def call(method: str, args: tuple[Any, ...], kwargs: dict[str, Any], *, impulse:
         if head is None:
             kind = _IMPULSE_CALL if impulse else _CALL
             head = heads[method] = kind + b"\x83" + cbor2.dumps(method)
+        if len(args) == 1 and type(args[0]) is bytes:  # the commonest call of all: f(data)
+            data = args[0]
+            return b"".join((head, _ONE, plaincbor.head(0x40, len(data)), data, _EMPTY_MAP))
         parts = [head, plaincbor.head(0x80, len(args))]
         if plaincbor.add_plain(parts, args):
             parts.append(_EMPTY_MAP)
@@ -69,6 +72,7 @@ _REPLY = bytes([Kind.REPLY])
 _REPLY_ARRAY = _REPLY + b"\x82"  # kind, then [call_id, value]
 _IMPULSE_CALL = bytes([Kind.CALL | IMPULSE])
 _EMPTY_MAP = b"\xa0"
+_ONE = b"\x81"  # an array of one
 #: types the codec passes to cbor2 unchanged
 _LEAVES = frozenset({type(None), bool, int, float, str, bytes})
 

@@ -54,3 +54,12 @@ def test_calls_requests_and_replies_decode_to_their_fields(method: str, args: li
     value = args[0] if args else None
     reply = messages.reply(7, value, where="test")
     assert messages.decode(reply, decoder=decoder)[2] == [7, value]
+
+
+def test_a_call_with_one_byte_string_is_what_the_codec_writes() -> None:
+    for n in (0, 23, 24, 255, 256, 65535, 65536):
+        data = bytes(range(256)) * (n // 256) + bytes(n % 256)
+        message = messages.call("receive", (data,), {}, impulse=False)
+        assert message == bytes([messages.Kind.CALL]) + messages.codec.encode(
+            ["receive", [data], {}]
+        ), n
