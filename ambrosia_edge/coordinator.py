@@ -19,6 +19,7 @@ import hashlib
 import hmac
 import logging
 import os
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from functools import partial
@@ -53,6 +54,8 @@ MAX_BACKOFF = 5.0
 MAX_BATCH = wire.MAX_FRAME // 2
 #: The least time between two ACKs on one connection (docs/protocol.md 4.9).
 ACK_INTERVAL = 0.002
+#: A small append on the event loop must take less than this for the next to go there too.
+INLINE_APPEND_BUDGET = 0.0005
 MAX_MESSAGE = wire.MAX_FRAME // 4
 
 
@@ -236,6 +239,7 @@ class Coordinator:
     async def _committer(self) -> None:
         store = self.store
         inline_limit: int = getattr(store, "inline_append_limit", 0)
+        inline_ok = True
         while True:
             if self._checkpoint_due():
                 await self._roll()
@@ -248,7 +252,16 @@ class Coordinator:
                 await anyio.to_thread.run_sync(store.append, record[: len(record) // 2])
                 failpoints.crash()
             if len(record) <= inline_limit:
-                store.append(record)  # quicker than a round trip to a worker thread
+                # Quicker on the loop than a round trip to a worker thread, while the disk
+                # answers quickly; when it does not (another process's large flush ahead of
+                # ours), the loop must not stall on it, so go through the worker thread until
+                # a small append is quick again.
+                started = time.perf_counter()
+                if inline_ok:
+                    store.append(record)
+                else:
+                    await anyio.to_thread.run_sync(store.append, record)
+                inline_ok = time.perf_counter() - started < INLINE_APPEND_BUDGET
             else:
                 await anyio.to_thread.run_sync(store.append, record)
             self.log_bytes += len(record)

@@ -11,7 +11,10 @@ A tier whose small appends are quick (a local disk: one ``fdatasync``, ~100 µs)
 ``inline_append_limit``: appends up to that many bytes then run on the event loop itself. Handing
 a record to a worker thread and being woken again costs ~50 µs here, which on a lone awaited call,
 whose round trip waits for two appends, is a third of what durability adds; under load the pages
-grow past the limit and go to the worker thread again, where their flush overlaps dispatch.
+grow past the limit and go to the worker thread again, where their flush overlaps dispatch. A
+small append that takes over half a millisecond (the disk busy with another process's large
+flush) sends the following ones to the worker thread too, until one is quick again, so that a
+slow disk never stalls the event loop for long.
 """
 
 from __future__ import annotations
