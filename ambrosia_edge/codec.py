@@ -75,10 +75,9 @@ _HINT = (
     "ambrosia_edge.codec.register) in state, or recreate the object in becoming_primary"
 )
 _MINUTE = timedelta(minutes=1)
-_END = b"AMBROSIA"  # decode() frames the input as [value, _END] to notice trailing bytes
+END = b"AMBROSIA"  # decode() frames the input as [value, END] to notice trailing bytes
 FRAME_HEAD = b"\x82"
-FRAME_TAIL = b"\x48" + _END
-END = _END
+FRAME_TAIL = b"\x48" + END
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -433,6 +432,6 @@ def _decode_with(load: Callable[[bytes], Any], data: bytes) -> Any:
         if isinstance(inner, CodecError):
             raise inner from None
         raise CodecError(f"cannot decode {len(data)} bytes of CBOR: {inner}") from exc
-    if type(items[1]) is not bytes or items[1] != _END:
+    if type(items[1]) is not bytes or items[1] != END:
         raise CodecError(f"cannot decode {len(data)} bytes: not exactly one CBOR data item")
     return items[0]

@@ -144,13 +144,10 @@ class Executor:
         """
         self._check(target, cls, method)
         call, fork = messages.call, self.fork
-        no_kwargs: dict[str, Any] = {}
 
         def forked(*args: Any, **kwargs: Any) -> None:
             if self._dispatching:
-                self.outbox.send(
-                    target, call(method, args, kwargs or no_kwargs, impulse=False), impulse=False
-                )
+                self.outbox.send(target, call(method, args, kwargs, impulse=False), impulse=False)
             else:
                 fork(target, cls, method, args, kwargs)  # an impulse, with its own checks
 
@@ -258,47 +255,11 @@ class Executor:
             self.dispatch_all(source, wire.message_parts(rest, count))
 
     def dispatch_all(self, source: str, messages_: Iterable[tuple[int, bytes]]) -> None:
-        """Run logged messages from one source, in order (one page entry), each given as its
-        first byte and the rest (wire.message_parts).
-
-        A fork to a plain handler, by far the most common message, is decoded, checked and run
-        right here; everything else, and anything odd about such a fork, takes ``_dispatch``.
-        This loop is also the whole of replay, so every call saved here is saved twice.
-        """
-        load, roles, obj = self._load, self._roles, self.obj
-        frame_head, frame_tail = codec.FRAME_HEAD, codec.FRAME_TAIL
+        """Run logged messages from one source, in order, one by one, each given as its first
+        byte and the rest (wire.message_parts)."""
         self._dispatching = True
         try:
             for head, body in messages_:
-                if head == _PLAIN_CALL:
-                    try:
-                        items = load(b"".join((frame_head, body, frame_tail)))
-                    except Exception:
-                        items = None  # _dispatch decodes it again and says what is wrong
-                    if items is not None and items[1] == codec.END:
-                        fields = items[0]
-                        if (
-                            type(fields) is list
-                            and len(fields) == 3
-                            and type(fields[1]) is list
-                            and type(fields[2]) is dict
-                            and type(fields[0]) is str
-                            and fields[0] in roles
-                        ):
-                            method, args, kwargs = fields
-                            try:
-                                if kwargs:
-                                    result = getattr(obj, method)(*args, **kwargs)
-                                else:
-                                    result = getattr(obj, method)(*args)
-                            except Exception as exc:
-                                self._finish(
-                                    _Context(source, None, self._handler(method)), error=exc
-                                )
-                                continue
-                            if type(result) is CoroutineType:
-                                self._start(_Context(source, None, self._handler(method)), result)
-                            continue
                 try:
                     self._dispatch(source, head, body)
                 except CodecError as exc:
@@ -438,9 +399,6 @@ class Executor:
 _MANY = 4
 #: How many messages are decoded together at most.
 _WINDOW = 128
-
-#: The first byte of a fork that is not an impulse: dispatch_all's fast path.
-_PLAIN_CALL = int(Kind.CALL)
 
 #: What immortals and proxies see of the runtime.
 Host = Executor
