@@ -56,19 +56,8 @@ class Output:
         return len(self._entries) - self._head
 
     def append(self, message: bytes, *, impulse: bool) -> None:
-        # _add, written out: this runs once for every message an immortal sends
         framed = frame_message(message)
-        if self.rebase_pending:
-            total = 0
-        else:
-            total = self.next_total
-            self.next_total = total + 1
-        if impulse:
-            replayable = 0
-        else:
-            replayable = self.next_replayable
-            self.next_replayable = replayable + 1
-        self._entries.append(Pending(total, replayable, framed))
+        self._add(Pending(0 if self.rebase_pending else self.next_total, 0, framed), impulse)
         self.bytes += len(framed)
 
     def append_thunk(self, thunk: Thunk) -> None:
