@@ -16,7 +16,6 @@ array encoded with :mod:`ambrosia_edge.codec`::
 from __future__ import annotations
 
 import enum
-import struct
 from collections.abc import Callable
 from typing import Any
 
@@ -24,6 +23,7 @@ import cbor2
 
 from . import codec, plaincbor
 from .errors import CodecError
+from .wire import MESSAGE_LENGTH
 
 IMPULSE = 0x80
 
@@ -177,9 +177,9 @@ def decode_plain_forks(
     plain forks, with one call to cbor2.
 
     Returns ``(method, args)`` per message and the offset after them, or None unless every
-    message is a CALL (not an
-    impulse) without keyword arguments whose arguments are all plain (bytes, text, integers,
-    None, booleans) and whose body is exactly the shortest encoding of what it decodes to.
+    message is a CALL (not an impulse) without keyword arguments whose arguments are all plain
+    (bytes, text, integers, None, booleans) and whose body is exactly the shortest encoding of
+    what it decodes to.
     The caller then dispatches the messages one by one, which is always correct; this is only
     faster (one decoder for the batch instead of one per message).
 
@@ -190,7 +190,7 @@ def decode_plain_forks(
     items took at least all the bodies' bytes; and the END marker decoded after them needs
     the last nine bytes, so they took at most those. Hence each took exactly its own body.
     """
-    unpack = _LEN.unpack_from
+    unpack = MESSAGE_LENGTH.unpack_from
     view = memoryview(batch)
     parts: list[bytes | memoryview] = [plaincbor.head(0x80, count + 1)]
     sizes: list[int] = []
@@ -219,9 +219,7 @@ def decode_plain_forks(
         if type(fields) is not list or len(fields) != 3:
             return None
         method, args, kwargs = fields
-        if type(method) is not str or type(args) is not list or type(kwargs) is not dict:
-            return None
-        if kwargs:
+        if type(method) is not str or type(args) is not list or type(kwargs) is not dict or kwargs:
             return None
         size = 2 + size_of(method) + head_size(len(args))  # 2: the array and map heads
         for arg in args:
@@ -236,7 +234,6 @@ def decode_plain_forks(
 
 
 _PLAIN_CALL = int(Kind.CALL)
-_LEN = struct.Struct("<I")
 
 #: Enum construction is slow on the dispatch hot path; a plain lookup is not.
 _KINDS = {int(kind): kind for kind in Kind}

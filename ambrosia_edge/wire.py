@@ -24,7 +24,8 @@ MAX_FRAME = 64 * 1024 * 1024
 _FRAME_HEAD = struct.Struct("<IB")
 _DATA_HEAD = struct.Struct("<QII")
 _ACK = struct.Struct("<QQ")
-_LEN = struct.Struct("<I")
+#: the u32 length before each message in a batch
+MESSAGE_LENGTH = struct.Struct("<I")
 
 
 class Frame(enum.IntEnum):
@@ -87,7 +88,7 @@ def bytes_field(fields: dict[str, Any], key: str, size: int) -> bytes:
 
 def frame_message(message: bytes) -> bytes:
     """Length-prefix one message, the unit stored in out-buffers, DATA frames and log pages."""
-    return _LEN.pack(len(message)) + message
+    return MESSAGE_LENGTH.pack(len(message)) + message
 
 
 def data(first_total: int, count: int, replayable: int, framed: Sequence[bytes]) -> bytes:
@@ -127,7 +128,7 @@ def split_messages(batch: bytes | memoryview, count: int) -> Iterator[bytes]:
     for _ in range(count):
         if offset + 4 > end:
             raise ProtocolError("batch ends inside a message length")
-        (length,) = _LEN.unpack_from(view, offset)
+        (length,) = MESSAGE_LENGTH.unpack_from(view, offset)
         offset += 4
         if offset + length > end or length == 0:
             raise ProtocolError("batch ends inside a message")
@@ -140,7 +141,7 @@ def split_messages(batch: bytes | memoryview, count: int) -> Iterator[bytes]:
 def message_parts(batch: bytes, count: int) -> Iterator[tuple[int, bytes]]:
     """Iterate (first byte, rest) of each message of a batch: what dispatch needs, one slice
     per message instead of a copy of the message and then of its body."""
-    unpack = _LEN.unpack_from
+    unpack = MESSAGE_LENGTH.unpack_from
     offset = 0
     end = len(batch)
     for _ in range(count):
@@ -166,7 +167,7 @@ def scan_batch(batch: bytes, count: int) -> tuple[list[int], int]:
     offset = 0
     end = len(batch)
     replayable = 0
-    unpack = _LEN.unpack_from
+    unpack = MESSAGE_LENGTH.unpack_from
     for _ in range(count):
         if offset + 5 > end:
             raise ProtocolError("batch ends before its message count is reached")
