@@ -93,7 +93,13 @@ def plain_size(v: Any) -> int:
         n = len(v)
         return head_size(n) + n
     if t is str:
-        n = len(v) if v.isascii() else len(v.encode("utf-8", "surrogatepass"))
+        if v.isascii():
+            n = len(v)
+        else:
+            try:
+                n = len(v.encode())
+            except UnicodeEncodeError:
+                return -1  # as add_plain declines it
         return head_size(n) + n
     if t is int:
         if 0 <= v < _LIMIT:
