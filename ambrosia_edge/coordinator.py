@@ -38,7 +38,7 @@ from .errors import (
 )
 from .outputs import Output, Thunk
 from .page import Entry, Page, chunk_header
-from .records import RecordType, encode_record
+from .records import BytesLike, RecordType, encode_record, encode_record_parts
 from .store import LogStore
 from .transport import Link, Transport
 from .wakeup import Wakeup
@@ -240,6 +240,9 @@ class Coordinator:
         store = self.store
         inline_limit: int = getattr(store, "inline_append_limit", 0)
         inline_ok = True
+        append: Callable[[list[BytesLike]], None] = getattr(store, "append_parts", None) or (
+            lambda parts: store.append(b"".join(parts))
+        )
         while True:
             if self._checkpoint_due():
                 await self._roll()
@@ -247,24 +250,25 @@ class Coordinator:
                 await self._have_input.wait()
                 continue
             page = self._seal()
-            record = encode_record(page.encode(), RecordType.PAGE)
+            record = encode_record_parts(page.encode_parts(), RecordType.PAGE)
+            size = sum(len(part) for part in record)
             if failpoints.armed and failpoints.reached("page-write"):
-                await anyio.to_thread.run_sync(store.append, record[: len(record) // 2])
+                await anyio.to_thread.run_sync(store.append, b"".join(record)[: size // 2])
                 failpoints.crash()
-            if len(record) <= inline_limit:
+            if size <= inline_limit:
                 # Quicker on the loop than a round trip to a worker thread, while the disk
                 # answers quickly; when it does not (another process's large flush ahead of
                 # ours), the loop must not stall on it, so go through the worker thread until
                 # a small append is quick again.
                 started = time.perf_counter()
                 if inline_ok:
-                    store.append(record)
+                    append(record)
                 else:
-                    await anyio.to_thread.run_sync(store.append, record)
+                    await anyio.to_thread.run_sync(append, record)
                 inline_ok = time.perf_counter() - started < INLINE_APPEND_BUDGET
             else:
-                await anyio.to_thread.run_sync(store.append, record)
-            self.log_bytes += len(record)
+                await anyio.to_thread.run_sync(append, record)
+            self.log_bytes += size
             self.stats["messages"] += sum(e.count for e in page.entries)
             self.durable.update(page.inputs)
             self._durable_changed.set()

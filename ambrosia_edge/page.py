@@ -20,10 +20,13 @@ from typing import Any
 
 import cbor2
 
+from . import plaincbor
 from .errors import CorruptLogError
 
 LOG_FORMAT = "ambrosia-edge/log"
 LOG_VERSION = 1
+#: Batches from this size on stay separate pieces of an encoded page (Page.encode_parts).
+BY_REFERENCE = 16 * 1024
 
 
 @dataclass(slots=True)
@@ -45,18 +48,34 @@ class Page:
     trims: dict[str, int] = field(default_factory=dict)
 
     def encode(self) -> bytes:
-        return cbor2.dumps(
-            [
-                self.number,
-                self.epoch,
-                [
-                    [e.source, e.first_total, e.first_replayable, e.count, e.replayable, e.batch]
-                    for e in self.entries
-                ],
-                {source: list(mark) for source, mark in self.inputs.items()},
-                self.trims,
-            ]
-        )
+        return b"".join(self.encode_parts())
+
+    def encode_parts(self) -> list[bytes]:
+        """The page's encoding in pieces that hold large batches by reference.
+
+        A page of large messages is mostly the batches as they came off the wire; written with
+        one gathered write they are never copied into a page-sized buffer first. Small batches
+        are copied into the pieces around them, so a page of small ones is a single piece.
+        """
+        parts: list[bytes] = []
+        piece = bytearray(b"\x85")  # [page, epoch, entries, inputs, trims]
+        piece += cbor2.dumps(self.number) + cbor2.dumps(self.epoch)
+        piece += plaincbor.head(0x80, len(self.entries))
+        for e in self.entries:
+            piece += b"\x86"  # [source, first_total, first_replayable, count, replayable, batch]
+            piece += cbor2.dumps(e.source)
+            for n in (e.first_total, e.first_replayable, e.count, e.replayable):
+                piece += cbor2.dumps(n)
+            piece += plaincbor.head(0x40, len(e.batch))
+            if len(e.batch) < BY_REFERENCE:
+                piece += e.batch
+            else:
+                parts += (bytes(piece), e.batch)
+                piece.clear()
+        piece += cbor2.dumps({source: list(mark) for source, mark in self.inputs.items()})
+        piece += cbor2.dumps(self.trims)
+        parts.append(bytes(piece))
+        return parts
 
     @property
     def size(self) -> int:

@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import os
 import struct
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from enum import IntEnum
 from typing import Final, TypeAlias
 
@@ -59,6 +59,7 @@ __all__ = [
     "RecordScan",
     "RecordType",
     "encode_record",
+    "encode_record_parts",
     "scan_file",
     "scan_records",
 ]
@@ -91,13 +92,25 @@ class RecordType(IntEnum):
 
 def encode_record(body: BytesLike, rtype: int) -> bytes:
     """Frame ``body`` as one record of type ``rtype`` (0..255)."""
-    length = len(body)
+    return _record_header((body,), rtype) + body
+
+
+def encode_record_parts(body: Sequence[BytesLike], rtype: int) -> list[BytesLike]:
+    """Frame the body made of the pieces ``body`` without joining them: the record is the
+    header followed by the pieces, for a gathered write."""
+    return [_record_header(body, rtype), *body]
+
+
+def _record_header(body: Sequence[BytesLike], rtype: int) -> bytes:
+    length = sum(len(part) for part in body)
     if length > MAX_RECORD_BODY:
         raise ValueError(f"record body of {length} bytes exceeds the {MAX_RECORD_BODY}-byte limit")
     if not 0 <= rtype <= 0xFF:
         raise ValueError(f"record type {rtype} does not fit in one byte")
-    crc = crc32c(body, crc32c(_CHECKED.pack(FORMAT_VERSION, rtype, length)))
-    return _HEADER.pack(MAGIC, FORMAT_VERSION, rtype, length, crc) + body
+    crc = crc32c(_CHECKED.pack(FORMAT_VERSION, rtype, length))
+    for part in body:
+        crc = crc32c(part, crc)
+    return _HEADER.pack(MAGIC, FORMAT_VERSION, rtype, length, crc)
 
 
 class _BufferSource:

@@ -15,6 +15,11 @@ grow past the limit and go to the worker thread again, where their flush overlap
 small append that takes over half a millisecond (the disk busy with another process's large
 flush) sends the following ones to the worker thread too, until one is quick again, so that a
 slow disk never stalls the event loop for long.
+
+A tier may also offer ``append_parts(parts)``: ``append`` of the record that is the
+concatenation of ``parts``. Pages of large messages are mostly the batches as they came off the
+wire, and a tier that writes the pieces as they are (the local disk: one gathered write) saves
+copying every byte of them once more; without it the coordinator joins the pieces.
 """
 
 from __future__ import annotations

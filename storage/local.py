@@ -33,7 +33,7 @@ import os
 import re
 import socket
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
@@ -62,6 +62,8 @@ ZERO_FILL: Final = 1 << 20
 #: their own size change is cheap next to the data they flush.
 ZERO_FILL_MAX_RECORD: Final = 64 << 10
 _ZEROS: Final = memoryview(bytes(ZERO_FILL))
+#: Most buffers one gathered write may take (the kernel's IOV_MAX; 1024 on Linux and macOS).
+_IOV_MAX: Final = 1024
 
 if sys.platform == "darwin":
 
@@ -154,13 +156,25 @@ def _locked_message(directory: Path, holder: LockHolder | None) -> str:
 
 
 def _write_all(fd: int, data: BytesLike, offset: int) -> None:
-    view = memoryview(data)
-    done = 0
-    while done < len(view):
-        n = os.pwrite(fd, view[done:], offset + done)
+    _write_parts(fd, (data,), offset)
+
+
+def _write_parts(fd: int, parts: Sequence[BytesLike], offset: int) -> None:
+    """Write the concatenation of ``parts`` at ``offset``, with as few system calls as the
+    kernel allows (at most IOV_MAX buffers each), resuming after short writes."""
+    views = [memoryview(p).cast("B") for p in parts if len(p)]
+    first = 0
+    while first < len(views):
+        batch = views[first : first + _IOV_MAX]
+        n = os.pwritev(fd, batch, offset) if len(batch) > 1 else os.pwrite(fd, batch[0], offset)
         if n == 0:
             raise OSError(errno.EIO, "write made no progress")
-        done += n
+        offset += n
+        while n and n >= len(views[first]):
+            n -= len(views[first])
+            first += 1
+        if n:
+            views[first] = views[first][n:]
 
 
 class LocalStore:
@@ -443,18 +457,25 @@ class LocalStore:
         On failure the chunk is cut back to its previous end (best effort), the append target is
         dropped and StoreError says the record was not logged; restarting repairs the chunk.
         """
+        self.append_parts((record,))
+
+    def append_parts(self, parts: Sequence[BytesLike]) -> None:
+        """``append`` of the record that is the concatenation of ``parts``, written as it is:
+        a page of large messages goes to the kernel without being copied into one buffer."""
         fd = self._fd
         if fd < 0:
             raise self._no_target()
         offset = self._offset
-        end = offset + len(record)
+        size = sum(len(p) for p in parts)
+        end = offset + size
         try:
-            if end <= self._filled or not self.fsync or len(record) > ZERO_FILL_MAX_RECORD:
-                written = os.pwrite(fd, record, offset)
+            if end <= self._filled or not self.fsync or size > ZERO_FILL_MAX_RECORD:
+                _write_parts(fd, parts, offset)
             else:
+                record = parts[0] if len(parts) == 1 else b"".join(parts)
                 written = self._append_with_fill(fd, record, offset, end)
-            if written != len(record):
-                _write_all(fd, memoryview(record)[written:], offset + written)
+                if written != size:
+                    _write_all(fd, memoryview(record)[written:], offset + written)
             if self.fsync:
                 _flush_data(fd)
         except OSError as exc:
