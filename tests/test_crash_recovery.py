@@ -69,6 +69,9 @@ def test_awaited_calls_exactly_once_while_both_sides_are_killed(tmp_path: Path) 
         wait_for(lambda: (s := client.status()) and s["done"], 120, "the client to finish")
         seen = client.status()["seen"]  # type: ignore[index]
         assert seen == list(range(1, CALLS + 1))
+        # The client can finish on replies it had logged while the restarted server is still
+        # starting; a SIGTERM before it runs would kill it rather than stop it cleanly.
+        wait_for(lambda: server.status() is not None, 60, "the restarted server to be up")
         assert server.stop() == 0
         assert client.stop() == 0
     finally:
