@@ -15,6 +15,12 @@ Durability rules this module keeps:
   their ``fdatasync`` flushes data only, not a new file size with it (a journal commit, which
   costs about half as much again on ext4); readers take zeros after the last record as its end,
   and a chunk is cut to its last record when the writer moves on or closes;
+* large appends (pages of big messages) bypass the page cache with ``O_DIRECT``: a log is read
+  back only on recovery, so caching what it writes only pushes out memory that is used (on a
+  Pi, most of it), and copying into the cache costs more CPU than the write itself. Direct I/O
+  writes whole blocks, so the block the record starts in is written again with the bytes it
+  already holds, and the one it ends in is padded with zeros, which read as the end of the
+  records like the zero fill above;
 * a checkpoint is written beside its final name and renamed over it, so a crash leaves the old
   checkpoint or the new one, never a mix, and stray ``.tmp`` files are simply not listed.
 
@@ -29,6 +35,7 @@ import contextlib
 import errno
 import fcntl
 import json
+import mmap
 import os
 import re
 import socket
@@ -64,6 +71,13 @@ ZERO_FILL_MAX_RECORD: Final = 64 << 10
 _ZEROS: Final = memoryview(bytes(ZERO_FILL))
 #: Most buffers one gathered write may take (the kernel's IOV_MAX; 1024 on Linux and macOS).
 _IOV_MAX: Final = 1024
+#: Appends from this size on bypass the page cache (O_DIRECT), where the system has it.
+DIRECT_MIN_RECORD: Final = 256 << 10
+_O_DIRECT: Final = getattr(os, "O_DIRECT", 0)
+#: Direct I/O moves whole blocks: offsets, lengths and buffer addresses are multiples of this.
+_BLOCK: Final = 4096
+#: The buffer direct appends are assembled in is kept for the next one up to this size.
+_KEEP_BUFFER: Final = 16 << 20
 
 if sys.platform == "darwin":
 
@@ -155,6 +169,13 @@ def _locked_message(directory: Path, holder: LockHolder | None) -> str:
     return f"log {directory} is in use by {who}; stop that process or pass another --log"
 
 
+def _read_exactly(fd: int, n: int, offset: int) -> bytes:
+    data = os.pread(fd, n, offset)
+    if len(data) != n:
+        raise OSError(errno.EIO, f"read {len(data)} of {n} bytes at offset {offset}")
+    return data
+
+
 def _write_all(fd: int, data: BytesLike, offset: int) -> None:
     _write_parts(fd, (data,), offset)
 
@@ -200,6 +221,13 @@ class LocalStore:
         self._offset = 0
         # The file's size: from _offset to here it holds zeros written ahead of small appends.
         self._filled = 0
+        # Direct I/O: a second descriptor of the target opened with O_DIRECT (-1 until a large
+        # append needs it), whether the file system allows it, the aligned buffer large appends
+        # are assembled in, and the partial block at the end of the last direct append.
+        self._direct_fd = -1
+        self._direct_ok = bool(_O_DIRECT) and fsync
+        self._buffer: mmap.mmap | None = None
+        self._tail: tuple[int, bytes] | None = None
         # Set when an append failed: the file state is then unknown, so the target is dropped and
         # stays dropped until a restart repairs the chunk.
         self._failure: str | None = None
@@ -288,6 +316,10 @@ class LocalStore:
     def _drop_target(self) -> None:
         fd, self._fd = self._fd, -1
         self._chunk = None
+        self._tail = None
+        if self._direct_fd >= 0:
+            os.close(self._direct_fd)
+            self._direct_fd = -1
         if fd >= 0:
             if self._filled > self._offset:
                 # Tidy, not needed: a reader takes the zeros after the last record as its end.
@@ -387,7 +419,7 @@ class LocalStore:
         self._require_writer("starting a chunk")
         path = self.chunk_path(chunk)
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _CLOEXEC, 0o644)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | _CLOEXEC, 0o644)
         except FileExistsError:
             raise StoreError(
                 f"chunk {path} already exists; a new chunk must never overwrite logged records"
@@ -469,9 +501,13 @@ class LocalStore:
         size = sum(len(p) for p in parts)
         end = offset + size
         try:
-            if end <= self._filled or not self.fsync or size > ZERO_FILL_MAX_RECORD:
+            if size >= DIRECT_MIN_RECORD and self._direct_ok and self._append_direct(parts, size):
+                pass
+            elif end <= self._filled or not self.fsync or size > ZERO_FILL_MAX_RECORD:
+                self._tail = None
                 _write_parts(fd, parts, offset)
             else:
+                self._tail = None
                 record = parts[0] if len(parts) == 1 else b"".join(parts)
                 written = self._append_with_fill(fd, record, offset, end)
                 if written != size:
@@ -482,6 +518,55 @@ class LocalStore:
             raise self._append_failed(exc, offset) from exc
         self._offset = end
         self._filled = max(self._filled, end)
+
+    def _append_direct(self, parts: Sequence[BytesLike], size: int) -> bool:
+        """Write a large record with O_DIRECT, from the start of the block it begins in to the
+        end of the block it ends in; False if the file system does not do direct I/O."""
+        direct = self._direct_fd
+        if direct < 0:
+            try:
+                direct = os.open(self._chunk_path, os.O_WRONLY | _O_DIRECT | _CLOEXEC)
+            except OSError as exc:
+                if exc.errno != errno.EINVAL:
+                    raise
+                self._direct_ok = False  # tmpfs, some network file systems
+                return False
+            self._direct_fd = direct
+        offset = self._offset
+        start = offset & -_BLOCK
+        lead = offset - start
+        end = lead + size
+        length = (end + _BLOCK - 1) & -_BLOCK
+        buffer = self._buffer
+        if buffer is None or len(buffer) < length:
+            buffer = mmap.mmap(-1, length)  # page-aligned, as direct I/O needs
+            if length <= _KEEP_BUFFER:
+                self._buffer = buffer
+        with memoryview(buffer) as view:
+            if lead:
+                tail = self._tail
+                if tail is not None and tail[0] == start and len(tail[1]) == lead:
+                    view[:lead] = tail[1]
+                else:
+                    view[:lead] = _read_exactly(self._fd, lead, start)
+            at = lead
+            for part in parts:
+                view[at : at + len(part)] = part
+                at += len(part)
+            view[end:length] = _ZEROS[: length - end]
+            try:
+                written = os.pwrite(direct, view[:length], start)
+            except OSError as exc:
+                if exc.errno != errno.EINVAL:
+                    raise
+                self._direct_ok = False  # a block size direct I/O does not accept here
+                return False
+            if written < end:  # rare; finish through the page cache
+                _write_all(self._fd, view[written:end], start + written)
+            last = (offset + size) & -_BLOCK
+            self._tail = (last, bytes(view[last - start : end]))
+        self._filled = max(self._filled, start + max(written, end))
+        return True
 
     def _append_with_fill(self, fd: int, record: BytesLike, offset: int, end: int) -> int:
         """Write ``record`` and zeros after it, in one call; returns the record bytes written."""
