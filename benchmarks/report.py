@@ -666,8 +666,8 @@ def _recovery_markdown(summary: dict[str, Any]) -> list[str]:
             "",
         ]
         labels = {
-            "warm": "warm (as written)",
             "cold": "cold (dropped from the page cache)",
+            "warm": "warm (read once before)",
         }
         lines += _table(
             ["page cache", "messages", "seconds", "MB/s", "messages/s", "written at messages/s"],
