@@ -92,11 +92,14 @@ def frame_message(message: bytes) -> bytes:
 
 
 def data(first_total: int, count: int, replayable: int, framed: Sequence[bytes]) -> bytes:
-    body = b"".join(framed)
-    return (
-        _FRAME_HEAD.pack(len(body) + 1 + _DATA_HEAD.size, Frame.DATA)
-        + _DATA_HEAD.pack(first_total, count, replayable)
-        + body
+    size = sum(map(len, framed))
+    # one join for the whole frame: the messages are most of it, and copied once
+    return b"".join(
+        (
+            _FRAME_HEAD.pack(size + 1 + _DATA_HEAD.size, Frame.DATA),
+            _DATA_HEAD.pack(first_total, count, replayable),
+            *framed,
+        )
     )
 
 
