@@ -263,7 +263,11 @@ class Executor:
             self.dispatch_all(source, wire.message_parts(rest, count))
 
     def _dispatch_run(self, source: str, batch: bytes, run: messages.ForkRun) -> None:
-        """Run forks whose one argument is cut straight out of the batch (messages.fork_run)."""
+        """Run forks whose one argument is cut straight out of the batch (messages.fork_run).
+
+        The loop repeats dispatch_batch's on purpose: feeding it (method, args) pairs instead
+        makes replay of such runs 1.7 times slower (~160 ns a message against ~270).
+        """
         obj, method, size = self.obj, run.method, run.size
         self._dispatching = True
         try:
