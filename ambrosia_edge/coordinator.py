@@ -243,6 +243,14 @@ class Coordinator:
         append: Callable[[list[BytesLike]], None] = getattr(store, "append_parts", None) or (
             lambda parts: store.append(b"".join(parts))
         )
+
+        def write(page: Page) -> int:
+            # in the worker thread for large pages: the checksum of megabytes is taken there,
+            # while the loop goes on receiving (crc32c releases the GIL)
+            record = encode_record_parts(page.encode_parts(), RecordType.PAGE)
+            append(record)
+            return sum(len(part) for part in record)
+
         while True:
             if self._checkpoint_due():
                 await self._roll()
@@ -250,24 +258,23 @@ class Coordinator:
                 await self._have_input.wait()
                 continue
             page = self._seal()
-            record = encode_record_parts(page.encode_parts(), RecordType.PAGE)
-            size = sum(len(part) for part in record)
             if failpoints.armed and failpoints.reached("page-write"):
-                await anyio.to_thread.run_sync(store.append, b"".join(record)[: size // 2])
+                record = b"".join(encode_record_parts(page.encode_parts(), RecordType.PAGE))
+                await anyio.to_thread.run_sync(store.append, record[: len(record) // 2])
                 failpoints.crash()
-            if size <= inline_limit:
+            if page.size <= inline_limit:
                 # Quicker on the loop than a round trip to a worker thread, while the disk
                 # answers quickly; when it does not (another process's large flush ahead of
                 # ours), the loop must not stall on it, so go through the worker thread until
                 # a small append is quick again.
                 started = time.perf_counter()
                 if inline_ok:
-                    append(record)
+                    size = write(page)
                 else:
-                    await anyio.to_thread.run_sync(append, record)
+                    size = await anyio.to_thread.run_sync(write, page)
                 inline_ok = time.perf_counter() - started < INLINE_APPEND_BUDGET
             else:
-                await anyio.to_thread.run_sync(append, record)
+                size = await anyio.to_thread.run_sync(write, page)
             self.log_bytes += size
             self.stats["messages"] += sum(e.count for e in page.entries)
             self.durable.update(page.inputs)
