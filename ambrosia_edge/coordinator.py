@@ -53,6 +53,9 @@ log = logging.getLogger("ambrosia_edge")
 
 MAX_BACKOFF = 5.0
 #: A DATA frame must fit in wire.MAX_FRAME: batches stop at half of it, one message at a quarter.
+#: Most full pages sealed ahead while a large page is being written (two measured ~10% faster
+#: than one at 64 KiB messages, three no faster).
+_SEALED_AHEAD = 2
 #: Most pages one hand-over to the worker thread writes: the large page it was given and those
 #: sealed while it was being written. Each is acknowledged only once the thread returns.
 _WRITE_AHEAD = 4
@@ -225,7 +228,11 @@ class Coordinator:
         mark[1] += replayable
         self._pending_bytes += len(batch)
         self._have_input.set()
-        if self._writing and not self._sealed and self._pending_bytes >= self.settings.page_bytes:
+        if (
+            self._writing
+            and len(self._sealed) < _SEALED_AHEAD
+            and self._pending_bytes >= self.settings.page_bytes
+        ):
             # A full page waits while a large one is written: seal it now and the worker
             # thread writes it straight after, without waiting for this loop to hand it over
             # (~1 ms on a busy machine). Group commit loses nothing: the page is full.
