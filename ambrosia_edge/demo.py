@@ -42,8 +42,10 @@ class DemoClient(Immortal):
         self.seen: list[int] = []
 
     async def on_first_start(self) -> None:
+        # read once and logged: a replay gets the same number even if the environment changed
+        calls: int = await self.capture(_calls_wanted)
         server = self.proxy("server")
-        for _ in range(int(os.environ.get(CALLS_ENV, "200"))):
+        for _ in range(calls):
             self.seen.append(await server.inc())
 
     async def becoming_primary(self) -> None:
@@ -56,6 +58,10 @@ class DemoClient(Immortal):
             path.with_suffix(".tmp").write_text(json.dumps({"pid": os.getpid(), "seen": self.seen}))
             os.replace(path.with_suffix(".tmp"), path)
             await anyio.sleep(0.02)
+
+
+def _calls_wanted() -> int:
+    return int(os.environ.get(CALLS_ENV, "200"))
 
 
 class _Process:
