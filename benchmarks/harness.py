@@ -27,6 +27,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ambrosia_edge.storage.local import chunk_name
+
+from ambrosia_edge.records import scan_file
+
 from . import disk, procstat
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -419,6 +423,19 @@ _RECOVERED = re.compile(
 )
 
 
+def record_bytes(log_dir: Path, chunk: int) -> int:
+    """Bytes of intact records in a chunk file: its size less zero fill and any torn tail."""
+    path = log_dir / chunk_name(chunk)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        scan = scan_file(fd, source=str(path))
+        for _ in scan:
+            pass
+        return scan.valid_length
+    finally:
+        os.close(fd)
+
+
 def log_files(log_dir: Path) -> tuple[dict[int, int], list[int]]:
     """Sizes of a local log's chunk files by number, and its checkpoint numbers, sorted.
 
@@ -522,7 +539,7 @@ def measure_recovery(
             raise BenchmarkError(f"the workload of {total} messages ended before the kill")
         chunks, checkpoints = log_files(log_dir)
         checkpoint = checkpoints[-1]
-        tail_bytes = sum(b for n, b in chunks.items() if n >= checkpoint)
+        tail_bytes = sum(record_bytes(log_dir, n) for n in chunks if n >= checkpoint)
 
         spawned = time.monotonic()
         server = Child("server-restart", server_args, run_dir, env)
