@@ -281,7 +281,12 @@ def fork_run(
     if type(method) is not str or type(args) is not list or len(args) != 1 or kwargs != {}:
         return None
     (data,) = args
-    if type(data) is not bytes or call(method, (data,), {}, impulse=False) != message:
+    if type(data) is not bytes:
+        return None
+    # built here rather than by call(), whose cache of heads must not grow with names a peer
+    # or a log brings in
+    head = b"".join((_CALL, b"\x83", cbor2.dumps(method), _ONE, plaincbor.head(0x40, len(data))))
+    if message != head + data + _EMPTY_MAP:
         return None
     at = stride - len(_EMPTY_MAP) - len(data)  # where the argument's value starts
     run = limit

@@ -299,6 +299,7 @@ class LocalStore:
     def close(self) -> None:
         """Drop the append target and the writer lock. Idempotent."""
         self._drop_target()
+        self._buffer = None  # the direct-I/O buffer: up to 16 MiB
         fd, self._lock_fd = self._lock_fd, -1
         if fd >= 0:
             # Empty the record first so read_lock_holder stops naming a writer that has gone.
@@ -317,9 +318,10 @@ class LocalStore:
         fd, self._fd = self._fd, -1
         self._chunk = None
         self._tail = None
-        if self._direct_fd >= 0:
-            os.close(self._direct_fd)
-            self._direct_fd = -1
+        direct, self._direct_fd = self._direct_fd, -1
+        if direct >= 0:
+            with contextlib.suppress(OSError):
+                os.close(direct)
         if fd >= 0:
             if self._filled > self._offset:
                 # Tidy, not needed: a reader takes the zeros after the last record as its end.
@@ -497,6 +499,7 @@ class LocalStore:
         fd = self._fd
         if fd < 0:
             raise self._no_target()
+        parts = [p if type(p) is bytes else memoryview(p).cast("B") for p in parts]
         offset = self._offset
         size = sum(len(p) for p in parts)
         end = offset + size

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import cbor2
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -171,3 +172,15 @@ def test_a_handler_that_raises_in_a_run_does_not_stop_it(caplog: pytest.LogCaptu
         ex.dispatch_batch("peer", batch, 40)
     assert ex.obj.seen == [s for s in samples if s != b"boom"]  # type: ignore[attr-defined]
     assert caplog.text.count("Recorder.receive raised ValueError: boom") == 1
+
+
+def test_names_a_batch_brings_in_are_not_kept() -> None:
+    # a peer (or a log) may name any number of methods; none may stay in memory because of it
+    batches = [
+        framed([bytes([Kind.CALL]) + cbor2.dumps([f"made_up_{i}", [b"x" * 8], {}])] * 20)
+        for i in range(50)
+    ]
+    before = dict(messages._CALL_HEADS)
+    for batch in batches:
+        assert messages.fork_run(batch, 0, 20, LOAD, least=4) is not None
+    assert before == messages._CALL_HEADS

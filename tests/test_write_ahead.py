@@ -3,11 +3,15 @@ order, exactly once, across a crash of the receiver."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
+import anyio
 import pytest
 
-from ambrosia_edge import Immortal, rpc
+from ambrosia_edge import Immortal, rpc, wire
+from ambrosia_edge.config import Settings
+from ambrosia_edge.coordinator import Coordinator
 from ambrosia_edge.testing import Cluster, eventually
 
 pytestmark = pytest.mark.anyio
@@ -45,3 +49,85 @@ async def test_pages_sealed_during_a_write_follow_it_exactly_once(tmp_path: Path
         sealed_ahead += cluster["sink"].runtime.coordinator.stats["sealed_ahead"]
         assert cluster["sink"].obj.seen == list(range(RECORDS))
     assert sealed_ahead > 0, "no page was sealed while another was written: nothing was tested"
+
+
+class SlowStore:
+    """A store whose appends take 10 ms, as a busy disk's do (a unit test of the committer)."""
+
+    def __init__(self) -> None:
+        self.rolls = 0
+
+    def append_parts(self, parts: list[bytes]) -> None:
+        time.sleep(0.01)
+
+    def append(self, record: bytes) -> None:
+        pass
+
+    def start_chunk(self, chunk: int) -> None:
+        self.rolls += 1
+
+    def write_checkpoint(self, n: int, data: bytes) -> None:
+        pass
+
+    def list_checkpoints(self) -> list[int]:
+        return []
+
+    def list_chunks(self) -> list[int]:
+        return []
+
+
+class Idle:
+    quiescent = True
+    suspended_handlers: tuple[str, ...] = ()
+
+    def dispatch_batch(self, source: str, batch: bytes, count: int) -> None:
+        pass
+
+
+async def test_pages_sealed_ahead_do_not_put_checkpoints_off() -> None:
+    page = 256 * 1024
+    settings = Settings(
+        target="m:C", name="a", log="memory://a", page_bytes=page, checkpoint_bytes=4 * page
+    )
+    coordinator = Coordinator(
+        "a",
+        SlowStore(),  # type: ignore[arg-type]
+        None,  # type: ignore[arg-type]
+        settings,
+        on_checkpoint=lambda chunk, first_page: b"state",
+    )
+    coordinator.executor = Idle()  # type: ignore[assignment]
+    coordinator.live = True
+    coordinator.chunk = 1
+    at_rolls: list[int] = []
+    roll = coordinator._roll
+
+    async def recorded_roll() -> None:
+        at_rolls.append(coordinator.log_bytes)
+        await roll()
+
+    coordinator._roll = recorded_roll  # type: ignore[method-assign]
+    message = wire.frame_message(b"\x01" + bytes(64 * 1024))
+
+    async def feed(source: str) -> None:
+        n = 1
+        while True:
+            await coordinator.wait_page_room()
+            await anyio.sleep(0.002)  # as the link receives
+            coordinator.accept_batch(source, n, 1, 1, message, trusted=True)
+            n += 1
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(coordinator._committer)
+        tg.start_soon(coordinator._dispatcher)
+        tg.start_soon(feed, "source")
+        await eventually(lambda: len(at_rolls) >= 8, "eight rolls", 30)
+        tg.cancel_scope.cancel()
+    assert coordinator.stats["sealed_ahead"] > 0, "nothing was sealed ahead: nothing was tested"
+    # A roll comes as soon as the pages in flight when it fell due are written. The log's size
+    # is known only when a hand-over to the worker thread returns, after up to four pages, and
+    # two more may have been sealed ahead by then: six pages past the threshold at most.
+    # (Sealing ahead past the threshold put each roll off by about eleven pages here.)
+    record = 64 * 1024 + 1024  # a message with its frame, and its share of the page's heads
+    largest_page = (page // record + 1) * record
+    assert max(at_rolls) <= 4 * page + 6 * largest_page, at_rolls
