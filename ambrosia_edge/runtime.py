@@ -318,7 +318,18 @@ def run_immortal(settings: Settings) -> int:
                         tg.cancel_scope.cancel()
                         return
 
-    runtime.recover()  # before the loop: a damaged log is reported plainly, not from a task
+    # Until the event loop handles signals (in main), SIGTERM ends a recovery here, cleanly:
+    # recovery writes nothing but the cut of a torn tail, one system call, so it may stop
+    # anywhere. Without this, a stop requested during a long replay killed the process.
+    previous = signal.signal(signal.SIGTERM, _stop_recovering)
+    try:
+        runtime.recover()  # before the loop: a damaged log is reported plainly, not from a task
+    except _StopRecovering:
+        runtime.store.close()
+        log.info("%s: stopped while recovering (signal %d)", runtime.name, signal.SIGTERM)
+        return 0
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     try:
         anyio.run(main, backend_options=_backend_options())
     except BaseExceptionGroup as group:
@@ -335,6 +346,14 @@ def run_immortal(settings: Settings) -> int:
         sys.stderr.flush()
         os._exit(0)
     return 0
+
+
+class _StopRecovering(BaseException):
+    """Raised by SIGTERM during recovery; a BaseException so no handler for errors takes it."""
+
+
+def _stop_recovering(signum: int, frame: object) -> None:
+    raise _StopRecovering
 
 
 def _backend_options() -> dict[str, Any]:
