@@ -298,7 +298,7 @@ class Coordinator:
                     continue
                 page = self._seal()
             if failpoints.armed and failpoints.reached("page-write"):
-                record = b"".join(encode_record_parts(page.encode_parts(), RecordType.PAGE))
+                record = encode_record(page.encode(), RecordType.PAGE)
                 await anyio.to_thread.run_sync(store.append, record[: len(record) // 2])
                 failpoints.crash()
             # the record's size, near enough: its batches and ~30 bytes of heads per entry

@@ -49,9 +49,10 @@ def call(method: str, args: tuple[Any, ...], kwargs: dict[str, Any], *, impulse:
         heads = _IMPULSE_HEADS if impulse else _CALL_HEADS
         head = heads.get(method)
         if head is None:
-            kind = _IMPULSE_CALL if impulse else _CALL
-            head = heads[method] = kind + b"\x83" + cbor2.dumps(method)
+            head = heads[method] = _call_head(method, impulse)
         if len(args) == 1 and type(args[0]) is bytes:  # the commonest call of all: f(data)
+            # inline, not through a function: this line is the producer's hot path (fork_run
+            # checks runs against the same shape)
             data = args[0]
             return b"".join((head, _ONE, plaincbor.head(0x40, len(data)), data, _EMPTY_MAP))
         parts = [head, plaincbor.head(0x80, len(args))]
@@ -62,6 +63,11 @@ def call(method: str, args: tuple[Any, ...], kwargs: dict[str, Any], *, impulse:
             return head + cbor2.dumps(args) + _EMPTY_MAP
     kind = _IMPULSE_CALL if impulse else _CALL
     return kind + codec.encode([method, list(args), kwargs], where=f"{method}() argument")
+
+
+def _call_head(method: str, impulse: bool) -> bytes:
+    """A call's first bytes: kind, array of 3, method name."""
+    return (_IMPULSE_CALL if impulse else _CALL) + b"\x83" + cbor2.dumps(method)
 
 
 _CALL = bytes([Kind.CALL])
@@ -283,10 +289,9 @@ def fork_run(
     (data,) = args
     if type(data) is not bytes:
         return None
-    # built here rather than by call(), whose cache of heads must not grow with names a peer
-    # or a log brings in
-    head = b"".join((_CALL, b"\x83", cbor2.dumps(method), _ONE, plaincbor.head(0x40, len(data))))
-    if message != head + data + _EMPTY_MAP:
+    # not through call(), whose cache of heads must not grow with names a peer or a log brings
+    head = _call_head(method, False)
+    if message != b"".join((head, _ONE, plaincbor.head(0x40, len(data)), data, _EMPTY_MAP)):
         return None
     at = stride - len(_EMPTY_MAP) - len(data)  # where the argument's value starts
     run = limit
