@@ -8,7 +8,8 @@ Data path, for one process::
 
 Batching is adaptive everywhere: while the committer writes one page, arrivals join the next;
 while a sender waits on the socket, new output joins its next DATA frame. Nothing waits on a
-timer. A page that fills up while a large one is being written is sealed at once and written by
+timer. A batch that finds the committer idle, with nothing more received behind it, is written
+by the task that received it, a task switch sooner. A page that fills up while a large one is being written is sealed at once and written by
 the same worker thread right after it, so the disk does not idle while the loop hands it over.
 Messages to oneself (self-calls, ``capture``) take the same path through a link that never
 leaves the process, so the log is the single order of everything the immortal executes.
@@ -102,6 +103,14 @@ class Coordinator:
         # writes straight after it (see _committer); _writing is set during such a write.
         self._sealed: deque[Page] = deque()
         self._writing = False
+        self._committer_idle = False  # waiting for input: an arrival may be written at once
+        self._failure: BaseException | None = None  # of a page written on arrival
+        #: small appends go on the event loop (store.py explains), while they are quick
+        self._inline_limit: int = getattr(store, "inline_append_limit", 0)
+        self._inline_ok = True
+        self._append: Callable[[list[BytesLike]], None] = getattr(store, "append_parts", None) or (
+            lambda parts: store.append(b"".join(parts))
+        )
         self._trims: dict[str, int] = {}  # acks received since the last page
         self._have_input = Wakeup()
         self._page_room = Wakeup()
@@ -194,8 +203,14 @@ class Coordinator:
         batch: bytes,
         *,
         trusted: bool = False,
+        last: bool = False,
     ) -> None:
-        """Add a received DATA batch to the next page, dropping what was already received."""
+        """Add a received DATA batch to the next page, dropping what was already received.
+
+        ``last``: nothing more has arrived behind it. If the committer is idle then, a small
+        page is written right here rather than by the committer once it is scheduled: a lone
+        awaited call waits for two such appends, and each task switch on the way is ~10 µs.
+        """
         offsets: list[int] | None = None
         if not trusted:
             offsets, actual = wire.scan_batch(batch, count)
@@ -207,26 +222,35 @@ class Coordinator:
         mark = self.received.get(source)
         if mark is None:
             mark = self.received[source] = [0, 0]
-        last = mark[0]
-        if first > last + 1:
+        held = mark[0]
+        if first > held + 1:
             raise ProtocolError(
-                f"{source} sent message {first} but {last + 1} was expected (a gap)"
+                f"{source} sent message {first} but {held + 1} was expected (a gap)"
             )
-        if first + count - 1 <= last:
+        if first + count - 1 <= held:
             return  # a duplicate from a replaced connection
-        if first <= last:
-            skip = last - first + 1
+        if first <= held:
+            skip = held - first + 1
             if offsets is None:
                 offsets = wire.scan_batch(batch, count)[0]
             skipped = wire.split_messages(batch[: offsets[skip]], skip)
             replayable -= sum(1 for m in skipped if not m[0] & 0x80)
             batch = batch[offsets[skip] :]
             count -= skip
-            first = last + 1
+            first = held + 1
         self._pending.append(Entry(source, first, mark[1] + 1, count, replayable, batch))
         mark[0] += count
         mark[1] += replayable
         self._pending_bytes += len(batch)
+        if last and self._committer_idle and self._may_append_inline():
+            try:
+                self._append_inline(self._seal())
+            except Exception as exc:
+                # the committer raises it: a page that could not be logged (or run) stops
+                # the immortal, as when the committer writes it, and is reported once
+                self._failure = exc
+                self._have_input.set()
+            return
         self._have_input.set()
         if (
             self._writing
@@ -262,20 +286,40 @@ class Coordinator:
         self.next_page += 1
         return page
 
-    async def _committer(self) -> None:
-        store = self.store
-        inline_limit: int = getattr(store, "inline_append_limit", 0)
-        inline_ok = True
-        append: Callable[[list[BytesLike]], None] = getattr(store, "append_parts", None) or (
-            lambda parts: store.append(b"".join(parts))
+    def _write(self, page: Page) -> int:
+        """Append a page to the log; in the worker thread for large pages, where the checksum
+        of megabytes is taken while the loop goes on receiving (crc32c releases the GIL)."""
+        record = encode_record_parts(page.encode_parts(), RecordType.PAGE)
+        self._append(record)
+        return sum(len(part) for part in record)
+
+    def _fits_inline(self, page_bytes: int, entries: int) -> bool:
+        # the record's size, near enough: its batches and ~30 bytes of heads per entry
+        return page_bytes + 32 * entries + 64 <= self._inline_limit
+
+    def _may_append_inline(self) -> bool:
+        """The pending input may be written as one page on the loop, now."""
+        return (
+            self._inline_ok
+            and self._failure is None
+            and not self._sealed
+            and self._fits_inline(self._pending_bytes, len(self._pending))
+            and not self._checkpoint_due()
+            and not failpoints.armed
         )
 
-        def write(page: Page) -> int:
-            # in the worker thread for large pages: the checksum of megabytes is taken there,
-            # while the loop goes on receiving (crc32c releases the GIL)
-            record = encode_record_parts(page.encode_parts(), RecordType.PAGE)
-            append(record)
-            return sum(len(part) for part in record)
+    def _append_inline(self, page: Page) -> None:
+        """Write a small page on the event loop: quicker than a round trip to a worker thread
+        while the disk answers quickly. When it does not (another process's large flush ahead
+        of ours), the loop must not stall on it: appends go through the worker thread until a
+        small one is quick again."""
+        started = time.perf_counter()
+        size = self._write(page)
+        self._inline_ok = time.perf_counter() - started < INLINE_APPEND_BUDGET
+        self._logged(page, size)
+
+    async def _committer(self) -> None:
+        write = self._write
 
         def write_large(page: Page) -> list[tuple[Page, int]]:
             # in the worker thread: this page, then those sealed meanwhile, in order
@@ -294,34 +338,35 @@ class Coordinator:
                 if self._checkpoint_due():
                     await self._roll()
                 if not self._pending:
-                    await self._have_input.wait()
+                    self._committer_idle = True
+                    try:
+                        await self._have_input.wait()
+                    finally:
+                        self._committer_idle = False
+                    if self._failure is not None:
+                        raise self._failure
                     continue
                 page = self._seal()
             if failpoints.armed and failpoints.reached("page-write"):
                 record = encode_record(page.encode(), RecordType.PAGE)
-                await anyio.to_thread.run_sync(store.append, record[: len(record) // 2])
+                await anyio.to_thread.run_sync(self.store.append, record[: len(record) // 2])
                 failpoints.crash()
-            # the record's size, near enough: its batches and ~30 bytes of heads per entry
-            if page.size + 32 * len(page.entries) + 64 <= inline_limit:
-                # Quicker on the loop than a round trip to a worker thread, while the disk
-                # answers quickly; when it does not (another process's large flush ahead of
-                # ours), the loop must not stall on it, so go through the worker thread until
-                # a small append is quick again.
-                started = time.perf_counter()
-                if inline_ok:
-                    size = write(page)
+            if self._fits_inline(page.size, len(page.entries)):
+                if self._inline_ok:
+                    self._append_inline(page)
                 else:
+                    started = time.perf_counter()
                     size = await anyio.to_thread.run_sync(write, page)
-                inline_ok = time.perf_counter() - started < INLINE_APPEND_BUDGET
-                self._logged(page, size)
-            else:
-                self._writing = True
-                try:
-                    written = await anyio.to_thread.run_sync(write_large, page)
-                finally:
-                    self._writing = False
-                for page, size in written:
+                    self._inline_ok = time.perf_counter() - started < INLINE_APPEND_BUDGET
                     self._logged(page, size)
+                continue
+            self._writing = True
+            try:
+                written = await anyio.to_thread.run_sync(write_large, page)
+            finally:
+                self._writing = False
+            for page, size in written:
+                self._logged(page, size)
 
     def _logged(self, page: Page, size: int) -> None:
         """What follows a page's append: it is durable, so it may run and be acknowledged."""
@@ -654,7 +699,7 @@ class Coordinator:
             first, count, replayable, batch = wire.parse_data(payload)
             if self._inbound.get(source) is not link:
                 return  # replaced by a newer connection
-            self.accept_batch(source, first, count, replayable, batch)
+            self.accept_batch(source, first, count, replayable, batch, last=not link.buffered)
 
     async def _write_acks(self, link: Link, source: str) -> None:
         wake = self._ack_wanted.setdefault(source, Wakeup())

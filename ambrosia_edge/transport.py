@@ -17,6 +17,11 @@ class Link(Protocol):
 
     peer: str  # a printable address, for messages
 
+    @property
+    def buffered(self) -> int:
+        """Bytes received and not yet returned by ``receive``: 0 means the next ``receive``
+        waits for the network, so what was received so far is all there is for now."""
+
     async def send(self, data: bytes) -> None:
         """Send already-framed bytes (one or more frames)."""
 

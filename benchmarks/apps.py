@@ -86,8 +86,10 @@ async def observe_server(server: BenchServer) -> None:
     first page seen: (last_n - first_n) / (last_t - first_t).
     """
     expect = int(os.environ.get("BENCH_EXPECT", "0"))
-    base = {"pid": os.getpid(), "ready": True}
-    _publish(server.name, {**base, "progress": server.progress()})
+    # every status says how far recovery brought the counters: the first one a harness sees
+    # may already be the final one
+    base = {"pid": os.getpid(), "ready": True, "recovered": server.progress()}
+    _publish(server.name, base)
     first: tuple[float, int, float] | None = None
     while True:
         n = server.progress()

@@ -502,7 +502,7 @@ def measure_recovery(
             status = _status(run_dir, "server")
             if status.get("pid") != child.pid or (done and "done" not in status):
                 return False
-            seen.setdefault("first", status)  # the first status: the count right after recovery
+            seen.setdefault("first", status)  # each says what recovery brought the counters to
             return True
 
         return check
@@ -547,7 +547,7 @@ def measure_recovery(
         seen.clear()
         runner.wait("the restarted server to recover", server_up(server), children)
         ready_s = time.monotonic() - spawned
-        recovered = seen["first"].get("progress")
+        recovered = seen["first"].get("recovered")
         runner.wait(
             "the client to reconnect to the restarted server",
             lambda: client.text().count("connected to server") >= 2,

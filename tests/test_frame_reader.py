@@ -54,3 +54,15 @@ def test_a_read_of_a_whole_chunk_returns_it_without_a_copy() -> None:
 def test_a_stream_that_ends_inside_a_read_says_so() -> None:
     with pytest.raises(anyio.EndOfStream):
         read_all([b"abc", b"de"], [2, 4])
+
+
+def test_buffered_counts_what_was_received_and_not_yet_read() -> None:
+    async def main() -> list[int]:
+        reader = _FrameReader(Chunks([b"abcdef", b"gh"]))  # type: ignore[arg-type]
+        seen = [reader.buffered]
+        for n in (2, 4, 2):
+            await reader.read(n)
+            seen.append(reader.buffered)
+        return seen
+
+    assert anyio.run(main) == [0, 4, 0, 0]

@@ -585,6 +585,7 @@ class ScriptedLink:
     sends."""
 
     peer = "scripted"
+    buffered = 0
 
     def __init__(self, *frames: bytes) -> None:
         self.incoming = list(frames)

@@ -36,6 +36,10 @@ class _FrameReader:
         self._start = 0  # where the unread part of the first chunk starts
         self._size = 0  # unread bytes in all chunks
 
+    @property
+    def buffered(self) -> int:
+        return self._size
+
     async def read(self, n: int) -> bytes:
         chunks = self._chunks
         while self._size < n:
@@ -79,6 +83,10 @@ class TcpLink:
             self.peer = f"{address[0]}:{address[1]}" if isinstance(address, tuple) else str(address)
         except (OSError, anyio.TypedAttributeLookupError, ValueError):
             self.peer = "?"
+
+    @property
+    def buffered(self) -> int:
+        return self._reader.buffered
 
     async def send(self, data: bytes) -> None:
         try:
