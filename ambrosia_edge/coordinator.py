@@ -9,10 +9,12 @@ Data path, for one process::
 Batching is adaptive everywhere: while the committer writes one page, arrivals join the next;
 while a sender waits on the socket, new output joins its next DATA frame. Nothing waits on a
 timer. A batch that finds the committer idle, with nothing more received behind it, is written
-by the task that received it, a task switch sooner. A page that fills up while a large one is being written is sealed at once and written by
-the same worker thread right after it, so the disk does not idle while the loop hands it over.
-Messages to oneself (self-calls, ``capture``) take the same path through a link that never
-leaves the process, so the log is the single order of everything the immortal executes.
+by the task that received it, a task switch sooner. A page that fills up while a large one is
+being written is sealed at once and written by the same worker thread right after it, so the
+disk does not idle while the loop hands it over. Checkpoints are stored by a task of their own,
+while pages go on into the new chunk. Messages to oneself (self-calls, ``capture``) take the
+same path through a link that never leaves the process, so the log is the single order of
+everything the immortal executes.
 """
 
 from __future__ import annotations
@@ -127,6 +129,9 @@ class Coordinator:
         #: take a checkpoint as soon as possible (first start, CLI ``checkpoint``, SIGUSR1)
         self.checkpoint_requested = False
         self._postponed_warned = False
+        #: the checkpoint the checkpointer is to write (chunk, data), until it is stored
+        self._unstored: tuple[int, bytes] | None = None
+        self._have_checkpoint = Wakeup()
         self.stats = {"pages": 0, "messages": 0, "refused": 0, "sealed_ahead": 0}
 
     # --- outbox, used by the executor ---------------------------------------------------
@@ -449,8 +454,11 @@ class Coordinator:
         self._have_input.set()
 
     def _checkpoint_due(self) -> bool:
-        """Due by request or log size, and worth trying: no handler is suspended right now."""
+        """Due by request or log size, and worth trying: no handler is suspended right now,
+        and the checkpointer is done with the previous checkpoint."""
         if not (self.checkpoint_requested or self.log_bytes >= self.settings.checkpoint_bytes):
+            return False
+        if self._unstored is not None:
             return False
         executor = self.executor
         if executor is not None and not executor.quiescent:
@@ -471,8 +479,9 @@ class Coordinator:
 
         The committer holds the next page back until the dispatcher has executed everything
         already logged, so the snapshot is exactly "after page next_page - 1". The chunk is
-        created before the checkpoint is written: a crash in between leaves a chunk without a
-        checkpoint, and recovery simply starts from the previous one.
+        created before the checkpoint is written, and pages go on into it while the
+        checkpointer writes the checkpoint: a crash before that is durable leaves a chunk
+        without a checkpoint, and recovery starts from the previous one and replays both.
         """
         while self._durable_queue:
             if self._over_bound() and self.chunk:
@@ -492,10 +501,26 @@ class Coordinator:
             return  # only on a first start that could not snapshot: chunk 1 opens regardless
         self.checkpoint_requested = False
         self._postponed_warned = False
+        self._unstored = (chunk, data)
+        self._have_checkpoint.set()
+
+    async def _checkpointer(self) -> None:
+        """Store each roll's checkpoint, then delete what it makes redundant.
+
+        Beside the committer, which meanwhile logs into the new chunk: writing the checkpoint
+        and its directory entry took ~3 ms here, during which the log stood still. Deleting
+        waits for the checkpoint to be durable, and the next roll waits for both.
+        """
         keep = max(1, self.settings.keep_checkpoints)
-        await anyio.to_thread.run_sync(store.write_checkpoint, chunk, data)
-        await anyio.to_thread.run_sync(retain, store, keep)
-        log.info("%s: checkpoint %d written (%d bytes)", self.name, chunk, len(data))
+        while True:
+            if self._unstored is None:
+                await self._have_checkpoint.wait()
+                continue
+            chunk, data = self._unstored
+            await anyio.to_thread.run_sync(_store_checkpoint, self.store, chunk, data, keep)
+            log.info("%s: checkpoint %d written (%d bytes)", self.name, chunk, len(data))
+            self._unstored = None
+            self._have_input.set()  # a checkpoint requested meanwhile may be taken now
 
     # --- outbound links ---------------------------------------------------------------------
 
@@ -733,6 +758,7 @@ class Coordinator:
         async with anyio.create_task_group() as tg:
             tg.start_soon(self._committer)
             tg.start_soon(self._dispatcher)
+            tg.start_soon(self._checkpointer)
             port = None
             if self.settings.listen is not None:
                 port = await tg.start(
@@ -784,6 +810,11 @@ def _mac(
 def _start_chunk(store: LogStore, chunk: int, header: bytes) -> None:
     store.start_chunk(chunk)
     store.append(header)
+
+
+def _store_checkpoint(store: LogStore, chunk: int, data: bytes, keep: int) -> None:
+    store.write_checkpoint(chunk, data)
+    retain(store, keep)
 
 
 def retain(store: LogStore, keep: int) -> None:

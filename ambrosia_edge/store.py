@@ -16,6 +16,10 @@ small append that takes over half a millisecond (the disk busy with another proc
 flush) sends the following ones to the worker thread too, until one is quick again, so that a
 slow disk never stalls the event loop for long.
 
+Checkpoints are written, and old chunks and checkpoints deleted, in one worker thread while
+appends go on in another: a tier must allow ``write_checkpoint``, ``list_*`` and ``delete_*``
+concurrently with ``append``.
+
 A tier may also offer ``append_parts(parts)``: ``append`` of the record that is the
 concatenation of ``parts``. Pages of large messages are mostly the batches as they came off the
 wire, and a tier that writes the pieces as they are (the local disk: one gathered write) saves

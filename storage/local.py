@@ -4,6 +4,7 @@ Layout of a log directory::
 
     chunk-00000001.log          framed records (ambrosia_edge.records), appended in order
     checkpoint-00000001.cbor    state as of the first page of chunk 1, replaced atomically
+    spare-00000001.log          a deleted chunk's file, zeroed, kept to become a later chunk
     LOCK                        flock'ed by the single writer; holds its pid, host and start time
 
 Durability rules this module keeps:
@@ -22,7 +23,13 @@ Durability rules this module keeps:
   already holds, and the one it ends in is padded with zeros, which read as the end of the
   records like the zero fill above;
 * a checkpoint is written beside its final name and renamed over it, so a crash leaves the old
-  checkpoint or the new one, never a mix, and stray ``.tmp`` files are simply not listed.
+  checkpoint or the new one, never a mix, and stray ``.tmp`` files are simply not listed;
+* a deleted chunk is renamed away (durably, like an unlink), zeroed with ``fallocate`` where
+  the file system can, which marks its blocks unwritten instead of freeing them, and only then
+  named a spare; a new chunk takes a spare's file under its own name. Its content reads as
+  zeros, so a crash right after leaves an empty chunk, as a crash after creating one does.
+  Freeing a chunk's blocks stalled other writes for ~11 ms per 64 MiB on a file system mounted
+  with ``discard``, and writing into allocated blocks runs ~1.6x faster than extending a file.
 
 The writer lock is an ``flock`` on ``LOCK`` held by the open file description for the life of the
 store: the kernel drops it when the process dies, so a crashed writer never blocks its restart,
@@ -50,6 +57,8 @@ from urllib.parse import unquote, urlsplit
 from ambrosia_edge.errors import CheckpointError, ConfigError, LogLockedError, StoreError
 from ambrosia_edge.records import BytesLike, scan_file
 
+from . import fallocate
+
 __all__ = [
     "LOCK_NAME",
     "LocalStore",
@@ -62,6 +71,10 @@ __all__ = [
 LOCK_NAME: Final = "LOCK"
 _CHUNK_RE: Final = re.compile(r"chunk-(\d{8,})\.log")
 _CHECKPOINT_RE: Final = re.compile(r"checkpoint-(\d{8,})\.cbor")
+_SPARE_RE: Final = re.compile(r"spare-(\d{8,})\.log")
+_SPARE_TMP_RE: Final = re.compile(r"spare-\d{8,}\.tmp")
+#: Most spare chunk files kept; a steady log deletes one chunk per chunk it starts.
+MAX_SPARES: Final = 2
 _CLOEXEC: Final = getattr(os, "O_CLOEXEC", 0)
 #: How far ahead of small appends the current chunk is zero-filled.
 ZERO_FILL: Final = 1 << 20
@@ -78,6 +91,11 @@ _O_DIRECT: Final = getattr(os, "O_DIRECT", 0)
 _BLOCK: Final = 4096
 #: The buffer direct appends are assembled in is kept for the next one up to this size.
 _KEEP_BUFFER: Final = 16 << 20
+#: Large appends find up to this much of the chunk reserved ahead of them (fallocate), where the
+#: file system can reserve. Writing into reserved blocks ran at ~2.8 GB/s here against ~1.7 GB/s
+#: for writes that extend the file: blocks are allocated once per RESERVE, not in every flush.
+#: What a chunk does not use is freed when the writer moves on, so this is kept modest.
+RESERVE: Final = 16 << 20
 
 if sys.platform == "darwin":
 
@@ -219,8 +237,16 @@ class LocalStore:
         self._chunk: int | None = None
         self._chunk_path = ""
         self._offset = 0
-        # The file's size: from _offset to here it holds zeros written ahead of small appends.
+        # From _offset to here the file holds zeros written ahead of small appends.
         self._filled = 0
+        # The file's size: past _filled it may hold blocks reserved ahead of large appends,
+        # which read as zeros without having been written; False once the file system says it
+        # does not reserve.
+        self._reserved = 0
+        self._reserve_ok = fsync
+        # False once the file system says it cannot zero a file in place: deleted chunks are
+        # then unlinked rather than kept as spares.
+        self._recycle_ok = True
         # Direct I/O: a second descriptor of the target opened with O_DIRECT (-1 until a large
         # append needs it), whether the file system allows it, the aligned buffer large appends
         # are assembled in, and the partial block at the end of the last direct append.
@@ -282,6 +308,9 @@ class LocalStore:
             raise StoreError(
                 f"{what} locking log {self.path}; cannot take the writer role"
             ) from exc
+        # held from here on, so that close() empties the record whatever interrupts us (a
+        # signal handler that raises may run as soon as the record's flush returns)
+        self._lock_fd = fd
         since = datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
         holder = {"pid": os.getpid(), "host": socket.gethostname(), "since": since}
         try:
@@ -290,11 +319,12 @@ class LocalStore:
             if self.fsync:
                 _flush(fd)
         except OSError as exc:
+            self._lock_fd = -1
             os.close(fd)
             what, hint = _describe(exc)
             raise StoreError(f"{what} writing {self.path / LOCK_NAME}; {hint}") from exc
-        self._lock_fd = fd
         self._failure = None
+        self._drop_unfinished_spares()
 
     def close(self) -> None:
         """Drop the append target and the writer lock. Idempotent."""
@@ -323,7 +353,7 @@ class LocalStore:
             with contextlib.suppress(OSError):
                 os.close(direct)
         if fd >= 0:
-            if self._filled > self._offset:
+            if max(self._filled, self._reserved) > self._offset:
                 # Tidy, not needed: a reader takes the zeros after the last record as its end.
                 with contextlib.suppress(OSError):
                     os.ftruncate(fd, self._offset)
@@ -420,16 +450,23 @@ class LocalStore:
         """Create ``chunk`` (it must not exist), make it durable and make it the append target."""
         self._require_writer("starting a chunk")
         path = self.chunk_path(chunk)
-        try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | _CLOEXEC, 0o644)
-        except FileExistsError:
+        if path.exists():
             raise StoreError(
                 f"chunk {path} already exists; a new chunk must never overwrite logged records"
-            ) from None
+            )
+        spares = self._numbers(_SPARE_RE)
+        try:
+            if spares:
+                # (no other writer can create the path meanwhile: we hold the lock)
+                os.rename(self.path / f"spare-{spares[0]:08d}.log", path)
+                fd = os.open(path, os.O_RDWR | _CLOEXEC)
+            else:
+                fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | _CLOEXEC, 0o644)
         except OSError as exc:
             what, hint = _describe(exc)
             raise StoreError(f"{what} creating {path}; {hint}") from exc
         try:
+            reserved = os.fstat(fd).st_size
             if self.fsync:
                 _flush(fd)
             self._sync_dir()
@@ -438,6 +475,7 @@ class LocalStore:
             what, hint = _describe(exc)
             raise StoreError(f"{what} making new chunk {path} durable; {hint}") from exc
         self._set_target(chunk, path, fd, 0, 0)
+        self._reserved = reserved  # a spare's zeroed blocks
 
     def resume_chunk(self, chunk: int) -> None:
         """Make existing ``chunk`` the append target, first cutting off any torn tail.
@@ -481,7 +519,7 @@ class LocalStore:
         self._chunk = chunk
         self._chunk_path = str(path)
         self._offset = offset
-        self._filled = size
+        self._filled = self._reserved = size
         self._failure = None
         self._verified = None
 
@@ -540,6 +578,8 @@ class LocalStore:
         lead = offset - start
         end = lead + size
         length = (end + _BLOCK - 1) & -_BLOCK
+        if start + length > self._reserved and self._reserve_ok:
+            self._reserve(start, length)
         buffer = self._buffer
         if buffer is None or len(buffer) < length:
             buffer = mmap.mmap(-1, length)  # page-aligned, as direct I/O needs
@@ -570,6 +610,18 @@ class LocalStore:
             self._tail = (last, bytes(view[last - start : end]))
         self._filled = max(self._filled, start + max(written, end))
         return True
+
+    def _reserve(self, start: int, length: int) -> None:
+        size = max(length, RESERVE)
+        try:
+            if fallocate.reserve(self._fd, start, size):
+                self._reserved = start + size
+            else:
+                self._reserve_ok = False
+        except OSError as exc:
+            if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            # the disk is nearly full: the append may still fit, and says so itself if not
 
     def _append_with_fill(self, fd: int, record: BytesLike, offset: int, end: int) -> int:
         """Write ``record`` and zeros after it, in one call; returns the record bytes written."""
@@ -653,7 +705,46 @@ class LocalStore:
             )
         if self._verified is not None and self._verified[0] == chunk:
             self._verified = None
-        self._unlink(self.chunk_path(chunk))
+        path = self.chunk_path(chunk)
+        if self._recycle_ok and len(self._numbers(_SPARE_RE)) < MAX_SPARES:
+            self._recycle(chunk, path)
+        else:
+            self._unlink(path)
+
+    def _recycle(self, chunk: int, path: Path) -> None:
+        """Delete ``chunk`` by keeping its file as a spare (see the module's docstring)."""
+        unfinished = self.path / f"spare-{chunk:08d}.tmp"
+        try:
+            os.rename(path, unfinished)
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            what, hint = _describe(exc)
+            raise StoreError(f"{what} deleting {path}; {hint}") from exc
+        try:
+            self._sync_dir()  # the chunk is gone for good, as after an unlink
+            fd = os.open(unfinished, os.O_RDWR | _CLOEXEC)
+            try:
+                zeroed = fallocate.zero(fd, 0, os.fstat(fd).st_size)
+                if zeroed and self.fsync:
+                    _flush_data(fd)
+            finally:
+                os.close(fd)
+            if zeroed:
+                os.rename(unfinished, self.path / f"spare-{chunk:08d}.log")
+                return
+        except OSError as exc:
+            what, hint = _describe(exc)
+            raise StoreError(f"{what} deleting {path} (as {unfinished}); {hint}") from exc
+        self._recycle_ok = False  # this file system cannot zero a file in place
+        self._unlink(unfinished)
+
+    def _drop_unfinished_spares(self) -> None:
+        """Delete spares whose zeroing a crash interrupted: they may still hold old records."""
+        with contextlib.suppress(FileNotFoundError):
+            for name in os.listdir(self.path):
+                if _SPARE_TMP_RE.fullmatch(name):
+                    self._unlink(self.path / name)
 
     def delete_checkpoint(self, n: int) -> None:
         self._require_writer("deleting a checkpoint")

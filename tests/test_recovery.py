@@ -107,7 +107,12 @@ async def test_checkpoint_plus_tail_equals_the_full_log(tmp_path: Path) -> None:
         sink = Instance(tg, Sink, settings("sink", tmp_path / "s", ps, {"producer": pp}, **extra))
         await sink.start()
         await producer.start()
-        await eventually(lambda: sink.obj.count == FORKS, "every fork to arrive")
+        # and the producer's last step resumed with its captured time: stopped before that, its
+        # log may hold the capture's result while the live object has not taken it yet
+        await eventually(
+            lambda: sink.obj.count == FORKS and len(producer.obj.stamps) == FORKS // 250,
+            "every fork to arrive and every step to end",
+        )
         tg.cancel_scope.cancel()
     assert sink.obj.total == FORKS * (FORKS + 1) // 2
     for cls, name, log in ((Producer, "producer", tmp_path / "p"), (Sink, "sink", tmp_path / "s")):

@@ -120,6 +120,7 @@ async def test_pages_sealed_ahead_do_not_put_checkpoints_off() -> None:
     async with anyio.create_task_group() as tg:
         tg.start_soon(coordinator._committer)
         tg.start_soon(coordinator._dispatcher)
+        tg.start_soon(coordinator._checkpointer)
         tg.start_soon(feed, "source")
         await eventually(lambda: len(at_rolls) >= 8, "eight rolls", 30)
         tg.cancel_scope.cancel()
