@@ -1,9 +1,7 @@
-"""Reserving file space without writing it: Linux ``fallocate``, where the system has it.
+"""Zeroing a file in place without freeing its blocks: Linux ``fallocate``, where it exists.
 
-Reserved blocks read as zeros, which readers of a chunk take as the end of its records. The
-call is reached through ctypes because Python's ``os.posix_fallocate`` falls back to writing
-zeros where the file system cannot reserve (glibc's emulation): on a network share that would
-write every reserved byte. Here such a file system simply gets no reservation.
+The call is reached through ctypes: Python's ``os`` offers only ``posix_fallocate``, which
+cannot zero.
 """
 
 from __future__ import annotations
@@ -15,11 +13,11 @@ import sys
 from collections.abc import Callable
 from typing import Final
 
-__all__ = ["reserve", "zero"]
+__all__ = ["zero"]
 
 _ZERO_RANGE: Final = 0x10  # FALLOC_FL_ZERO_RANGE
 
-#: errno values meaning "this file system (or kernel) does not reserve": not an error.
+#: errno values meaning "this file system (or kernel) cannot do it": not an error.
 _UNSUPPORTED: Final = frozenset({errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL, errno.ENODEV})
 
 
@@ -40,29 +38,17 @@ def _load() -> Callable[[int, int, int, int], int] | None:
 _fallocate = _load()
 
 
-def reserve(fd: int, offset: int, length: int) -> bool:
-    """Allocate ``length`` bytes of ``fd`` from ``offset``, growing the file to cover them.
-
-    False where nothing was reserved because the system or the file system does not do it;
-    other failures (ENOSPC above all) raise OSError. The call releases the GIL.
-    """
-    return _call(fd, 0, offset, length)
-
-
 def zero(fd: int, offset: int, length: int) -> bool:
     """Make ``length`` bytes from ``offset`` read as zeros, keeping their blocks allocated.
 
     Extents are marked unwritten rather than freed, so nothing is discarded on the device (on
     a file system mounted with ``discard``, freeing 64 MiB stalled other writes for ~11 ms
-    here) and the next writes into them need no allocation. False where not supported.
+    here) and the next writes into them need no allocation. False where the system or the
+    file system cannot do it; other failures raise OSError. The call releases the GIL.
     """
-    return _call(fd, _ZERO_RANGE, offset, length)
-
-
-def _call(fd: int, mode: int, offset: int, length: int) -> bool:
     if _fallocate is None:
         return False
-    if _fallocate(fd, mode, offset, length) == 0:
+    if _fallocate(fd, _ZERO_RANGE, offset, length) == 0:
         return True
     code = ctypes.get_errno()
     if code in _UNSUPPORTED:

@@ -1,5 +1,5 @@
-"""The local tier keeps deleted chunks' files as zeroed spares for later chunks, and reserves
-space ahead of large appends; neither ever shows a byte of an old record."""
+"""The local tier keeps deleted chunks' files as zeroed spares for later chunks, which never
+show a byte of an old record."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from ambrosia_edge.storage import fallocate, local
-from ambrosia_edge.storage.local import DIRECT_MIN_RECORD, MAX_SPARES, RESERVE, LocalStore
+from ambrosia_edge.storage.local import DIRECT_MIN_RECORD, MAX_SPARES, LocalStore
 
 from ambrosia_edge import Immortal, rpc
 from ambrosia_edge.records import RecordType, encode_record
@@ -21,7 +21,7 @@ def zeroing_works(directory: Path) -> bool:
     fd = os.open(probe, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         os.write(fd, b"x" * 8192)
-        return fallocate.zero(fd, 0, 8192) and fallocate.reserve(fd, 8192, 8192)
+        return fallocate.zero(fd, 0, 8192)
     finally:
         os.close(fd)
         probe.unlink()
@@ -30,7 +30,7 @@ def zeroing_works(directory: Path) -> bool:
 @pytest.fixture
 def log(tmp_path: Path) -> Path:
     if not zeroing_works(tmp_path):
-        pytest.skip("this file system cannot zero or reserve file space in place")
+        pytest.skip("this file system cannot zero a file in place")
     return tmp_path / "log"
 
 
@@ -97,22 +97,6 @@ def test_where_files_cannot_be_zeroed_deleted_chunks_are_removed(
         store.delete_chunk(1)
         assert store.list_chunks() == [2] and spares(log) == []
         assert sorted(p.name for p in log.iterdir()) == ["LOCK", local.chunk_name(2)]
-
-
-def test_large_appends_reserve_space_that_reads_as_the_end_of_the_records(log: Path) -> None:
-    records = [record(DIRECT_MIN_RECORD, 1), record(10, 2), record(DIRECT_MIN_RECORD + 5, 3)]
-    with LocalStore(str(log)) as store:
-        store.start_chunk(1)
-        for r in records:
-            store.append(r)
-        assert (log / local.chunk_name(1)).stat().st_size >= RESERVE
-        # what a crash would leave: the records, then reserved space, read as their end
-        assert bodies(log, 1) == [
-            bytes([1]) * DIRECT_MIN_RECORD,
-            b"\2" * 10,
-            b"\3" * (DIRECT_MIN_RECORD + 5),
-        ]
-    assert (log / local.chunk_name(1)).read_bytes() == b"".join(records)
 
 
 class Producer(Immortal):
