@@ -3,18 +3,25 @@
 from __future__ import annotations
 
 import contextlib
+import errno
+import logging
 import socket
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 import anyio
+import anyio.abc
 from anyio.abc import SocketAttribute, SocketStream
 
 from ambrosia_edge.errors import BrokenByPeer, ClosedByUs
 from ambrosia_edge.wire import FRAME_HEAD_SIZE, Frame, parse_head
 
 _BROKEN = (anyio.EndOfStream, anyio.BrokenResourceError, anyio.IncompleteRead, OSError)
+#: accept() errors that pass once connections close; retried after _ACCEPT_BACKOFF seconds
+_OUT_OF_RESOURCES = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+_ACCEPT_BACKOFF = 0.1
+log = logging.getLogger("ambrosia_edge")
 
 
 #: The most one receive asks for: what asyncio and uvloop read from a socket at once, so their
@@ -132,6 +139,8 @@ class TcpTransport:
             local_host=host, local_port=port, reuse_port=False
         )
         bound = listener.extra(SocketAttribute.local_port)
+        # one per address family that ``host`` resolves to
+        listeners = getattr(listener, "listeners", [listener])
 
         async def accepted(stream: SocketStream) -> None:
             link = TcpLink(stream)
@@ -140,6 +149,35 @@ class TcpTransport:
             finally:
                 await link.aclose()
 
-        async with listener:
+        async with listener, anyio.create_task_group() as tg:
+            for one in listeners:
+                tg.start_soon(_accept, one.extra(SocketAttribute.raw_socket), accepted, tg)
             task_status.started(bound)
-            await listener.serve(accepted)
+
+
+async def _accept(
+    sock: socket.socket,
+    accepted: Callable[[SocketStream], Coroutine[Any, Any, None]],
+    tg: anyio.abc.TaskGroup,
+) -> None:
+    """Accept connections on a listening socket, each handled in a task of its own.
+
+    Not ``listener.serve()``: on Python 3.11's asyncio its accept can fail with
+    InvalidStateError when it is cancelled just as a connection arrives (CPython issue
+    153761), an error the loop reports while the server is being stopped.
+    """
+    while True:
+        await anyio.wait_readable(sock)
+        try:
+            conn, _ = sock.accept()
+        except (BlockingIOError, InterruptedError, ConnectionAbortedError):
+            continue  # taken back before we got to it
+        except OSError as exc:
+            if exc.errno not in _OUT_OF_RESOURCES:
+                raise
+            # too many connections at once (a flood, or a descriptor limit set low): the
+            # links already up go on, and new ones are taken again when some have closed
+            log.warning("cannot accept a connection on %s: %s", sock.getsockname(), exc)
+            await anyio.sleep(_ACCEPT_BACKOFF)
+            continue
+        tg.start_soon(accepted, await SocketStream.from_socket(conn))
