@@ -1,4 +1,5 @@
-"""Helpers shared by the tests: waiting on conditions, free ports, child immortals."""
+"""Helpers shared by the tests: waiting on conditions, free ports, child immortals, and a
+coordinator on its own for unit tests of its write path."""
 
 from __future__ import annotations
 
@@ -12,9 +13,20 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ambrosia_edge.config import Settings
+from ambrosia_edge.coordinator import Coordinator
 from ambrosia_edge.testing import free_port
 
-__all__ = ["APPS", "REPO", "Child", "free_port", "read_status", "wait_for"]
+__all__ = [
+    "APPS",
+    "REPO",
+    "Child",
+    "Idle",
+    "free_port",
+    "lone_coordinator",
+    "read_status",
+    "wait_for",
+]
 
 REPO = Path(__file__).resolve().parent.parent
 APPS = Path(__file__).resolve().parent / "apps" / "counting.py"
@@ -124,3 +136,29 @@ class Child:
             p.read_text(errors="replace")
             for p in sorted(self.status_dir.glob(f"{self.name}.*.log"))
         )
+
+
+class Idle:
+    """An executor with nothing suspended that runs nothing: a unit test's stand-in."""
+
+    quiescent = True
+    suspended_handlers: tuple[str, ...] = ()
+
+    def dispatch_batch(self, source: str, batch: bytes, count: int) -> None:
+        pass
+
+
+def lone_coordinator(store: Any, executor: Any = None, **settings: Any) -> Coordinator:
+    """Immortal "a"'s coordinator on ``store``, live in chunk 1, with no links: its committer,
+    dispatcher and checkpointer are started by the test. A checkpoint is ``b"state"``."""
+    coordinator = Coordinator(
+        "a",
+        store,
+        None,  # type: ignore[arg-type]
+        Settings(target="m:C", name="a", log="memory://a", **settings),
+        on_checkpoint=lambda chunk, first_page: b"state",
+    )
+    coordinator.executor = executor if executor is not None else Idle()
+    coordinator.live = True
+    coordinator.chunk = 1
+    return coordinator

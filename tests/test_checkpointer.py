@@ -8,10 +8,9 @@ from collections.abc import Callable
 
 import anyio
 import pytest
+from support import lone_coordinator
 
 from ambrosia_edge import wire
-from ambrosia_edge.config import Settings
-from ambrosia_edge.coordinator import Coordinator
 from ambrosia_edge.testing import eventually
 
 pytestmark = pytest.mark.anyio
@@ -56,31 +55,13 @@ class GatedStore:
         self.events.append(f"deleted chunk {chunk}")
 
 
-class Idle:
-    quiescent = True
-    suspended_handlers: tuple[str, ...] = ()
-
-    def dispatch_batch(self, source: str, batch: bytes, count: int) -> None:
-        pass
-
-
 def after(events: list[str], event: str) -> Callable[[], bool]:
     return lambda: event in events
 
 
 async def test_pages_are_logged_while_a_checkpoint_is_written() -> None:
     store = GatedStore()
-    settings = Settings(target="m:C", name="a", log="memory://a", keep_checkpoints=1)
-    coordinator = Coordinator(
-        "a",
-        store,  # type: ignore[arg-type]
-        None,  # type: ignore[arg-type]
-        settings,
-        on_checkpoint=lambda chunk, first_page: b"state",
-    )
-    coordinator.executor = Idle()  # type: ignore[assignment]
-    coordinator.live = True
-    coordinator.chunk = 1
+    coordinator = lone_coordinator(store, keep_checkpoints=1)
     message = wire.frame_message(b"\x01" + bytes(15))
     n = 0
 

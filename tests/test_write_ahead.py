@@ -8,10 +8,9 @@ from pathlib import Path
 
 import anyio
 import pytest
+from support import lone_coordinator
 
 from ambrosia_edge import Immortal, rpc, wire
-from ambrosia_edge.config import Settings
-from ambrosia_edge.coordinator import Coordinator
 from ambrosia_edge.testing import Cluster, eventually
 
 pytestmark = pytest.mark.anyio
@@ -76,29 +75,9 @@ class SlowStore:
         return []
 
 
-class Idle:
-    quiescent = True
-    suspended_handlers: tuple[str, ...] = ()
-
-    def dispatch_batch(self, source: str, batch: bytes, count: int) -> None:
-        pass
-
-
 async def test_pages_sealed_ahead_do_not_put_checkpoints_off() -> None:
     page = 256 * 1024
-    settings = Settings(
-        target="m:C", name="a", log="memory://a", page_bytes=page, checkpoint_bytes=4 * page
-    )
-    coordinator = Coordinator(
-        "a",
-        SlowStore(),  # type: ignore[arg-type]
-        None,  # type: ignore[arg-type]
-        settings,
-        on_checkpoint=lambda chunk, first_page: b"state",
-    )
-    coordinator.executor = Idle()  # type: ignore[assignment]
-    coordinator.live = True
-    coordinator.chunk = 1
+    coordinator = lone_coordinator(SlowStore(), page_bytes=page, checkpoint_bytes=4 * page)
     at_rolls: list[int] = []
     roll = coordinator._roll
 

@@ -8,9 +8,9 @@ from collections.abc import AsyncIterator
 
 import anyio
 import pytest
+from support import lone_coordinator
 
 from ambrosia_edge import wire
-from ambrosia_edge.config import Settings
 from ambrosia_edge.coordinator import Coordinator
 from ambrosia_edge.errors import StoreError
 from ambrosia_edge.page import decode_page
@@ -48,13 +48,8 @@ class Recorder:
 
 
 def coordinator_on(disk: Disk) -> tuple[Coordinator, Recorder]:
-    settings = Settings(target="m:C", name="a", log="memory://a")
-    coordinator = Coordinator("a", disk, None, settings)  # type: ignore[arg-type]
     executor = Recorder()
-    coordinator.executor = executor  # type: ignore[assignment]
-    coordinator.live = True
-    coordinator.chunk = 1
-    return coordinator, executor
+    return lone_coordinator(disk, executor), executor
 
 
 MESSAGE = wire.frame_message(b"\x01" + bytes(15))
