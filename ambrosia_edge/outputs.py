@@ -10,40 +10,37 @@ reconnection (``rebase``).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 
 from .errors import ProtocolError
-from .wire import frame_message
+from .wire import MESSAGE_LENGTH, frame_message
 
 #: A message whose bytes are produced when first sent (``capture`` runs its function live,
 #: exactly once, and never during replay).
 Thunk = Callable[[], bytes]
 
-
-@dataclass(slots=True)
-class Pending:
-    total: int  # 0 while unknown (regenerated during recovery, before the rebase)
-    replayable: int  # 0 for an impulse
-    framed: bytes | None  # length-prefixed message
-    thunk: Thunk | None = None
-
-    def materialize(self) -> bytes:
-        if self.framed is None:
-            assert self.thunk is not None
-            self.framed = frame_message(self.thunk())
-            self.thunk = None
-        return self.framed
+_pack_length = MESSAGE_LENGTH.pack
 
 
 class Output:
-    """What one immortal has sent, or will send, to one destination."""
+    """What one immortal has sent, or will send, to one destination.
+
+    Kept as columns, not an object per message: a producer appends a message per fork, and
+    building one object each was a quarter of its time. Entry ``i`` (from ``_head`` on, the
+    entries before it are trimmed and kept until compaction) is ``_framed[i]``, the
+    length-prefixed message (None for a capture not run yet, whose function waits in
+    ``_thunks`` under its replayable number), with replayable number ``_replayable[i]`` (0 for
+    an impulse). Total numbers are contiguous and end at ``next_total - 1``, so an entry's
+    total is found by arithmetic; they are unknown (0) while a rebase is pending.
+    """
 
     def __init__(self, destination: str) -> None:
         self.destination = destination
         self.next_total = 1
         self.next_replayable = 1
-        self._entries: list[Pending] = []
-        self._head = 0  # entries before _head are trimmed, kept until compaction
+        self._framed: list[bytes | None] = []
+        self._replayable: list[int] = []
+        self._thunks: dict[int, Thunk] = {}
+        self._head = 0
         self.sent_total = 0  # last total handed to the current link
         self.acked_total = 0
         self.acked_replayable = 0
@@ -53,23 +50,47 @@ class Output:
         self.rebase_pending = True
 
     def __len__(self) -> int:
-        return len(self._entries) - self._head
+        return len(self._framed) - self._head
+
+    def _total_at(self, index: int) -> int:
+        return 0 if self.rebase_pending else self.next_total - len(self._framed) + index
 
     def append(self, message: bytes, *, impulse: bool) -> None:
-        framed = frame_message(message)
-        self._add(Pending(0 if self.rebase_pending else self.next_total, 0, framed), impulse)
-        self.bytes += len(framed)
-
-    def append_thunk(self, thunk: Thunk) -> None:
-        self._add(Pending(0 if self.rebase_pending else self.next_total, 0, None, thunk), False)
-
-    def _add(self, entry: Pending, impulse: bool) -> None:
-        if not impulse:
-            entry.replayable = self.next_replayable
+        framed = _pack_length(len(message)) + message
+        self._framed.append(framed)
+        if impulse:
+            self._replayable.append(0)
+        else:
+            self._replayable.append(self.next_replayable)
             self.next_replayable += 1
         if not self.rebase_pending:
             self.next_total += 1
-        self._entries.append(entry)
+        self.bytes += len(framed)
+
+    def append_thunk(self, thunk: Thunk) -> None:
+        self._framed.append(None)
+        self._replayable.append(self.next_replayable)
+        self._thunks[self.next_replayable] = thunk
+        self.next_replayable += 1
+        if not self.rebase_pending:
+            self.next_total += 1
+
+    def _materialize(self, index: int) -> bytes:
+        framed = self._framed[index]
+        if framed is None:
+            number = self._replayable[index]
+            framed = frame_message(self._thunks[number]())  # kept if it raises
+            del self._thunks[number]
+            self._framed[index] = framed
+        return framed
+
+    def _keep(self, indexes: list[int]) -> None:
+        """Keep only these entries (from the head on), in order; trimmed ones are dropped."""
+        framed, replayable = self._framed, self._replayable
+        self._framed = [framed[i] for i in indexes]
+        self._replayable = [replayable[i] for i in indexes]
+        self._head = 0
+        self.bytes = sum(len(f) for f in self._framed if f is not None)
 
     def rebase(self, total: int, replayable: int) -> None:
         """Realign with the receiver's watermarks (paper §4.2), on a first reconnection.
@@ -77,20 +98,21 @@ class Output:
         Regenerated messages the receiver already holds are dropped; the rest, followed by any
         impulse produced since recovery, continue the receiver's total numbering.
         """
-        kept = [
-            e for e in self._entries[self._head :] if e.replayable == 0 or e.replayable > replayable
-        ]
-        next_total = total + 1
-        for entry in kept:
-            entry.total = next_total
-            next_total += 1
-        self._entries = kept
-        self._head = 0
-        self.next_total = next_total
+        numbers = self._replayable
+        self._keep(
+            [
+                i
+                for i in range(self._head, len(numbers))
+                if numbers[i] == 0 or numbers[i] > replayable
+            ]
+        )
+        for number in list(self._thunks):
+            if number <= replayable:
+                del self._thunks[number]  # a capture the receiver holds: it never runs
+        self.next_total = total + 1 + len(self._framed)
         self.sent_total = total
         self.acked_total = total
         self.acked_replayable = replayable
-        self.bytes = sum(len(e.framed) for e in kept if e.framed is not None)
         self.rebase_pending = False
 
     def resume(self, total: int) -> None:
@@ -105,84 +127,85 @@ class Output:
 
     def trim(self, total: int) -> int:
         """Drop what the receiver holds durably; returns the number of messages dropped."""
-        entries = self._entries
         head = self._head
-        if head >= len(entries) or not entries[head].total:
+        end = len(self._framed)
+        if head >= end or self.rebase_pending:
             return 0  # empty, or not numbered yet (before the rebase)
-        # totals are contiguous after the head, so where to stop is found by arithmetic
-        stop = min(len(entries), head + max(0, total - entries[head].total + 1))
-        self.bytes -= sum([len(e.framed) for e in entries[head:stop] if e.framed is not None])
-        self._head = stop
-        if stop > 1024 and stop * 2 > len(entries):
-            del entries[:stop]
-            self._head = 0
+        stop = min(end, head + max(0, total - self._total_at(head) + 1))
+        self._drop_to(stop)
         return stop - head
 
     def trim_replayable(self, replayable: int) -> None:
         """During replay: drop regenerated messages a consumer has durably logged."""
-        entries = self._entries
+        numbers = self._replayable
         head = self._head
-        while head < len(entries) and 0 < entries[head].replayable <= replayable:
-            framed = entries[head].framed
-            self.bytes -= len(framed) if framed is not None else 0
+        end = len(numbers)
+        while head < end and 0 < numbers[head] <= replayable:
             head += 1
-        self._head = head
-        if head > 1024 and head * 2 > len(entries):
-            del entries[:head]
+        self._drop_to(head)
+
+    def _drop_to(self, stop: int) -> None:
+        framed = self._framed
+        head = self._head
+        if stop <= head:
+            return
+        self.bytes -= sum([len(f) for f in framed[head:stop] if f is not None])
+        if self._thunks:
+            for number in self._replayable[head:stop]:
+                self._thunks.pop(number, None)
+        self._head = stop
+        if stop > 1024 and stop * 2 > len(framed):
+            del framed[:stop]
+            del self._replayable[:stop]
             self._head = 0
 
     def unsent(self, max_bytes: int) -> tuple[int, int, list[bytes]]:
         """Next batch to send after ``sent_total``: (first_total, replayable count, framed)."""
-        entries = self._entries
+        framed = self._framed
         head = self._head
-        if head >= len(entries) or self.rebase_pending:
+        end = len(framed)
+        if head >= end or self.rebase_pending:
             return 0, 0, []
-        # totals are contiguous after the head, so the first unsent entry is found by arithmetic
-        index = head + max(0, self.sent_total + 1 - entries[head].total)
-        batch: list[bytes] = []
-        replayable = 0
+        start = head + max(0, self.sent_total + 1 - self._total_at(head))
+        index = start
         size = 0
-        first = 0
-        end = len(entries)
-        if index < end:
-            first = entries[index].total
-        append = batch.append
         while index < end and size < max_bytes:
-            entry = entries[index]
-            framed = entry.framed
-            if framed is None:
-                framed = entry.materialize()
-            append(framed)
-            size += len(framed)
-            if entry.replayable:
-                replayable += 1
+            message = framed[index]
+            if message is None:
+                message = self._materialize(index)
+            size += len(message)
             index += 1
-        if batch:
-            self.sent_total = first + len(batch) - 1
-        return first, replayable, batch
+        if index == start:
+            return 0, 0, []
+        first = self._total_at(start)
+        self.sent_total = first + index - start - 1
+        replayable = index - start - self._replayable[start:index].count(0)
+        return first, replayable, framed[start:index]  # type: ignore[return-value]
 
     def has_unsent(self) -> bool:
         return self.next_total - 1 > self.sent_total and not self.rebase_pending
 
     def drop_impulses(self) -> None:
         """Recovery drops impulses from restored buffers (paper §4.2, behaviour 4)."""
-        self._entries = [e for e in self._entries[self._head :] if e.replayable]
-        self._head = 0
+        numbers = self._replayable
+        self._keep([i for i in range(self._head, len(numbers)) if numbers[i]])
 
     def peek(self) -> Iterator[tuple[int, int, bytes | None]]:
         """(total, replayable, framed message or None for a not-yet-run capture), unchanged."""
-        for entry in self._entries[self._head :]:
-            yield entry.total, entry.replayable, entry.framed
+        for i in range(self._head, len(self._framed)):
+            yield self._total_at(i), self._replayable[i], self._framed[i]
 
     def replayable_entries(self) -> Iterator[tuple[int, bytes]]:
         """(replayable number, message) of what a checkpoint must keep."""
-        for entry in self._entries[self._head :]:
-            if entry.replayable:
-                yield entry.replayable, entry.materialize()[4:]
+        for i in range(self._head, len(self._framed)):
+            if self._replayable[i]:
+                yield self._replayable[i], self._materialize(i)[4:]
 
     def restore(self, next_replayable: int, entries: list[tuple[int, bytes]]) -> None:
         self.next_replayable = next_replayable
         self.rebase_pending = True
-        self._entries = [Pending(0, seq, frame_message(msg)) for seq, msg in entries]
+        self._framed = [frame_message(message) for _, message in entries]
+        self._replayable = [number for number, _ in entries]
+        self._thunks = {}
         self._head = 0
-        self.bytes = sum(len(e.framed) for e in self._entries if e.framed is not None)
+        self.bytes = sum(len(f) for f in self._framed if f is not None)
