@@ -187,7 +187,7 @@ class Runtime:
         state = codec.decode(checkpoint.state, proxy_factory=executor.proxy)
         if checkpoint.class_version != self.cls.version:
             state = self.cls.upgrade(state, checkpoint.class_version)
-        vars(obj).update(state)
+        _set_attributes(obj, state)
         executor.next_call_id = checkpoint.next_call_id
         coordinator = self.coordinator
         coordinator.epoch = checkpoint.epoch
@@ -346,6 +346,24 @@ def run_immortal(settings: Settings) -> int:
         sys.stderr.flush()
         os._exit(0)
     return 0
+
+
+def _set_attributes(obj: object, state: dict[str, Any]) -> None:
+    """Give a restored object its attributes as its constructor would have: one by one.
+
+    ``vars(obj).update(state)`` gave the same attributes in a dictionary of another kind (a
+    materialized one, no longer sharing its keys with the class), where every attribute access
+    of a handler is slower: replay from a checkpoint ran at 3.5-4.0M messages/s against 5.7M
+    from an object built by its constructor. A name the class defines as a data descriptor
+    (a property, say) goes straight into the dictionary, as before, bypassing the descriptor.
+    """
+    cls = type(obj)
+    for name, value in state.items():
+        descriptor = getattr(cls, name, None)
+        if descriptor is not None and hasattr(type(descriptor), "__set__"):
+            vars(obj)[name] = value
+        else:
+            object.__setattr__(obj, name, value)
 
 
 class _StopRecovering(BaseException):

@@ -22,7 +22,7 @@ from ambrosia_edge import (
 )
 from ambrosia_edge.config import Settings
 from ambrosia_edge.immortal import state_of
-from ambrosia_edge.runtime import Runtime
+from ambrosia_edge.runtime import Runtime, _set_attributes
 
 pytestmark = pytest.mark.anyio
 
@@ -178,3 +178,24 @@ async def test_unknown_methods_are_clear_errors(tmp_path: Path) -> None:
         "local: Asker (immortal 'asker') has no method 'no_such_method'",
         "remote: UnknownMethodError: holder (Holder) has no @rpc or @impulse method 'missing'",
     ]
+
+
+class WithProperty:
+    def __init__(self) -> None:
+        self.setter_calls = 0
+
+    @property
+    def level(self) -> int:
+        return 0
+
+    @level.setter
+    def level(self, value: int) -> None:
+        self.setter_calls += 1
+
+
+def test_restored_attributes_are_the_checkpointed_ones_and_skip_descriptors() -> None:
+    obj = WithProperty.__new__(WithProperty)
+    state = {"setter_calls": 0, "items": [1, 2], "level": 7}
+    _set_attributes(obj, state)
+    assert vars(obj) == state  # in the checkpoint's order, the property's setter not called
+    assert list(vars(obj)) == list(state)
