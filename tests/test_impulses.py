@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ from instances import Instance, eventually, settings
 from support import free_port
 
 from ambrosia_edge import Immortal, NotAnImpulseError, impulse, rpc
+from ambrosia_edge.testing import Cluster
 
 pytestmark = pytest.mark.anyio
 
@@ -159,3 +161,53 @@ async def test_non_impulse_from_nondeterministic_code_is_refused(tmp_path: Path)
         with pytest.raises(NotAnImpulseError, match=r"awaited call sensor\.plain\(\) made outside"):
             world.sensor.obj.this.plain()
         tg.cancel_scope.cancel()
+
+
+HANDLER_RUNNING = threading.Event()
+THREAD_DONE = threading.Event()
+
+
+class Busy(Immortal):
+    """A handler that runs while another thread calls into the immortal."""
+
+    def __init__(self) -> None:
+        self.ran = 0
+
+    @impulse
+    def hold(self) -> None:
+        HANDLER_RUNNING.set()
+        assert THREAD_DONE.wait(10), "the thread never called"
+
+    @rpc
+    def plain(self) -> None:
+        self.ran += 1
+
+
+async def test_a_thread_calling_while_a_handler_runs_is_not_taken_for_the_handler(
+    tmp_path: Path,
+) -> None:
+    """Calls from another thread are refused unless to an @impulse, whatever the immortal is
+    doing meanwhile. One made while a handler ran was sent as the handler's own replayable
+    call, from the wrong thread, and replay would never have regenerated it."""
+    HANDLER_RUNNING.clear()
+    THREAD_DONE.clear()
+    outcome: list[BaseException | None] = []
+    async with Cluster(tmp_path) as cluster:
+        obj = (await cluster.start(Busy, "busy")).obj
+
+        def caller() -> None:
+            try:
+                assert HANDLER_RUNNING.wait(10), "the handler never ran"
+                obj.this.fork.plain()
+                outcome.append(None)
+            except BaseException as exc:
+                outcome.append(exc)
+            finally:
+                THREAD_DONE.set()
+
+        thread = threading.Thread(target=caller)
+        thread.start()
+        obj.this.fork.hold()
+        await anyio.to_thread.run_sync(thread.join, 10)
+    assert len(outcome) == 1 and isinstance(outcome[0], NotAnImpulseError), outcome
+    assert obj.ran == 0
