@@ -31,7 +31,7 @@ from ambrosia_edge.storage.local import chunk_name
 
 from ambrosia_edge.records import scan_file
 
-from . import disk, procstat
+from . import disk, procstat, restate_peer
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 
@@ -40,6 +40,8 @@ NO_FSYNC = "ambrosia-edge --no-fsync"
 GRPC = "grpcio"
 DBOS_QUEUE = "DBOS (one workflow per increment)"
 DBOS_BATCHED = "DBOS (100 increments per workflow)"
+RESTATE_EACH = "Restate (one invocation per increment)"
+RESTATE_BATCHED = "Restate (100 increments per invocation)"
 
 APPS = "benchmarks.apps"
 KIB = 1024
@@ -358,6 +360,18 @@ def measure_pair(
                 return bool(_status(run_dir, "client"))
 
             workload = "counter-batched" if system == DBOS_BATCHED else "counter"
+        elif system in (RESTATE_EACH, RESTATE_BATCHED):
+            peer = [sys.executable, "-m", "benchmarks.restate_peer"]
+            server = Child("server", [*peer, "serve"], run_dir, env)
+            children.append(server)
+            runner.wait("the Restate service", lambda: bool(_status(run_dir, "server")), children)
+            client = Child("client", [*peer, "client"], run_dir, env)
+            children.append(client)
+
+            def up() -> bool:
+                return bool(_status(run_dir, "client"))
+
+            workload = "counter-batched" if system == RESTATE_BATCHED else "counter"
         else:
             raise ValueError(system)
         runner.wait(f"{system} to start", up, children)
@@ -785,6 +799,13 @@ def run_suite(
         log("dbos is not installed: skipping the DBOS baseline (pip install '.[bench]')")
     elif not use_dbos:
         results.notes.append(f"The DBOS baseline is not part of this run ({mode.name} mode).")
+    # optional: measured when installed (benchmarks/restate_peer.py says what that takes)
+    use_restate = use_dbos and restate_peer.available()
+    if use_dbos and not use_restate:
+        log(
+            "Restate is not installed: skipping its optional baseline "
+            "(npm install -g @restatedev/restate-server; pip install restate-sdk hypercorn)"
+        )
     smallest = min(mode.sizes)
 
     for rep in range(reps):
@@ -845,10 +866,12 @@ def run_suite(
         counters = [AMBROSIA]
         if use_dbos:
             counters += [DBOS_BATCHED, DBOS_QUEUE]
+        if use_restate:
+            counters += [RESTATE_BATCHED, RESTATE_EACH]
         for system in _rotate(counters, rep):
             if system == AMBROSIA:
                 total = mode.counter
-            elif system == DBOS_BATCHED:
+            elif system in (DBOS_BATCHED, RESTATE_BATCHED):
                 total = mode.dbos_batched
             else:
                 total = mode.dbos_each

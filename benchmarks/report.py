@@ -16,6 +16,8 @@ from .harness import (
     GRPC,
     KIB,
     NO_FSYNC,
+    RESTATE_BATCHED,
+    RESTATE_EACH,
     Results,
     median,
     percentile,
@@ -82,7 +84,8 @@ def machine(workdir: Path) -> dict[str, Any]:
         "filesystem": f"{fstype} on {source} (mounted at {point}), holding {workdir}",
         "python": sys.version.split()[0],
         "versions": {
-            d: _version(d) for d in ("ambrosia-edge", "anyio", "cbor2", "uvloop", "grpcio", "dbos")
+            d: _version(d)
+            for d in ("ambrosia-edge", "anyio", "cbor2", "uvloop", "grpcio", "dbos", "restate-sdk")
         },
         "event_loop": _event_loop(),
         "source": _source(),
@@ -182,7 +185,7 @@ def summarise(results: Results) -> dict[str, Any]:
         stats["client_peak_rss_mib"] = median([r["peak_rss_kib"]["client"] / 1024 for r in runs])
         ping[system] = stats
     counter: dict[str, dict[str, float]] = {}
-    for system in (AMBROSIA, DBOS_BATCHED, DBOS_QUEUE):
+    for system in (AMBROSIA, DBOS_BATCHED, DBOS_QUEUE, RESTATE_BATCHED, RESTATE_EACH):
         runs = [r for r in results.counter if r["system"] == system]
         if runs:
             counter[system] = {

@@ -56,3 +56,20 @@ def test_smoke_run_reports_a_number_for_every_system(tmp_path: Path) -> None:
         assert whole["log_bytes"] >= whole["messages"] * whole["size"] > 0, (cache, whole)
         assert whole["seconds"] > 0 and whole["messages_per_s"] > 0, (cache, whole)
     assert "warm" in summary["log_replay"], summary["log_replay"]
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("variant", ["each", "batched"])
+def test_the_optional_restate_peer_applies_every_increment(tmp_path: Path, variant: str) -> None:
+    sys.path.insert(0, str(REPO))
+    try:
+        from benchmarks import harness, restate_peer
+    finally:
+        sys.path.remove(str(REPO))
+    if not restate_peer.available():
+        pytest.skip("Restate is not installed (restate-server, restate-sdk, hypercorn)")
+    system = harness.RESTATE_EACH if variant == "each" else harness.RESTATE_BATCHED
+    runner = harness.Runner(tmp_path, 100, lambda line: None)
+    total = 150 if variant == "each" else 1050  # the last batch is a partial one
+    r = harness.measure_pair(runner, system, "counter", size=0, total=total, batch=total)
+    assert r["client"]["done"] and r["client"]["applied"] == total
