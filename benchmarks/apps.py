@@ -18,12 +18,12 @@ from __future__ import annotations
 import json
 import os
 import time
-from pathlib import Path
-from typing import Any
 
 import anyio
 
 from ambrosia_edge import Immortal, impulse, rpc
+
+from .status import publish, status_dir
 
 #: Round-trip times of the ping workload in ns, filled by ``BenchClient.pings`` (not state).
 PROBE: list[int] = []
@@ -31,17 +31,6 @@ PROBE: list[int] = []
 #: How often the server's observer looks at its progress counter, in seconds.
 SERVER_POLL = 0.001
 CLIENT_POLL = 0.002
-
-
-def _status_dir() -> Path:
-    return Path(os.environ["BENCH_STATUS"])
-
-
-def _publish(name: str, data: dict[str, Any]) -> None:
-    path = _status_dir() / f"{name}.json"
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data))
-    os.replace(tmp, path)
 
 
 def _cpu() -> float:
@@ -89,7 +78,7 @@ async def observe_server(server: BenchServer) -> None:
     # every status says how far recovery brought the counters: the first one a harness sees
     # may already be the final one
     base = {"pid": os.getpid(), "ready": True, "recovered": server.progress()}
-    _publish(server.name, base)
+    publish(server.name, base)
     first: tuple[float, int, float] | None = None
     while True:
         n = server.progress()
@@ -98,7 +87,7 @@ async def observe_server(server: BenchServer) -> None:
         if expect and n >= expect:
             now = time.time()
             assert first is not None
-            _publish(
+            publish(
                 server.name,
                 {
                     **base,
@@ -195,8 +184,8 @@ class BenchClient(Immortal):
 async def observe_client(client: BenchClient) -> None:
     """Wait for ``go.json``, send the ``go`` impulse, then report when the handlers are done."""
     base = {"pid": os.getpid(), "ready": True}
-    _publish(client.name, base)
-    go = _status_dir() / "go.json"
+    publish(client.name, base)
+    go = status_dir() / "go.json"
     while not go.exists():
         await anyio.sleep(CLIENT_POLL)
     params = json.loads(go.read_text())
@@ -204,7 +193,7 @@ async def observe_client(client: BenchClient) -> None:
     client.this.fork.go(params["workload"], params["size"], params["total"], params["batch"])
     while not client.done:
         await anyio.sleep(CLIENT_POLL)
-    _publish(
+    publish(
         client.name,
         {**base, "done": True, "go_t": go_t, "done_t": time.time(), "samples": PROBE},
     )

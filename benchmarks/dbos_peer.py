@@ -31,20 +31,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from .status import publish, status_dir
+
 QUEUE = "counter"
 BATCH = 100  # increments per inc_batch workflow
 CONCURRENCY = 16  # workflows the service runs at once from the queue
-
-
-def _dir() -> Path:
-    return Path(os.environ["BENCH_STATUS"])
-
-
-def _publish(name: str, data: dict[str, Any]) -> None:
-    path = _dir() / f"{name}.json"
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data))
-    os.replace(tmp, path)
 
 
 def _engine(path: Path) -> Any:
@@ -67,7 +58,7 @@ def serve() -> int:
     from dbos import DBOS, DBOSConfig, SQLAlchemyDatasource
 
     logging.getLogger("dbos").setLevel(logging.WARNING)
-    here = _dir()
+    here = status_dir()
     app_db = here / "app.sqlite"
     datasource = SQLAlchemyDatasource.create(f"sqlite:///{app_db}", engine=_engine(app_db))
     with datasource.engine.begin() as connection:
@@ -101,7 +92,7 @@ def serve() -> int:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    _publish("server", {"pid": os.getpid(), "ready": True})
+    publish("server", {"pid": os.getpid(), "ready": True})
     stop.wait()
     DBOS.destroy(destroy_registry=True)
     return 0
@@ -115,7 +106,7 @@ def _counter(connection: sqlite3.Connection) -> int:
 def client() -> int:
     from dbos import DBOSClient, EnqueueOptions
 
-    here = _dir()
+    here = status_dir()
     dbos = DBOSClient(
         system_database_url=f"sqlite:///{here / 'system.sqlite'}",
         system_database_engine=_engine(here / "system.sqlite"),
@@ -123,7 +114,7 @@ def client() -> int:
     )
     reader = sqlite3.connect(f"file:{here / 'app.sqlite'}?mode=ro", uri=True)
     base = {"pid": os.getpid(), "ready": True}
-    _publish("client", base)
+    publish("client", base)
     go = here / "go.json"
     while not go.exists():
         time.sleep(0.002)
@@ -147,7 +138,7 @@ def client() -> int:
     while _counter(reader) < start + total:
         time.sleep(0.002)
     done_t = time.time()
-    _publish(
+    publish(
         "client",
         {**base, "done": True, "go_t": go_t, "enqueued_t": enqueued_t, "done_t": done_t},
     )

@@ -23,22 +23,16 @@ import time
 from collections.abc import Iterator
 from concurrent import futures
 from pathlib import Path
-from typing import Any
 
 import grpc
+
+from .status import publish
 
 SERVICE = "bench.Bench"
 _OPTIONS = [
     ("grpc.max_send_message_length", 64 << 20),
     ("grpc.max_receive_message_length", 64 << 20),
 ]
-
-
-def _publish(name: str, data: dict[str, Any]) -> None:
-    path = Path(os.environ["BENCH_STATUS"]) / f"{name}.json"
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data))
-    os.replace(tmp, path)
 
 
 def serve(port: int) -> int:
@@ -56,7 +50,7 @@ def serve(port: int) -> int:
             size += len(payload)
             if n == 1:
                 first_t = last_t
-        _publish(
+        publish(
             name,
             {
                 **base,
@@ -88,7 +82,7 @@ def serve(port: int) -> int:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    _publish(name, base)
+    publish(name, base)
     stop.wait()
     server.stop(grace=None)
     return 0
@@ -102,7 +96,7 @@ def client(port: int) -> int:
     stream = channel.stream_unary(f"/{SERVICE}/Stream")
     ping = channel.unary_unary(f"/{SERVICE}/Ping")
     ping(b"hello")  # the connection is up and warm before the clock starts
-    _publish(name, base)
+    publish(name, base)
     go = Path(os.environ["BENCH_STATUS"]) / "go.json"
     while not go.exists():
         time.sleep(0.002)
@@ -128,7 +122,7 @@ def client(port: int) -> int:
             samples.append(clock() - started)
     else:
         raise SystemExit(f"unknown workload {params['workload']!r}")
-    _publish(name, {**base, "done": True, "go_t": go_t, "done_t": time.time(), "samples": samples})
+    publish(name, {**base, "done": True, "go_t": go_t, "done_t": time.time(), "samples": samples})
     channel.close()
     return 0
 

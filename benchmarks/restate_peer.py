@@ -33,8 +33,9 @@ import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 from typing import Any
+
+from .status import publish, status_dir
 
 BATCH = 100  # increments per inc_batch invocation
 CONCURRENCY = 16  # connections the client sends invocations over
@@ -48,17 +49,6 @@ def available() -> bool:
     return shutil.which("restate-server") is not None and all(
         importlib.util.find_spec(m) is not None for m in ("restate", "hypercorn")
     )
-
-
-def _dir() -> Path:
-    return Path(os.environ["BENCH_STATUS"])
-
-
-def _publish(name: str, data: dict[str, Any]) -> None:
-    path = _dir() / f"{name}.json"
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data))
-    os.replace(tmp, path)
 
 
 def _free_port() -> int:
@@ -103,7 +93,7 @@ def _app() -> Any:
 
 
 def serve() -> int:
-    here = _dir()
+    here = status_dir()
     ingress, admin, node, service = (_free_port() for _ in range(4))
     env = {
         **os.environ,
@@ -138,7 +128,7 @@ def serve() -> int:
                 )
             )
         _register(admin, service, children)
-        _publish("server", {"pid": os.getpid(), "ready": True, "ingress": ingress})
+        publish("server", {"pid": os.getpid(), "ready": True, "ingress": ingress})
         stop.wait()
     finally:
         for child in children:
@@ -187,12 +177,12 @@ def _register(admin: int, service: int, children: list[subprocess.Popen[bytes]])
 
 
 def client() -> int:
-    here = _dir()
+    here = status_dir()
     while not (here / "server.json").exists():
         time.sleep(0.01)
     ingress = int(json.loads((here / "server.json").read_text())["ingress"])
     base = {"pid": os.getpid(), "ready": True}
-    _publish("client", base)
+    publish("client", base)
     go = here / "go.json"
     while not go.exists():
         time.sleep(0.002)
@@ -224,7 +214,7 @@ def client() -> int:
     while (now := _counter(ingress)) < start + total:
         time.sleep(0.005)
     done_t = time.time()
-    _publish(
+    publish(
         "client",
         {
             **base,
