@@ -250,6 +250,8 @@ class Coordinator:
         if last and self._committer_idle and self._may_append_inline():
             try:
                 self._append_inline(self._seal())
+                if self.log_bytes >= self.settings.checkpoint_bytes:
+                    self._have_input.set()  # the committer rolls the log, not the next arrival
             except Exception as exc:
                 # the committer raises it: a page that could not be logged (or run) stops
                 # the immortal, as when the committer writes it, and is reported once

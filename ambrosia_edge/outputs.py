@@ -82,6 +82,7 @@ class Output:
             framed = frame_message(self._thunks[number]())  # kept if it raises
             del self._thunks[number]
             self._framed[index] = framed
+            self.bytes += len(framed)  # counted from now on, as trimming it subtracts it
         return framed
 
     def _keep(self, indexes: list[int]) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import inspect
 import logging
 import os
 import signal
@@ -359,7 +360,7 @@ def _set_attributes(obj: object, state: dict[str, Any]) -> None:
     """
     cls = type(obj)
     for name, value in state.items():
-        descriptor = getattr(cls, name, None)
+        descriptor = inspect.getattr_static(cls, name, None)
         if descriptor is not None and hasattr(type(descriptor), "__set__"):
             vars(obj)[name] = value
         else:

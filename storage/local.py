@@ -694,12 +694,16 @@ class LocalStore:
         """Delete ``chunk`` by keeping its file as a spare (see the module's docstring)."""
         unfinished = self.path / f"spare-{chunk:08d}.tmp"
         try:
+            if path.stat().st_size == 0:
+                self._unlink(path)  # nothing worth keeping (and nothing to zero)
+                return
             os.rename(path, unfinished)
         except FileNotFoundError:
             return
         except OSError as exc:
             what, hint = _describe(exc)
             raise StoreError(f"{what} deleting {path}; {hint}") from exc
+        zeroed = False
         try:
             self._sync_dir()  # the chunk is gone for good, as after an unlink
             fd = os.open(unfinished, os.O_RDWR | _CLOEXEC)
@@ -712,15 +716,19 @@ class LocalStore:
             if zeroed:
                 os.rename(unfinished, self.path / f"spare-{chunk:08d}.log")
                 return
-        except OSError as exc:
-            what, hint = _describe(exc)
-            raise StoreError(f"{what} deleting {path} (as {unfinished}); {hint}") from exc
-        self._recycle_ok = False  # this file system cannot zero a file in place
+            self._recycle_ok = False  # this file system cannot zero a file in place
+        except OSError:
+            # (a full disk, say, where extents had to be split): deleting frees the space
+            pass
         self._unlink(unfinished)
 
     def _drop_unfinished_spares(self) -> None:
-        """Delete spares whose zeroing a crash interrupted: they may still hold old records."""
-        with contextlib.suppress(FileNotFoundError):
+        """Delete spares whose zeroing a crash interrupted: they may still hold old records.
+
+        Best effort: nothing reads them (they are neither chunks nor spares), and the next
+        open tries again.
+        """
+        with contextlib.suppress(OSError, StoreError):
             for name in os.listdir(self.path):
                 if _SPARE_TMP_RE.fullmatch(name):
                     self._unlink(self.path / name)

@@ -90,3 +90,14 @@ def test_restore_then_drop_impulses_keeps_the_checkpointed_messages() -> None:
     out.drop_impulses()
     assert list(out.replayable_entries()) == [(5, b"m5"), (7, b"m7")]
     assert out.bytes == 2 * 6 and out.next_replayable == 8
+
+
+def test_the_bytes_held_count_captures_once_they_have_run() -> None:
+    out = numbered()
+    for _ in range(3):
+        out.append_thunk(lambda: bytes(100))
+    assert out.bytes == 0  # not run yet: their size is not known
+    out.unsent(1 << 20)
+    assert out.bytes == 3 * 104
+    out.trim(3)
+    assert out.bytes == 0 and len(out) == 0

@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import logging
 import socket
+import struct
 
 import anyio
 import pytest
@@ -76,3 +77,20 @@ async def test_other_accept_errors_stop_the_server() -> None:
                 await anyio.sleep_forever()
     listening.close()
     assert raised.group_contains(OSError, match="Invalid argument")
+
+
+async def test_a_peer_that_resets_before_it_is_accepted_is_skipped() -> None:
+    handled: list[str] = []
+
+    async def handler(link: tcp.TcpLink) -> None:
+        handled.append(link.peer)
+
+    async with anyio.create_task_group() as tg:
+        port = await tg.start(tcp.TcpTransport().serve, "127.0.0.1", 0, handler)
+        # a blocking client, nothing awaited in between: the server has not accepted it yet
+        rude = socket.create_connection(("127.0.0.1", port))
+        rude.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        rude.close()  # a reset while the connection waits in the accept queue
+        async with await anyio.connect_tcp("127.0.0.1", port):
+            await eventually(lambda: len(handled) == 1, "the next peer to be handled")
+        tg.cancel_scope.cancel()

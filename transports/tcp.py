@@ -21,6 +21,23 @@ _BROKEN = (anyio.EndOfStream, anyio.BrokenResourceError, anyio.IncompleteRead, O
 #: accept() errors that pass once connections close; retried after _ACCEPT_BACKOFF seconds
 _OUT_OF_RESOURCES = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 _ACCEPT_BACKOFF = 0.1
+#: accept() errors about the pending connection itself (Linux passes them on): skip it
+_PEER_GONE = frozenset(
+    getattr(errno, name)
+    for name in (
+        "ECONNABORTED",
+        "ECONNRESET",
+        "EPROTO",
+        "ENETDOWN",
+        "ENOPROTOOPT",
+        "EHOSTDOWN",
+        "ENONET",
+        "EHOSTUNREACH",
+        "EOPNOTSUPP",
+        "ENETUNREACH",
+    )
+    if hasattr(errno, name)
+)
 log = logging.getLogger("ambrosia_edge")
 
 
@@ -170,9 +187,11 @@ async def _accept(
         await anyio.wait_readable(sock)
         try:
             conn, _ = sock.accept()
-        except (BlockingIOError, InterruptedError, ConnectionAbortedError):
-            continue  # taken back before we got to it
+        except (BlockingIOError, InterruptedError):
+            continue  # taken by another waiter, or a signal: wait again
         except OSError as exc:
+            if exc.errno in _PEER_GONE:
+                continue  # the connection was reset or failed while it waited to be accepted
             if exc.errno not in _OUT_OF_RESOURCES:
                 raise
             # too many connections at once (a flood, or a descriptor limit set low): the
@@ -180,4 +199,14 @@ async def _accept(
             log.warning("cannot accept a connection on %s: %s", sock.getsockname(), exc)
             await anyio.sleep(_ACCEPT_BACKOFF)
             continue
-        tg.start_soon(accepted, await SocketStream.from_socket(conn))
+        try:
+            stream = await SocketStream.from_socket(conn)
+        except (OSError, ValueError):
+            # reset between accept() and here (anyio then says "must be connected"): a port
+            # scanner or a client that gave up must not take the server down
+            conn.close()
+            continue
+        except BaseException:
+            conn.close()
+            raise
+        tg.start_soon(accepted, stream)

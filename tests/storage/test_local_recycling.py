@@ -3,6 +3,7 @@ show a byte of an old record."""
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 from pathlib import Path
@@ -148,3 +149,30 @@ async def test_an_immortal_crashing_on_recycled_chunks_runs_everything_exactly_o
         await cluster.start(Sink, "sink")
         await eventually(lambda: len(cluster["sink"].obj.seen) >= 3000, "every fork", 60)
         assert cluster["sink"].obj.seen == list(range(3000))
+
+
+def test_an_empty_chunk_is_simply_removed_and_recycling_goes_on(log: Path) -> None:
+    with LocalStore(str(log)) as store:
+        store.start_chunk(1)  # left empty
+        store.start_chunk(2)
+        store.append(record(10, 2))
+        store.start_chunk(3)
+        store.delete_chunk(1)
+        store.delete_chunk(2)
+        assert spares(log) == ["spare-00000002.log"]
+
+
+def test_a_failure_while_zeroing_deletes_the_chunk_instead(
+    log: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def full(fd: int, offset: int, length: int) -> bool:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(fallocate, "zero", full)
+    with LocalStore(str(log)) as store:
+        store.start_chunk(1)
+        store.append(record(10, 1))
+        store.start_chunk(2)
+        store.delete_chunk(1)
+        assert store.list_chunks() == [2] and spares(log) == []
+        assert sorted(p.name for p in log.iterdir()) == ["LOCK", local.chunk_name(2)]
