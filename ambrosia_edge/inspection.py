@@ -421,7 +421,7 @@ def write_text(report: LogReport, out: TextIO) -> None:
     for chunk in report.chunks:
         size = f"{chunk.bytes} bytes" if chunk.bytes is not None else "size unknown"
         if chunk.zero_fill:
-            size += f" ({chunk.zero_fill} of them zeros written ahead of the next appends)"
+            size += f" ({chunk.zero_fill} of them zeros after the last record, room to append)"
         if chunk.first_page is None:
             p(f"  chunk {chunk.number}: {size}, no chunk header yet\n")
         else:
