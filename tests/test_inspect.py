@@ -284,7 +284,8 @@ def test_zeros_written_ahead_are_reported_as_such_not_as_a_torn_tail(
         f.write(bytes(5000))
     code, out, _ = run_inspect(copy)
     assert code == 0
-    assert f"  chunk 2: {intact + 5000} bytes (5000 of them zeros written ahead" in out
+    zeros = "(5000 of them zeros after the last record, room to append)"
+    assert f"  chunk 2: {intact + 5000} bytes {zeros}" in out
     assert "torn tail" not in out
     code, out, _ = run_inspect(copy, "--json")
     assert json.loads(out)["chunks"][1]["zero_fill"] == 5000
