@@ -21,7 +21,6 @@ when it returns, and WAL is how SQLite is set up when it has to be fast. The que
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import signal
 import sqlite3
@@ -31,7 +30,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .status import publish, status_dir
+from .status import publish, status_dir, wait_for_go
 
 QUEUE = "counter"
 BATCH = 100  # increments per inc_batch workflow
@@ -115,10 +114,7 @@ def client() -> int:
     reader = sqlite3.connect(f"file:{here / 'app.sqlite'}?mode=ro", uri=True)
     base = {"pid": os.getpid(), "ready": True}
     publish("client", base)
-    go = here / "go.json"
-    while not go.exists():
-        time.sleep(0.002)
-    params = json.loads(go.read_text())
+    params = wait_for_go()
     total = int(params["total"])
     batched = params["workload"] == "counter-batched"
     start = _counter(reader)

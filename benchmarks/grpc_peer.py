@@ -14,7 +14,6 @@ payload bytes go to the wire as they are.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import signal
 import sys
@@ -22,11 +21,10 @@ import threading
 import time
 from collections.abc import Iterator
 from concurrent import futures
-from pathlib import Path
 
 import grpc
 
-from .status import publish
+from .status import publish, wait_for_go
 
 SERVICE = "bench.Bench"
 _OPTIONS = [
@@ -97,10 +95,7 @@ def client(port: int) -> int:
     ping = channel.unary_unary(f"/{SERVICE}/Ping")
     ping(b"hello")  # the connection is up and warm before the clock starts
     publish(name, base)
-    go = Path(os.environ["BENCH_STATUS"]) / "go.json"
-    while not go.exists():
-        time.sleep(0.002)
-    params = json.loads(go.read_text())
+    params = wait_for_go()
     payload = b"x" * int(params["size"])
     total = int(params["total"])
     samples: list[int] = []

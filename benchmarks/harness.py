@@ -17,7 +17,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -30,6 +29,7 @@ from typing import Any
 from ambrosia_edge.storage.local import chunk_name
 
 from ambrosia_edge.records import scan_file
+from ambrosia_edge.testing import free_port
 
 from . import disk, procstat, restate_peer
 
@@ -42,6 +42,13 @@ DBOS_QUEUE = "DBOS (one workflow per increment)"
 DBOS_BATCHED = "DBOS (100 increments per workflow)"
 RESTATE_EACH = "Restate (one invocation per increment)"
 RESTATE_BATCHED = "Restate (100 increments per invocation)"
+#: the durable-execution peers of the counter workload: their module, and what it serves
+_COUNTER_PEERS = {
+    DBOS_QUEUE: ("benchmarks.dbos_peer", "the DBOS service"),
+    DBOS_BATCHED: ("benchmarks.dbos_peer", "the DBOS service"),
+    RESTATE_EACH: ("benchmarks.restate_peer", "the Restate service"),
+    RESTATE_BATCHED: ("benchmarks.restate_peer", "the Restate service"),
+}
 
 APPS = "benchmarks.apps"
 KIB = 1024
@@ -156,12 +163,6 @@ class BenchmarkError(Exception):
 
 # ---------------------------------------------------------------------------------------------
 # child processes
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Child:
@@ -321,7 +322,7 @@ def measure_pair(
     try:
         if system in (AMBROSIA, NO_FSYNC):
             fsync = system == AMBROSIA
-            ps, pc = _free_port(), _free_port()
+            ps, pc = free_port(), free_port()
             args = _ambrosia_args("server", run_dir, ps, pc, fsync, *server_options)
             server = Child("server", args, run_dir, env)
             children.append(server)
@@ -337,7 +338,7 @@ def measure_pair(
                 )
 
         elif system == GRPC:
-            port = _free_port()
+            port = free_port()
             peer = [sys.executable, "-m", "benchmarks.grpc_peer"]
             server = Child("server", [*peer, "serve", "--port", str(port)], run_dir, env)
             children.append(server)
@@ -348,30 +349,20 @@ def measure_pair(
             def up() -> bool:
                 return bool(_status(run_dir, "client"))
 
-        elif system in (DBOS_QUEUE, DBOS_BATCHED):
-            peer = [sys.executable, "-m", "benchmarks.dbos_peer"]
+        elif system in _COUNTER_PEERS:
+            module, service = _COUNTER_PEERS[system]
+            peer = [sys.executable, "-m", module]
             server = Child("server", [*peer, "serve"], run_dir, env)
             children.append(server)
-            runner.wait("the DBOS service", lambda: bool(_status(run_dir, "server")), children)
+            runner.wait(service, lambda: bool(_status(run_dir, "server")), children)
             client = Child("client", [*peer, "client"], run_dir, env)
             children.append(client)
 
             def up() -> bool:
                 return bool(_status(run_dir, "client"))
 
-            workload = "counter-batched" if system == DBOS_BATCHED else "counter"
-        elif system in (RESTATE_EACH, RESTATE_BATCHED):
-            peer = [sys.executable, "-m", "benchmarks.restate_peer"]
-            server = Child("server", [*peer, "serve"], run_dir, env)
-            children.append(server)
-            runner.wait("the Restate service", lambda: bool(_status(run_dir, "server")), children)
-            client = Child("client", [*peer, "client"], run_dir, env)
-            children.append(client)
-
-            def up() -> bool:
-                return bool(_status(run_dir, "client"))
-
-            workload = "counter-batched" if system == RESTATE_BATCHED else "counter"
+            batched = system in (DBOS_BATCHED, RESTATE_BATCHED)
+            workload = "counter-batched" if batched else "counter"
         else:
             raise ValueError(system)
         runner.wait(f"{system} to start", up, children)
@@ -506,7 +497,7 @@ def measure_recovery(
     run_dir = runner.new_dir(f"recovery-{size}")
     log_dir = run_dir / "server"
     env = runner.env(run_dir, total)
-    ps, pc = _free_port(), _free_port()
+    ps, pc = free_port(), free_port()
     server_args = _ambrosia_args("server", run_dir, ps, pc, True)
     children: list[Child] = []
     seen: dict[str, Any] = {}

@@ -28,14 +28,15 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
 from typing import Any
 
-from .status import publish, status_dir
+from ambrosia_edge.testing import free_port
+
+from .status import publish, status_dir, wait_for_go
 
 BATCH = 100  # increments per inc_batch invocation
 CONCURRENCY = 16  # connections the client sends invocations over
@@ -49,13 +50,6 @@ def available() -> bool:
     return shutil.which("restate-server") is not None and all(
         importlib.util.find_spec(m) is not None for m in ("restate", "hypercorn")
     )
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def _request(port: int, method: str, path: str, body: bytes | None = None) -> tuple[int, bytes]:
@@ -94,7 +88,7 @@ def _app() -> Any:
 
 def serve() -> int:
     here = status_dir()
-    ingress, admin, node, service = (_free_port() for _ in range(4))
+    ingress, admin, node, service = (free_port() for _ in range(4))
     env = {
         **os.environ,
         "RESTATE_INGRESS__BIND_ADDRESS": f"127.0.0.1:{ingress}",
@@ -183,10 +177,7 @@ def client() -> int:
     ingress = int(json.loads((here / "server.json").read_text())["ingress"])
     base = {"pid": os.getpid(), "ready": True}
     publish("client", base)
-    go = here / "go.json"
-    while not go.exists():
-        time.sleep(0.002)
-    params = json.loads(go.read_text())
+    params = wait_for_go()
     total = int(params["total"])
     if params["workload"] == "counter-batched":
         bodies = [str(min(BATCH, total - i)).encode() for i in range(0, total, BATCH)]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -21,3 +22,15 @@ def publish(name: str, data: dict[str, Any]) -> None:
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(data))
     os.replace(tmp, path)
+
+
+def wait_for_go(poll: float = 0.002) -> dict[str, Any]:
+    """Block until the harness writes ``go.json``; return the workload it names.
+
+    (The immortals' observer waits the same way, but asynchronously, in benchmarks.apps.)
+    """
+    go = status_dir() / "go.json"
+    while not go.exists():
+        time.sleep(poll)
+    params: dict[str, Any] = json.loads(go.read_text())
+    return params
