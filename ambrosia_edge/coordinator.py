@@ -2,7 +2,7 @@
 
 Data path, for one process::
 
-    peer DATA ─► accept_batch ─► pending page ─► committer: write + fsync (worker thread)
+    peer DATA ─► accept_batch ─► pending page ─► committer: write + fsync (log writer thread)
         ─► durable queue ─► dispatcher: executor runs the page ─► outputs ─► senders ─► peers
                         └─► ACK to each source (its durable watermark) ─► source trims
 
@@ -10,11 +10,11 @@ Batching is adaptive everywhere: while the committer writes one page, arrivals j
 while a sender waits on the socket, new output joins its next DATA frame. Nothing waits on a
 timer. A batch that finds the committer idle, with nothing more received behind it, is written
 by the task that received it, a task switch sooner. A page that fills up while a large one is
-being written is sealed at once and written by the same worker thread right after it, so the
-disk does not idle while the loop hands it over. Checkpoints are stored by a task of their own,
-while pages go on into the new chunk. Messages to oneself (self-calls, ``capture``) take the
-same path through a link that never leaves the process, so the log is the single order of
-everything the immortal executes.
+being written is sealed at once and queued for the log writer's thread, which writes it right
+after, so the disk does not idle while the loop hands it over. Checkpoints are stored by a
+task of their own, while pages go on into the new chunk. Messages to oneself (self-calls,
+``capture``) take the same path through a link that never leaves the process, so the log is
+the single order of everything the immortal executes.
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ from .errors import (
     ConnectionClosed,
     ProtocolError,
 )
+from .logwriter import LogWriter
 from .outputs import Output, Thunk
 from .page import Entry, Page, chunk_header
 from .records import BytesLike, RecordType, encode_record, encode_record_parts
@@ -55,13 +56,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("ambrosia_edge")
 
 MAX_BACKOFF = 5.0
-#: A DATA frame must fit in wire.MAX_FRAME: batches stop at half of it, one message at a quarter.
-#: Most full pages sealed ahead while a large page is being written (two measured ~10% faster
-#: than one at 64 KiB messages, three no faster).
+#: Most full pages waiting for the log writer while it writes another.
 _SEALED_AHEAD = 2
-#: Most pages one hand-over to the worker thread writes: the large page it was given and those
-#: sealed while it was being written. Each is acknowledged only once the thread returns.
-_WRITE_AHEAD = 4
+#: A DATA frame must fit in wire.MAX_FRAME: batches stop at half of it, one message at a quarter.
 MAX_BATCH = wire.MAX_FRAME // 2
 #: The least time between two ACKs on one connection (docs/protocol.md 4.9).
 ACK_INTERVAL = 0.002
@@ -101,10 +98,7 @@ class Coordinator:
         self._in_page = False  # a live page is being executed
         self._pending: list[Entry] = []
         self._pending_bytes = 0
-        # Full pages sealed while a large page was being written, which the worker thread
-        # writes straight after it (see _committer); _writing is set during such a write.
-        self._sealed: deque[Page] = deque()
-        self._writing = False
+        self._writer = LogWriter(self._write, name)  # large pages; run by the committer
         self._committer_idle = False  # waiting for input: an arrival may be written at once
         self._failure: BaseException | None = None  # of a page written on arrival
         #: small appends go on the event loop (store.py explains), while they are quick
@@ -259,19 +253,22 @@ class Coordinator:
                 self._have_input.set()
             return
         self._have_input.set()
+        self._seal_ahead()
+
+    def _seal_ahead(self) -> None:
+        """A full page waits while another is written: hand it to the log writer now, which
+        writes it straight after, without waiting for this loop (~1 ms on a busy machine).
+        Group commit loses nothing: the page is full. Not when a checkpoint is due, which the
+        committer takes between pages: under steady load pages sealed ahead would keep
+        putting it off."""
         if (
-            self._writing
-            and len(self._sealed) < _SEALED_AHEAD
+            self._writer.in_flight
+            and self._writer.queued < _SEALED_AHEAD
             and self._pending_bytes >= self.settings.page_bytes
             and not self.checkpoint_requested
             and self.log_bytes < self.settings.checkpoint_bytes
         ):
-            # A full page waits while a large one is written: seal it now and the worker
-            # thread writes it straight after, without waiting for this loop to hand it over
-            # (~1 ms on a busy machine). Group commit loses nothing: the page is full. Not
-            # when a checkpoint is due, which the committer takes between pages: under steady
-            # load pages sealed ahead would keep putting it off.
-            self._sealed.append(self._seal())
+            self._writer.submit(self._seal())
             self.stats["sealed_ahead"] += 1
 
     async def wait_page_room(self) -> None:
@@ -294,8 +291,8 @@ class Coordinator:
         return page
 
     def _write(self, page: Page) -> int:
-        """Append a page to the log; in the worker thread for large pages, where the checksum
-        of megabytes is taken while the loop goes on receiving (crc32c releases the GIL)."""
+        """Append a page to the log; in the log writer's thread for large pages, while the loop
+        goes on receiving."""
         record = encode_record_parts(page.encode_parts(), RecordType.PAGE)
         self._append(record)
         return sum(len(part) for part in record)
@@ -309,16 +306,16 @@ class Coordinator:
         return (
             self._inline_ok
             and self._failure is None
-            and not self._sealed
+            and not self._writer.in_flight
             and self._fits_inline(self._pending_bytes, len(self._pending))
             and not self._checkpoint_due()
             and not failpoints.armed
         )
 
     def _append_inline(self, page: Page) -> None:
-        """Write a small page on the event loop: quicker than a round trip to a worker thread
+        """Write a small page on the event loop: quicker than a round trip to another thread
         while the disk answers quickly. When it does not (another process's large flush ahead
-        of ours), the loop must not stall on it: appends go through the worker thread until a
+        of ours), the loop must not stall on it: appends go through the log writer until a
         small one is quick again."""
         started = time.perf_counter()
         size = self._write(page)
@@ -326,22 +323,22 @@ class Coordinator:
         self._logged(page, size)
 
     async def _committer(self) -> None:
-        write = self._write
-
-        def write_large(page: Page) -> list[tuple[Page, int]]:
-            # in the worker thread: this page, then those sealed meanwhile, in order
-            written = [(page, write(page))]
-            while len(written) < _WRITE_AHEAD and self._sealed:
-                after = self._sealed.popleft()
-                written.append((after, write(after)))
-            return written
-
-        while True:
-            if self._sealed:
-                # sealed while the last write ran, after its thread had looked: it goes first,
-                # before any roll (its number is taken; a checkpoint must come after it)
-                page = self._sealed.popleft()
-            else:
+        writer = self._writer
+        writer.start()
+        try:
+            while True:
+                if writer.in_flight:
+                    # group commit: what arrives meanwhile waits for the writer to finish
+                    # (full pages excepted: accept_batch hands those over at once)
+                    await writer.progress.wait()
+                    if writer.failure is not None:
+                        raise writer.failure
+                    for page, size, seconds in writer.take_written():
+                        if self._fits_inline(page.size, len(page.entries)):
+                            self._inline_ok = seconds < INLINE_APPEND_BUDGET
+                        self._logged(page, size)
+                    self._seal_ahead()  # the writer has taken the next page: room for one
+                    continue
                 if self._checkpoint_due():
                     await self._roll()
                 if not self._pending:
@@ -354,26 +351,16 @@ class Coordinator:
                         raise self._failure
                     continue
                 page = self._seal()
-            if failpoints.armed and failpoints.reached("page-write"):
-                record = encode_record(page.encode(), RecordType.PAGE)
-                await anyio.to_thread.run_sync(self.store.append, record[: len(record) // 2])
-                failpoints.crash()
-            if self._fits_inline(page.size, len(page.entries)):
-                if self._inline_ok:
+                if failpoints.armed and failpoints.reached("page-write"):
+                    record = encode_record(page.encode(), RecordType.PAGE)
+                    await anyio.to_thread.run_sync(self.store.append, record[: len(record) // 2])
+                    failpoints.crash()
+                if self._inline_ok and self._fits_inline(page.size, len(page.entries)):
                     self._append_inline(page)
                 else:
-                    started = time.perf_counter()
-                    size = await anyio.to_thread.run_sync(write, page)
-                    self._inline_ok = time.perf_counter() - started < INLINE_APPEND_BUDGET
-                    self._logged(page, size)
-                continue
-            self._writing = True
-            try:
-                written = await anyio.to_thread.run_sync(write_large, page)
-            finally:
-                self._writing = False
-            for page, size in written:
-                self._logged(page, size)
+                    writer.submit(page)
+        finally:
+            await writer.aclose()
 
     def _logged(self, page: Page, size: int) -> None:
         """What follows a page's append: it is durable, so it may run and be acknowledged."""
@@ -385,7 +372,7 @@ class Coordinator:
             self._dispatcher_idle
             and not self._durable_queue
             and not self._pending
-            and not self._sealed
+            and not self._writer.in_flight
             and not self._over_bound()
         ):
             # nothing to write next, nothing queued before this page and nobody dispatching:
@@ -720,10 +707,10 @@ class Coordinator:
     async def _read_data(self, link: Link, source: str) -> None:
         while True:
             await self.wait_page_room()
-            ftype, payload = await link.receive()
+            ftype, head, batch = await link.receive_split(wire.DATA_HEAD_SIZE)
             if ftype is not Frame.DATA:
                 raise ProtocolError(f"{source} sent {ftype.name} where DATA was expected")
-            first, count, replayable, batch = wire.parse_data(payload)
+            first, count, replayable = wire.parse_data_head(head)
             if self._inbound.get(source) is not link:
                 return  # replaced by a newer connection
             self.accept_batch(source, first, count, replayable, batch, last=not link.buffered)

@@ -28,6 +28,11 @@ class Link(Protocol):
     async def receive(self) -> tuple[Frame, bytes]:
         """The next frame's type and payload."""
 
+    async def receive_split(self, head: int) -> tuple[Frame, bytes, bytes]:
+        """``receive``, with the payload's first ``head`` bytes apart from the rest (all of a
+        shorter payload in the first part). Cutting a DATA frame's fixed head off its batch
+        afterwards would copy the batch, megabytes under large messages, on the event loop."""
+
     async def aclose(self) -> None: ...
 
 

@@ -23,6 +23,8 @@ MAX_FRAME = 64 * 1024 * 1024
 
 _FRAME_HEAD = struct.Struct("<IB")
 _DATA_HEAD = struct.Struct("<QII")
+#: A DATA payload is this fixed head, then the batch.
+DATA_HEAD_SIZE = _DATA_HEAD.size
 _ACK = struct.Struct("<QQ")
 #: the u32 length before each message in a batch
 MESSAGE_LENGTH = struct.Struct("<I")
@@ -104,12 +106,18 @@ def data(first_total: int, count: int, replayable: int, framed: Sequence[bytes])
 
 
 def parse_data(payload: bytes) -> tuple[int, int, int, bytes]:
-    if len(payload) < _DATA_HEAD.size:
+    first, count, replayable = parse_data_head(payload[:DATA_HEAD_SIZE])
+    return first, count, replayable, payload[DATA_HEAD_SIZE:]
+
+
+def parse_data_head(head: bytes) -> tuple[int, int, int]:
+    """(first total, count, replayable) of a DATA frame, from its first DATA_HEAD_SIZE bytes."""
+    if len(head) < DATA_HEAD_SIZE:
         raise ProtocolError("DATA frame shorter than its header")
-    first, count, replayable = _DATA_HEAD.unpack_from(payload)
+    first, count, replayable = _DATA_HEAD.unpack(head)
     if replayable > count or first < 1:
         raise ProtocolError(f"DATA frame header is inconsistent ({first}, {count}, {replayable})")
-    return first, count, replayable, payload[_DATA_HEAD.size :]
+    return first, count, replayable
 
 
 def ack(total: int, replayable: int) -> bytes:

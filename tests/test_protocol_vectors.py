@@ -602,6 +602,10 @@ class ScriptedLink:
         assert len(data) == wire.FRAME_HEAD_SIZE + length
         return ftype, data[wire.FRAME_HEAD_SIZE :]
 
+    async def receive_split(self, head: int) -> tuple[Frame, bytes, bytes]:
+        ftype, payload = await self.receive()
+        return ftype, payload[:head], payload[head:]
+
     async def aclose(self) -> None:
         pass
 

@@ -121,15 +121,21 @@ class TcpLink:
             raise BrokenByPeer(f"link to {self.peer} broke: {exc or type(exc).__name__}") from None
 
     async def receive(self) -> tuple[Frame, bytes]:
+        ftype, _, payload = await self.receive_split(0)
+        return ftype, payload
+
+    async def receive_split(self, head: int) -> tuple[Frame, bytes, bytes]:
+        read = self._reader.read
         try:
-            head = await self._reader.read(FRAME_HEAD_SIZE)
-            length, ftype = parse_head(head)
-            payload = await self._reader.read(length) if length else b""
+            length, ftype = parse_head(await read(FRAME_HEAD_SIZE))
+            if length <= head:
+                return ftype, await read(length) if length else b"", b""
+            first = await read(head) if head else b""
+            return ftype, first, await read(length - head)
         except anyio.ClosedResourceError:
             raise ClosedByUs(f"link to {self.peer} was closed") from None
         except _BROKEN as exc:
             raise BrokenByPeer(f"link to {self.peer} broke: {exc or type(exc).__name__}") from None
-        return ftype, payload
 
     async def aclose(self) -> None:
         with contextlib.suppress(*_BROKEN):

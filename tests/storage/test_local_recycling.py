@@ -87,6 +87,10 @@ def test_a_spare_left_unzeroed_by_a_crash_is_deleted_on_open(log: Path) -> None:
         assert bodies(log, 2) == []
 
 
+#: Enough forks that the sink is still receiving them when its third chunk is recycled.
+TOTAL = 10_000
+
+
 class Producer(Immortal):
     """Forks in steps of 50, so that the sink logs many pages and rolls its log often."""
 
@@ -102,7 +106,7 @@ class Producer(Immortal):
         for _ in range(50):
             sink.fork.take(self.sent, bytes(300))
             self.sent += 1
-        if self.sent < 3000:
+        if self.sent < TOTAL:
             self.this.fork.step()
 
 
@@ -131,11 +135,11 @@ async def test_an_immortal_crashing_on_recycled_chunks_runs_everything_exactly_o
         await cluster.start(Sink, "sink")
         await cluster.start(Producer, "producer", peers=["sink"])
         await eventually(lambda: len(recycled) >= 3, "chunks to be recycled")
-        assert len(cluster["sink"].obj.seen) < 3000, "the crash came too late to test anything"
+        assert len(cluster["sink"].obj.seen) < TOTAL, "the crash came too late to test anything"
         await cluster.crash("sink")
         await cluster.start(Sink, "sink")
-        await eventually(lambda: len(cluster["sink"].obj.seen) >= 3000, "every fork", 60)
-        assert cluster["sink"].obj.seen == list(range(3000))
+        await eventually(lambda: len(cluster["sink"].obj.seen) >= TOTAL, "every fork", 60)
+        assert cluster["sink"].obj.seen == list(range(TOTAL))
 
 
 def test_an_empty_chunk_is_simply_removed_and_recycling_goes_on(log: Path) -> None:
