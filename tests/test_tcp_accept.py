@@ -11,9 +11,10 @@ import struct
 import anyio
 import pytest
 from ambrosia_edge.transports import tcp
-from anyio.abc import SocketStream
 
+from ambrosia_edge import wire
 from ambrosia_edge.testing import eventually
+from ambrosia_edge.transport import Link
 
 pytestmark = pytest.mark.anyio
 
@@ -38,19 +39,19 @@ async def test_a_moment_without_descriptors_only_delays_a_connection(
     listening.listen()
     listening.setblocking(False)
     port = listening.getsockname()[1]
-    streams: list[SocketStream] = []
+    links: list[Link] = []
 
-    async def accepted(stream: SocketStream) -> None:
-        streams.append(stream)
+    async def accepted(link: Link) -> None:
+        links.append(link)
 
     with caplog.at_level(logging.WARNING, logger="ambrosia_edge"):
         async with anyio.create_task_group() as tg:
             tg.start_soon(tcp._accept, listening, accepted, tg)
             async with await anyio.connect_tcp("127.0.0.1", port) as client:
-                await eventually(lambda: len(streams) == 1, "the connection to be accepted")
-                await client.send(b"hello")
-                assert await streams[0].receive() == b"hello"
-                await streams[0].aclose()
+                await eventually(lambda: len(links) == 1, "the connection to be accepted")
+                await client.send(wire.ack(7, 5))
+                assert await links[0].receive() == (wire.Frame.ACK, wire.ack(7, 5)[5:])
+                await links[0].aclose()
             tg.cancel_scope.cancel()
     listening.close()
     assert listening.failures == 0, "accept never failed: nothing was tested"
@@ -67,7 +68,7 @@ async def test_other_accept_errors_stop_the_server() -> None:
     listening.listen()
     listening.setblocking(False)
 
-    async def accepted(stream: SocketStream) -> None:
+    async def accepted(link: Link) -> None:
         raise AssertionError("nothing can be accepted")
 
     with pytest.raises(BaseExceptionGroup) as raised:
@@ -82,7 +83,7 @@ async def test_other_accept_errors_stop_the_server() -> None:
 async def test_a_peer_that_resets_before_it_is_accepted_is_skipped() -> None:
     handled: list[str] = []
 
-    async def handler(link: tcp.TcpLink) -> None:
+    async def handler(link: Link) -> None:
         handled.append(link.peer)
 
     async with anyio.create_task_group() as tg:

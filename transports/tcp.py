@@ -1,4 +1,5 @@
-"""Coordinator-to-coordinator links over TCP, on anyio (asyncio or trio)."""
+"""Coordinator-to-coordinator links over TCP: on asyncio through its protocol API
+(transports/asyncio_link.py), on trio through anyio's byte streams."""
 
 from __future__ import annotations
 
@@ -12,10 +13,14 @@ from typing import Any
 
 import anyio
 import anyio.abc
+import sniffio
 from anyio.abc import SocketAttribute, SocketStream
 
 from ambrosia_edge.errors import BrokenByPeer, ClosedByUs
 from ambrosia_edge.wire import FRAME_HEAD_SIZE, Frame, parse_head
+
+from . import asyncio_link
+from .asyncio_link import AsyncioLink
 
 _BROKEN = (anyio.EndOfStream, anyio.BrokenResourceError, anyio.IncompleteRead, OSError)
 #: accept() errors that pass once connections close; retried after _ACCEPT_BACKOFF seconds
@@ -143,7 +148,9 @@ class TcpLink:
 
 
 class TcpTransport:
-    async def connect(self, host: str, port: int) -> TcpLink:
+    async def connect(self, host: str, port: int) -> TcpLink | AsyncioLink:
+        if sniffio.current_async_library() == "asyncio":
+            return await asyncio_link.connect(host, port)
         try:
             stream = await anyio.connect_tcp(host, port)
         except _BROKEN as exc:
@@ -154,7 +161,7 @@ class TcpTransport:
         self,
         host: str,
         port: int,
-        handler: Callable[[TcpLink], Awaitable[None]],
+        handler: Callable[[TcpLink | AsyncioLink], Awaitable[None]],
         *,
         task_status: Any = anyio.TASK_STATUS_IGNORED,
     ) -> None:
@@ -165,8 +172,7 @@ class TcpTransport:
         # one per address family that ``host`` resolves to
         listeners = getattr(listener, "listeners", [listener])
 
-        async def accepted(stream: SocketStream) -> None:
-            link = TcpLink(stream)
+        async def accepted(link: TcpLink | AsyncioLink) -> None:
             try:
                 await handler(link)
             finally:
@@ -180,7 +186,7 @@ class TcpTransport:
 
 async def _accept(
     sock: socket.socket,
-    accepted: Callable[[SocketStream], Coroutine[Any, Any, None]],
+    accepted: Callable[[TcpLink | AsyncioLink], Coroutine[Any, Any, None]],
     tg: anyio.abc.TaskGroup,
 ) -> None:
     """Accept connections on a listening socket, each handled in a task of its own.
@@ -206,7 +212,10 @@ async def _accept(
             await anyio.sleep(_ACCEPT_BACKOFF)
             continue
         try:
-            stream = await SocketStream.from_socket(conn)
+            if sniffio.current_async_library() == "asyncio":
+                link: TcpLink | AsyncioLink = await asyncio_link.accepted(conn)
+            else:
+                link = TcpLink(await SocketStream.from_socket(conn))
         except (OSError, ValueError):
             # reset between accept() and here (anyio then says "must be connected"): a port
             # scanner or a client that gave up must not take the server down
@@ -215,4 +224,4 @@ async def _accept(
         except BaseException:
             conn.close()
             raise
-        tg.start_soon(accepted, stream)
+        tg.start_soon(accepted, link)

@@ -1,0 +1,288 @@
+"""Links on asyncio's own protocol API, which lets the kernel write a large frame straight into
+the bytes object it is delivered in.
+
+Through a byte stream, a 4 MiB DATA frame arrives as some sixteen 256 KiB chunks that must then
+be joined: a copy of every byte, on the event loop, holding the GIL for a millisecond at a time
+while the log writer's thread waits for it. Here the protocol parses frames as bytes arrive,
+and hands the socket the frame's own storage to read the rest of a large body into. Small
+frames are cut from one reusable buffer. On trio, links are anyio streams (transports/tcp.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import sys
+from collections import deque
+from typing import Any, cast
+
+from ambrosia_edge.errors import BrokenByPeer, ClosedByUs, ProtocolError
+from ambrosia_edge.wire import DATA_HEAD_SIZE, FRAME_HEAD_SIZE, Frame, parse_head
+
+#: Bodies from this size on are read straight into their own bytes object.
+LARGE_BODY = 64 * 1024
+#: The buffer small frames are received into; a small frame's body is under LARGE_BODY.
+_BUFFER = 256 * 1024
+#: Parsed frames not yet taken by the coordinator, in bytes, beyond which reading pauses (the
+#: coordinator stops taking frames while its next page is full).
+_PAUSE_AT = 8 * 1024 * 1024
+#: Frames whose payload is delivered as a fixed head apart from the rest (Link.receive_split).
+_SPLIT = {Frame.DATA: DATA_HEAD_SIZE}
+
+
+def _bytes_to_fill(n: int) -> tuple[bytes | None, memoryview]:
+    """A new bytes object of ``n`` bytes and a writable view of its storage.
+
+    CPython builds bytes this way itself (PyBytes_FromStringAndSize(NULL, n), then writes into
+    it): the object is filled here before any other code can see it, and it is immutable
+    from then on. Elsewhere a bytearray is filled, and copied into bytes once (None here).
+    """
+    if _new_bytes is None:
+        return None, memoryview(bytearray(n))
+    data = _new_bytes(None, n)
+    storage = (ctypes.c_char * n).from_address(id(data) + _BYTES_DATA_OFFSET)
+    return data, memoryview(storage).cast("B")
+
+
+_new_bytes: Any = None
+if sys.implementation.name == "cpython":
+    _new_bytes = ctypes.pythonapi.PyBytes_FromStringAndSize
+    _new_bytes.restype = ctypes.py_object
+    _new_bytes.argtypes = (ctypes.c_char_p, ctypes.c_ssize_t)
+#: where a bytes object's data starts (PyBytesObject.ob_sval)
+_BYTES_DATA_OFFSET = bytes.__basicsize__ - 1
+
+
+class _Body:
+    """A large body being read straight into its bytes object."""
+
+    __slots__ = ("data", "filled", "ftype", "head", "view")
+
+    def __init__(self, ftype: Frame, head: bytes, size: int) -> None:
+        self.ftype = ftype
+        self.head = head
+        self.data, self.view = _bytes_to_fill(size)
+        self.filled = 0
+
+    def finish(self) -> bytes:
+        return self.data if self.data is not None else bytes(self.view)
+
+
+class FrameProtocol(asyncio.BufferedProtocol):
+    """Parses frames as they arrive into (type, fixed head, rest) for AsyncioLink."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.frames: deque[tuple[Frame, bytes, bytes]] = deque()
+        self.queued = 0  # payload bytes in ``frames``
+        self._buffer = bytearray(_BUFFER)
+        self._view = memoryview(self._buffer)
+        self._start = 0  # unparsed bytes are _buffer[_start:_end]
+        self._end = 0
+        self._body: _Body | None = None
+        self.error: Exception | None = None  # a malformed frame, or the connection's end
+        self.closed = False
+        self._waiter: asyncio.Future[None] | None = None
+        self._writable: asyncio.Future[None] | None = None
+        self._paused = False
+
+    @property
+    def buffered(self) -> int:
+        body = self._body
+        return self.queued + self._end - self._start + (body.filled if body is not None else 0)
+
+    # -- asyncio's side --------------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        body = self._body
+        if body is not None:
+            return body.view[body.filled :]
+        if self._start and len(self._buffer) - self._end < LARGE_BODY:
+            # keep room for at least one small frame after what is still unparsed
+            rest = self._end - self._start
+            self._view[:rest] = self._view[self._start : self._end]
+            self._start, self._end = 0, rest
+        return self._view[self._end :]
+
+    def buffer_updated(self, nbytes: int) -> None:
+        body = self._body
+        if body is not None:
+            body.filled += nbytes
+            if body.filled == len(body.view):
+                self._body = None
+                self._deliver(body.ftype, body.head, body.finish())
+            return
+        self._end += nbytes
+        try:
+            self._parse()
+        except ProtocolError as exc:
+            self._fail(exc)
+            if self.transport is not None:
+                self.transport.abort()
+
+    def eof_received(self) -> bool:
+        self._fail(ConnectionResetError("the peer closed the connection"))
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._fail(exc or ConnectionResetError("the connection closed"))
+        if self._writable is not None and not self._writable.done():
+            self._writable.set_result(None)
+
+    def pause_writing(self) -> None:
+        self._writable = asyncio.get_running_loop().create_future()
+
+    def resume_writing(self) -> None:
+        if self._writable is not None and not self._writable.done():
+            self._writable.set_result(None)
+        self._writable = None
+
+    # -- parsing ---------------------------------------------------------------------------------
+
+    def _parse(self) -> None:
+        view, start, end = self._view, self._start, self._end
+        while end - start >= FRAME_HEAD_SIZE:
+            length, ftype = parse_head(bytes(view[start : start + FRAME_HEAD_SIZE]))
+            split = _SPLIT.get(ftype, 0) if length >= _SPLIT.get(ftype, 0) else 0
+            at = start + FRAME_HEAD_SIZE
+            rest = length - split
+            if rest >= LARGE_BODY:
+                if end - at < split:
+                    break  # the fixed head first
+                head = bytes(view[at : at + split])
+                at += split
+                body = _Body(ftype, head, rest)
+                have = min(end - at, rest)
+                body.view[:have] = view[at : at + have]
+                body.filled = have
+                start = at + have
+                if have == rest:
+                    self._deliver(ftype, head, body.finish())
+                    continue
+                self._body = body  # the socket reads the rest straight into it
+                break
+            if end - at < length:
+                break
+            head = bytes(view[at : at + split]) if split else b""
+            self._deliver(ftype, head, bytes(view[at + split : at + length]))
+            start = at + length
+        if start == end:
+            start = end = 0
+        self._start, self._end = start, end
+
+    def _deliver(self, ftype: Frame, head: bytes, body: bytes) -> None:
+        self.frames.append((ftype, head, body))
+        self.queued += len(head) + len(body)
+        if self.queued >= _PAUSE_AT and not self._paused and self.transport is not None:
+            self._paused = True
+            self.transport.pause_reading()
+        self._wake()
+
+    def _fail(self, exc: Exception) -> None:
+        if self.error is None:
+            self.error = exc
+        self._wake()
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    # -- the link's side -------------------------------------------------------------------------
+
+    async def next_frame(self) -> tuple[Frame, bytes, bytes]:
+        while not self.frames:
+            if self.closed:
+                raise ClosedByUs("closed")
+            if self.error is not None:
+                raise self.error
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        frame = self.frames.popleft()
+        self.queued -= len(frame[1]) + len(frame[2])
+        if self._paused and self.queued < _PAUSE_AT // 2 and self.transport is not None:
+            self._paused = False
+            self.transport.resume_reading()
+        return frame
+
+    async def writable(self) -> None:
+        if self._writable is not None:
+            await self._writable
+
+
+class AsyncioLink:
+    """A framed TCP connection on asyncio's protocol API; see the module's docstring."""
+
+    def __init__(self, transport: asyncio.Transport, protocol: FrameProtocol) -> None:
+        self._transport = transport
+        self._protocol = protocol
+        address = transport.get_extra_info("peername")
+        self.peer = f"{address[0]}:{address[1]}" if isinstance(address, tuple) else str(address)
+
+    @property
+    def buffered(self) -> int:
+        return self._protocol.buffered
+
+    async def send(self, data: bytes) -> None:
+        protocol = self._protocol
+        if protocol.closed:
+            raise ClosedByUs(f"link to {self.peer} was closed")
+        if protocol.error is not None or self._transport.is_closing():
+            raise BrokenByPeer(f"link to {self.peer} broke: {protocol.error or 'closed'}")
+        self._transport.write(data)
+        await protocol.writable()
+
+    async def receive(self) -> tuple[Frame, bytes]:
+        ftype, head, body = await self.receive_split(0)
+        return ftype, head + body if head else body
+
+    async def receive_split(self, head: int) -> tuple[Frame, bytes, bytes]:
+        try:
+            ftype, first, rest = await self._protocol.next_frame()
+        except ClosedByUs:
+            raise ClosedByUs(f"link to {self.peer} was closed") from None
+        except ProtocolError:
+            raise
+        except OSError as exc:
+            raise BrokenByPeer(f"link to {self.peer} broke: {exc or type(exc).__name__}") from None
+        if len(first) != head:  # delivered split otherwise than asked: split as asked
+            payload = first + rest
+            first, rest = payload[:head], payload[head:]
+        return ftype, first, rest
+
+    async def aclose(self) -> None:
+        self._protocol.closed = True
+        self._protocol._wake()
+        self._transport.close()
+
+
+async def connect(host: str, port: int) -> AsyncioLink:
+    loop = asyncio.get_running_loop()
+    try:
+        transport, protocol = await loop.create_connection(FrameProtocol, host, port)
+    except OSError as exc:
+        raise BrokenByPeer(f"cannot connect to {host}:{port}: {exc}") from None
+    return _link(transport, protocol)
+
+
+async def accepted(sock: Any) -> AsyncioLink:
+    """The link of a connection just accepted (raises OSError if it is already gone)."""
+    loop = asyncio.get_running_loop()
+    transport, protocol = await loop.connect_accepted_socket(FrameProtocol, sock)
+    return _link(transport, protocol)
+
+
+def _link(transport: asyncio.BaseTransport, protocol: FrameProtocol) -> AsyncioLink:
+    transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        import socket
+
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return AsyncioLink(transport, protocol)
