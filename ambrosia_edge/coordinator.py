@@ -65,6 +65,10 @@ ACK_INTERVAL = 0.002
 #: A small append on the event loop must take less than this for the next to go there too.
 INLINE_APPEND_BUDGET = 0.0005
 MAX_MESSAGE = wire.MAX_FRAME // 4
+#: Batches of messages this large are handed to the transport in pieces, not joined into one
+#: frame first: a copy of every byte saved. Small ones are joined: one gathered write of
+#: thousands of pieces cost more than the copy (16 B messages: 0.98M against 1.17M msg/s).
+GATHER_FROM = 8 * 1024
 
 
 class Coordinator:
@@ -615,7 +619,10 @@ class Coordinator:
             if not batch:
                 await wake.wait()
                 continue
-            await link.send(wire.data(first, len(batch), replayable, batch))
+            if len(batch[0]) >= GATHER_FROM:
+                await link.send_parts(wire.data_parts(first, len(batch), replayable, batch))
+            else:
+                await link.send(wire.data(first, len(batch), replayable, batch))
 
     async def _read_acks(self, link: Link, out: Output) -> None:
         while True:

@@ -25,6 +25,10 @@ class Link(Protocol):
     async def send(self, data: bytes) -> None:
         """Send already-framed bytes (one or more frames)."""
 
+    async def send_parts(self, parts: list[bytes]) -> None:
+        """``send`` of the concatenation of ``parts``, which a transport may write without
+        joining them (a DATA frame of large messages is mostly the messages as they are)."""
+
     async def receive(self) -> tuple[Frame, bytes]:
         """The next frame's type and payload."""
 

@@ -94,15 +94,19 @@ def frame_message(message: bytes) -> bytes:
 
 
 def data(first_total: int, count: int, replayable: int, framed: Sequence[bytes]) -> bytes:
-    size = sum(map(len, framed))
     # one join for the whole frame: the messages are most of it, and copied once
-    return b"".join(
-        (
-            _FRAME_HEAD.pack(size + 1 + _DATA_HEAD.size, Frame.DATA),
-            _DATA_HEAD.pack(first_total, count, replayable),
-            *framed,
-        )
+    return b"".join(data_parts(first_total, count, replayable, framed))
+
+
+def data_parts(
+    first_total: int, count: int, replayable: int, framed: Sequence[bytes]
+) -> list[bytes]:
+    """A DATA frame as its head followed by the messages: for a gathered send."""
+    size = sum(map(len, framed))
+    head = _FRAME_HEAD.pack(size + 1 + _DATA_HEAD.size, Frame.DATA) + _DATA_HEAD.pack(
+        first_total, count, replayable
     )
+    return [head, *framed]
 
 
 def parse_data(payload: bytes) -> tuple[int, int, int, bytes]:

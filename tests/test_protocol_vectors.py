@@ -594,6 +594,9 @@ class ScriptedLink:
     async def send(self, data: bytes) -> None:
         self.sent.append(bytes(data))
 
+    async def send_parts(self, parts: list[bytes]) -> None:
+        self.sent.append(b"".join(parts))
+
     async def receive(self) -> tuple[Frame, bytes]:
         if not self.incoming:
             raise BrokenByPeer("end of the script")

@@ -230,13 +230,21 @@ class AsyncioLink:
         return self._protocol.buffered
 
     async def send(self, data: bytes) -> None:
+        self._check_open()
+        self._transport.write(data)
+        await self._protocol.writable()
+
+    async def send_parts(self, parts: list[bytes]) -> None:
+        self._check_open()
+        self._transport.writelines(parts)  # a gathered write on uvloop and Python 3.12+
+        await self._protocol.writable()
+
+    def _check_open(self) -> None:
         protocol = self._protocol
         if protocol.closed:
             raise ClosedByUs(f"link to {self.peer} was closed")
         if protocol.error is not None or self._transport.is_closing():
             raise BrokenByPeer(f"link to {self.peer} broke: {protocol.error or 'closed'}")
-        self._transport.write(data)
-        await protocol.writable()
 
     async def receive(self) -> tuple[Frame, bytes]:
         ftype, head, body = await self.receive_split(0)

@@ -125,6 +125,9 @@ class TcpLink:
         except _BROKEN as exc:
             raise BrokenByPeer(f"link to {self.peer} broke: {exc or type(exc).__name__}") from None
 
+    async def send_parts(self, parts: list[bytes]) -> None:
+        await self.send(b"".join(parts))  # anyio's streams write one buffer at a time
+
     async def receive(self) -> tuple[Frame, bytes]:
         ftype, _, payload = await self.receive_split(0)
         return ftype, payload
