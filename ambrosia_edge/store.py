@@ -5,15 +5,16 @@ state as of the first page of that chunk, so recovery loads the newest checkpoin
 chunk and every later one. A chunk holds framed records (:mod:`ambrosia_edge.records`); a tier
 stores bytes and never interprets a record's body.
 
-The API is synchronous on purpose: the coordinator calls it from a worker thread so that fsync
-never blocks the event loop, and a tier is easier to write and to reason about without a loop.
+The API is synchronous on purpose: the coordinator calls it from threads of its own (the log
+writer's, for pages) so that fsync never blocks the event loop, and a tier is easier to write
+and to reason about without a loop.
 A tier whose small appends are quick (a local disk: one ``fdatasync``, ~100 µs) may declare
 ``inline_append_limit``: appends up to that many bytes then run on the event loop itself. Handing
-a record to a worker thread and being woken again costs ~50 µs here, which on a lone awaited call,
+a record to another thread and being woken again costs ~50 µs here, which on a lone awaited call,
 whose round trip waits for two appends, is a third of what durability adds; under load the pages
-grow past the limit and go to the worker thread again, where their flush overlaps dispatch. A
+grow past the limit and go to the log writer again, where their flush overlaps dispatch. A
 small append that takes over half a millisecond (the disk busy with another process's large
-flush) sends the following ones to the worker thread too, until one is quick again, so that a
+flush) sends the following ones to the log writer too, until one is quick again, so that a
 slow disk never stalls the event loop for long.
 
 Checkpoints are written, and old chunks and checkpoints deleted, in one worker thread while
