@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
 
 import anyio
-import sniffio
 
 from .page import Page
 from .wakeup import Wakeup
@@ -113,8 +113,9 @@ class LogWriter:
 def _call_soon_threadsafe() -> Callable[..., object]:
     """The running loop's "call this soon", callable from any thread, and without waiting
     (anyio's from_thread.run_sync waits for the call to finish: the writer must not)."""
-    if sniffio.current_async_library() == "trio":
-        import trio
-
-        return trio.lowlevel.current_trio_token().run_sync_soon
-    return asyncio.get_running_loop().call_soon_threadsafe
+    try:
+        return asyncio.get_running_loop().call_soon_threadsafe
+    except RuntimeError:  # not asyncio: trio, the other event loop anyio runs on
+        trio = importlib.import_module("trio")
+        run_sync_soon: Callable[..., object] = trio.lowlevel.current_trio_token().run_sync_soon
+        return run_sync_soon

@@ -270,6 +270,15 @@ class AsyncioLink:
         self._transport.close()
 
 
+def running() -> bool:
+    """Whether this is asyncio's event loop (anyio may run on trio's instead)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
 async def connect(host: str, port: int) -> AsyncioLink:
     loop = asyncio.get_running_loop()
     try:

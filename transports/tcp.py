@@ -13,7 +13,6 @@ from typing import Any
 
 import anyio
 import anyio.abc
-import sniffio
 from anyio.abc import SocketAttribute, SocketStream
 
 from ambrosia_edge.errors import BrokenByPeer, ClosedByUs
@@ -152,7 +151,7 @@ class TcpLink:
 
 class TcpTransport:
     async def connect(self, host: str, port: int) -> TcpLink | AsyncioLink:
-        if sniffio.current_async_library() == "asyncio":
+        if asyncio_link.running():
             return await asyncio_link.connect(host, port)
         try:
             stream = await anyio.connect_tcp(host, port)
@@ -215,7 +214,7 @@ async def _accept(
             await anyio.sleep(_ACCEPT_BACKOFF)
             continue
         try:
-            if sniffio.current_async_library() == "asyncio":
+            if asyncio_link.running():
                 link: TcpLink | AsyncioLink = await asyncio_link.accepted(conn)
             else:
                 link = TcpLink(await SocketStream.from_socket(conn))
