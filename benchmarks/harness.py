@@ -873,8 +873,12 @@ def run_suite(
             except BenchmarkError as exc:
                 if system not in (RESTATE_BATCHED, RESTATE_EACH):
                     raise
-                # an optional peer that fails is reported; it does not cost the whole run
+                # an optional peer that fails is reported; it does not cost the whole run (and
+                # its earlier repetitions go too, so that its figures are all of one kind)
                 use_restate = False
+                results.counter = [
+                    c for c in results.counter if c["system"] not in (RESTATE_BATCHED, RESTATE_EACH)
+                ]
                 first_line = str(exc).splitlines()[0]
                 results.notes.append(f"The Restate baseline failed and was dropped: {first_line}")
                 log(f"Restate failed, dropping its baseline: {exc}")

@@ -4,13 +4,16 @@ bodies are read into bytes of their own, and a malformed head or a slow reader a
 from __future__ import annotations
 
 import random
+import sys
 
+import anyio
 import pytest
 from ambrosia_edge.transports import asyncio_link
 from ambrosia_edge.transports.asyncio_link import LARGE_BODY, AsyncioLink, FrameProtocol
 
 from ambrosia_edge import wire
 from ambrosia_edge.errors import BrokenByPeer, ProtocolError
+from ambrosia_edge.testing import eventually
 from ambrosia_edge.wire import Frame
 
 pytestmark = pytest.mark.anyio
@@ -115,7 +118,8 @@ async def test_a_malformed_head_ends_the_link_after_the_frames_before_it() -> No
     assert (await link.receive())[0] is Frame.ACK
     with pytest.raises(ProtocolError, match="frame length"):
         await link.receive()
-    assert transport.aborted
+    # reading stops; the link stays up for the coordinator to refuse the peer and close it
+    assert not transport.reading and not transport.aborted
 
 
 async def test_reading_pauses_while_frames_pile_up_and_resumes_as_they_are_taken() -> None:
@@ -143,7 +147,72 @@ async def test_the_peer_closing_breaks_the_link_once_its_frames_are_read() -> No
         await link.send(b"x")
 
 
+async def test_a_flood_of_empty_frames_pauses_reading_too() -> None:
+    protocol, transport = connected()
+    feed(protocol, wire.frame(Frame.REFUSE, b"") * 100_000, random.Random(0))
+    assert not transport.reading, "100,000 frames waiting and still reading"
+
+
+async def test_a_body_that_cannot_be_allocated_breaks_only_its_link(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def no_memory(n: int) -> tuple[bytes, memoryview]:
+        raise MemoryError
+
+    monkeypatch.setattr(asyncio_link, "_bytes_to_fill", no_memory)
+    protocol, transport = connected()
+    feed(protocol, encoded(frames()[-2]), random.Random(0))
+    link = AsyncioLink(protocol.transport, protocol)  # type: ignore[arg-type]
+    with pytest.raises(BrokenByPeer):
+        await link.receive()
+    assert not transport.reading
+
+
+async def test_a_cancelled_sender_does_not_fail_the_next_one() -> None:
+    protocol, transport = connected()
+    link = AsyncioLink(protocol.transport, protocol)  # type: ignore[arg-type]
+    protocol.pause_writing()  # the peer stopped reading
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(link.send, b"ack")
+        await anyio.sleep(0.01)
+        tg.cancel_scope.cancel()  # as when the other half of a link ends
+    sent = False
+
+    async def refuse() -> None:
+        nonlocal sent
+        await link.send(b"refuse")
+        sent = True
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(refuse)
+        await anyio.sleep(0.01)
+        assert not sent
+        protocol.resume_writing()
+    assert sent and transport.sent == [b"ack", b"refuse"]
+
+
+async def test_closing_aborts_a_link_whose_peer_stopped_reading(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(asyncio_link, "_CLOSE_GRACE", 0.01)
+    protocol, transport = connected()
+    link = AsyncioLink(protocol.transport, protocol)  # type: ignore[arg-type]
+    await link.aclose()
+    assert transport.closed and not transport.aborted
+    await eventually(lambda: transport.aborted, "the close to be forced")
+
+
+@pytest.mark.skipif(sys.implementation.name != "cpython", reason="a CPython detail")
 def test_large_bodies_are_filled_in_place() -> None:
-    data, view = asyncio_link._bytes_to_fill(5)
-    view[:] = b"hello"
-    assert (data if data is not None else bytes(view)) == b"hello"
+    data, view = asyncio_link._bytes_to_fill(LARGE_BODY)
+    assert data is not None, "bytes are not filled in place on this CPython"
+    view[:5] = b"hello"
+    view[-3:] = b"end"
+    assert type(data) is bytes and data[:5] == b"hello" and data[-3:] == b"end"
+
+
+def test_elsewhere_large_bodies_are_filled_and_copied(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(asyncio_link, "_new_bytes", None)
+    body = asyncio_link._Body(Frame.DATA, b"", 5)
+    body.view[:] = b"hello"
+    assert body.finish() == b"hello"

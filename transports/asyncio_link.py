@@ -11,7 +11,6 @@ frames are cut from one reusable buffer. On trio, links are anyio streams (trans
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import sys
 from collections import deque
 from typing import Any, cast
@@ -26,6 +25,9 @@ _BUFFER = 256 * 1024
 #: Parsed frames not yet taken by the coordinator, in bytes, beyond which reading pauses (the
 #: coordinator stops taking frames while its next page is full).
 _PAUSE_AT = 8 * 1024 * 1024
+#: What a parsed frame counts for against _PAUSE_AT besides its payload: its objects, so that a
+#: flood of empty frames pauses reading too.
+_FRAME_COST = 128
 #: Frames whose payload is delivered as a fixed head apart from the rest (Link.receive_split).
 _SPLIT = {Frame.DATA: DATA_HEAD_SIZE}
 
@@ -35,22 +37,42 @@ def _bytes_to_fill(n: int) -> tuple[bytes | None, memoryview]:
 
     CPython builds bytes this way itself (PyBytes_FromStringAndSize(NULL, n), then writes into
     it): the object is filled here before any other code can see it, and it is immutable
-    from then on. Elsewhere a bytearray is filled, and copied into bytes once (None here).
+    from then on. Where that is not available, the body is read into a bytearray, and
+    ``_Body.finish`` copies it into bytes once (``None`` stands for that bytes object here).
     """
     if _new_bytes is None:
         return None, memoryview(bytearray(n))
     data = _new_bytes(None, n)
-    storage = (ctypes.c_char * n).from_address(id(data) + _BYTES_DATA_OFFSET)
-    return data, memoryview(storage).cast("B")
+    return data, _view_of(id(data) + _BYTES_DATA_OFFSET, n, _PYBUF_WRITE)
 
 
-_new_bytes: Any = None
-if sys.implementation.name == "cpython":
-    _new_bytes = ctypes.pythonapi.PyBytes_FromStringAndSize
-    _new_bytes.restype = ctypes.py_object
-    _new_bytes.argtypes = (ctypes.c_char_p, ctypes.c_ssize_t)
-#: where a bytes object's data starts (PyBytesObject.ob_sval)
+def _bytes_in_place() -> tuple[Any, Any]:
+    """CPython's two functions the trick needs, if this interpreter is CPython and they
+    behave as expected (checked once, on a small object)."""
+    try:
+        import ctypes
+
+        new_bytes = ctypes.pythonapi.PyBytes_FromStringAndSize
+        new_bytes.restype = ctypes.py_object
+        new_bytes.argtypes = (ctypes.c_char_p, ctypes.c_ssize_t)
+        view_of = ctypes.pythonapi.PyMemoryView_FromMemory
+        view_of.restype = ctypes.py_object
+        view_of.argtypes = (ctypes.c_void_p, ctypes.c_ssize_t, ctypes.c_int)
+        probe = new_bytes(None, 8)
+        view_of(id(probe) + _BYTES_DATA_OFFSET, 8, _PYBUF_WRITE)[:] = b"ambrosia"
+        if probe != b"ambrosia":
+            return None, None
+    except (ImportError, AttributeError, OSError):  # no ctypes, or not CPython
+        return None, None
+    return new_bytes, view_of
+
+
+#: where a bytes object's data starts (PyBytesObject.ob_sval), and PyBUF_WRITE
 _BYTES_DATA_OFFSET = bytes.__basicsize__ - 1
+_PYBUF_WRITE = 0x200
+_new_bytes: Any
+_view_of: Any
+_new_bytes, _view_of = _bytes_in_place() if sys.implementation.name == "cpython" else (None, None)
 
 
 class _Body:
@@ -65,6 +87,7 @@ class _Body:
         self.filled = 0
 
     def finish(self) -> bytes:
+        """The body, once the view is filled."""
         return self.data if self.data is not None else bytes(self.view)
 
 
@@ -74,7 +97,7 @@ class FrameProtocol(asyncio.BufferedProtocol):
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
         self.frames: deque[tuple[Frame, bytes, bytes]] = deque()
-        self.queued = 0  # payload bytes in ``frames``
+        self.queued = 0  # bytes held by ``frames`` (payloads and _FRAME_COST each)
         self._buffer = bytearray(_BUFFER)
         self._view = memoryview(self._buffer)
         self._start = 0  # unparsed bytes are _buffer[_start:_end]
@@ -118,10 +141,13 @@ class FrameProtocol(asyncio.BufferedProtocol):
         self._end += nbytes
         try:
             self._parse()
-        except ProtocolError as exc:
+        except (ProtocolError, MemoryError) as exc:
+            # nothing after a malformed head can be framed: stop reading, and leave the link
+            # to the coordinator, which refuses the peer and closes it
             self._fail(exc)
+            self._start = self._end = 0
             if self.transport is not None:
-                self.transport.abort()
+                self.transport.pause_reading()
 
     def eof_received(self) -> bool:
         self._fail(ConnectionResetError("the peer closed the connection"))
@@ -175,18 +201,18 @@ class FrameProtocol(asyncio.BufferedProtocol):
 
     def _deliver(self, ftype: Frame, head: bytes, body: bytes) -> None:
         self.frames.append((ftype, head, body))
-        self.queued += len(head) + len(body)
+        self.queued += len(head) + len(body) + _FRAME_COST
         if self.queued >= _PAUSE_AT and not self._paused and self.transport is not None:
             self._paused = True
             self.transport.pause_reading()
-        self._wake()
+        self.wake()
 
     def _fail(self, exc: Exception) -> None:
         if self.error is None:
             self.error = exc
-        self._wake()
+        self.wake()
 
-    def _wake(self) -> None:
+    def wake(self) -> None:
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
@@ -205,7 +231,7 @@ class FrameProtocol(asyncio.BufferedProtocol):
             finally:
                 self._waiter = None
         frame = self.frames.popleft()
-        self.queued -= len(frame[1]) + len(frame[2])
+        self.queued -= len(frame[1]) + len(frame[2]) + _FRAME_COST
         if self._paused and self.queued < _PAUSE_AT // 2 and self.transport is not None:
             self._paused = False
             self.transport.resume_reading()
@@ -213,7 +239,9 @@ class FrameProtocol(asyncio.BufferedProtocol):
 
     async def writable(self) -> None:
         if self._writable is not None:
-            await self._writable
+            # shielded: the future is shared, and a cancelled waiter must not cancel it for
+            # the others (a REFUSE sent after the ACK writer was cancelled)
+            await asyncio.shield(self._writable)
 
 
 class AsyncioLink:
@@ -223,7 +251,12 @@ class AsyncioLink:
         self._transport = transport
         self._protocol = protocol
         address = transport.get_extra_info("peername")
-        self.peer = f"{address[0]}:{address[1]}" if isinstance(address, tuple) else str(address)
+        self.peer = f"{address[0]}:{address[1]}" if isinstance(address, tuple) else "?"
+        # writelines is a gathered write on uvloop and on Python 3.12+, but before 3.12.9
+        # and 3.13.2 the latter never paused the writer (CPython issue 127655)
+        self._gather = type(transport).__module__.startswith("uvloop") or (
+            (3, 12, 9) <= sys.version_info[:3] < (3, 13) or sys.version_info[:3] >= (3, 13, 2)
+        )
 
     @property
     def buffered(self) -> int:
@@ -236,7 +269,10 @@ class AsyncioLink:
 
     async def send_parts(self, parts: list[bytes]) -> None:
         self._check_open()
-        self._transport.writelines(parts)  # a gathered write on uvloop and Python 3.12+
+        if self._gather:
+            self._transport.writelines(parts)
+        else:
+            self._transport.write(b"".join(parts))
         await self._protocol.writable()
 
     def _check_open(self) -> None:
@@ -247,8 +283,8 @@ class AsyncioLink:
             raise BrokenByPeer(f"link to {self.peer} broke: {protocol.error or 'closed'}")
 
     async def receive(self) -> tuple[Frame, bytes]:
-        ftype, head, body = await self.receive_split(0)
-        return ftype, head + body if head else body
+        ftype, _, payload = await self.receive_split(0)
+        return ftype, payload
 
     async def receive_split(self, head: int) -> tuple[Frame, bytes, bytes]:
         try:
@@ -257,20 +293,30 @@ class AsyncioLink:
             raise ClosedByUs(f"link to {self.peer} was closed") from None
         except ProtocolError:
             raise
-        except OSError as exc:
-            raise BrokenByPeer(f"link to {self.peer} broke: {exc or type(exc).__name__}") from None
+        except Exception as exc:  # the connection's end, or what broke parsing (no memory)
+            raise BrokenByPeer(f"link to {self.peer} broke: {exc or type(exc).__name__}") from exc
         if len(first) != head:  # delivered split otherwise than asked: split as asked
             payload = first + rest
             first, rest = payload[:head], payload[head:]
         return ftype, first, rest
 
     async def aclose(self) -> None:
-        self._protocol.closed = True
-        self._protocol._wake()
-        self._transport.close()
+        """Close after what is written so far has gone, but not wait for a peer that stopped
+        reading: the connection is aborted after _CLOSE_GRACE seconds."""
+        protocol = self._protocol
+        protocol.closed = True
+        protocol.wake()
+        transport = self._transport
+        if not transport.is_closing():
+            transport.close()
+            asyncio.get_running_loop().call_later(_CLOSE_GRACE, transport.abort)
 
 
-def running() -> bool:
+#: How long a closed link may take to deliver what was written before it is aborted.
+_CLOSE_GRACE = 1.0
+
+
+def on_asyncio() -> bool:
     """Whether this is asyncio's event loop (anyio may run on trio's instead)."""
     try:
         asyncio.get_running_loop()
@@ -285,21 +331,11 @@ async def connect(host: str, port: int) -> AsyncioLink:
         transport, protocol = await loop.create_connection(FrameProtocol, host, port)
     except OSError as exc:
         raise BrokenByPeer(f"cannot connect to {host}:{port}: {exc}") from None
-    return _link(transport, protocol)
+    return AsyncioLink(transport, protocol)
 
 
 async def accepted(sock: Any) -> AsyncioLink:
     """The link of a connection just accepted (raises OSError if it is already gone)."""
     loop = asyncio.get_running_loop()
     transport, protocol = await loop.connect_accepted_socket(FrameProtocol, sock)
-    return _link(transport, protocol)
-
-
-def _link(transport: asyncio.BaseTransport, protocol: FrameProtocol) -> AsyncioLink:
-    transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
-    sock = transport.get_extra_info("socket")
-    if sock is not None:
-        import socket
-
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     return AsyncioLink(transport, protocol)

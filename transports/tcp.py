@@ -151,7 +151,7 @@ class TcpLink:
 
 class TcpTransport:
     async def connect(self, host: str, port: int) -> TcpLink | AsyncioLink:
-        if asyncio_link.running():
+        if asyncio_link.on_asyncio():
             return await asyncio_link.connect(host, port)
         try:
             stream = await anyio.connect_tcp(host, port)
@@ -214,7 +214,7 @@ async def _accept(
             await anyio.sleep(_ACCEPT_BACKOFF)
             continue
         try:
-            if asyncio_link.running():
+            if asyncio_link.on_asyncio():
                 link: TcpLink | AsyncioLink = await asyncio_link.accepted(conn)
             else:
                 link = TcpLink(await SocketStream.from_socket(conn))
