@@ -172,7 +172,9 @@ class FrameProtocol(asyncio.BufferedProtocol):
         view, start, end = self._view, self._start, self._end
         while end - start >= FRAME_HEAD_SIZE:
             length, ftype = parse_head(bytes(view[start : start + FRAME_HEAD_SIZE]))
-            split = _SPLIT.get(ftype, 0) if length >= _SPLIT.get(ftype, 0) else 0
+            split = _SPLIT.get(ftype, 0)
+            if length < split:
+                split = 0  # too short for its fixed head: delivered whole, for the link to refuse
             at = start + FRAME_HEAD_SIZE
             rest = length - split
             if rest >= LARGE_BODY:
@@ -232,7 +234,12 @@ class FrameProtocol(asyncio.BufferedProtocol):
                 self._waiter = None
         frame = self.frames.popleft()
         self.queued -= len(frame[1]) + len(frame[2]) + _FRAME_COST
-        if self._paused and self.queued < _PAUSE_AT // 2 and self.transport is not None:
+        if (
+            self._paused
+            and self.queued < _PAUSE_AT // 2
+            and self.error is None  # (after an error reading stays paused: see buffer_updated)
+            and self.transport is not None
+        ):
             self._paused = False
             self.transport.resume_reading()
         return frame
