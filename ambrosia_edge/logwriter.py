@@ -45,6 +45,8 @@ class LogWriter:
         #: set on the loop after each write (or the failure): the committer's cue
         self.progress = Wakeup()
         self._soon: Callable[..., object] | None = None
+        # a daemon, so that a process ending without aclose (an interpreter torn down by an
+        # error) does not wait forever on it; aclose joins it
         self._thread = threading.Thread(target=self._run, name=f"{name}-log-writer", daemon=True)
 
     def start(self) -> None:
