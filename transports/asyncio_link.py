@@ -97,7 +97,7 @@ class FrameProtocol(asyncio.BufferedProtocol):
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
         self.frames: deque[tuple[Frame, bytes, bytes]] = deque()
-        self.queued = 0  # bytes held by ``frames`` (payloads and _FRAME_COST each)
+        self.held = 0  # what ``frames`` holds, in bytes: payloads, and _FRAME_COST each
         self._buffer = bytearray(_BUFFER)
         self._view = memoryview(self._buffer)
         self._start = 0  # unparsed bytes are _buffer[_start:_end]
@@ -112,7 +112,7 @@ class FrameProtocol(asyncio.BufferedProtocol):
     @property
     def buffered(self) -> int:
         body = self._body
-        return self.queued + self._end - self._start + (body.filled if body is not None else 0)
+        return self.held + self._end - self._start + (body.filled if body is not None else 0)
 
     # -- asyncio's side --------------------------------------------------------------------------
 
@@ -203,8 +203,8 @@ class FrameProtocol(asyncio.BufferedProtocol):
 
     def _deliver(self, ftype: Frame, head: bytes, body: bytes) -> None:
         self.frames.append((ftype, head, body))
-        self.queued += len(head) + len(body) + _FRAME_COST
-        if self.queued >= _PAUSE_AT and not self._paused and self.transport is not None:
+        self.held += len(head) + len(body) + _FRAME_COST
+        if self.held >= _PAUSE_AT and not self._paused and self.transport is not None:
             self._paused = True
             self.transport.pause_reading()
         self.wake()
@@ -233,10 +233,10 @@ class FrameProtocol(asyncio.BufferedProtocol):
             finally:
                 self._waiter = None
         frame = self.frames.popleft()
-        self.queued -= len(frame[1]) + len(frame[2]) + _FRAME_COST
+        self.held -= len(frame[1]) + len(frame[2]) + _FRAME_COST
         if (
             self._paused
-            and self.queued < _PAUSE_AT // 2
+            and self.held < _PAUSE_AT // 2
             and self.error is None  # (after an error reading stays paused: see buffer_updated)
             and self.transport is not None
         ):
