@@ -7,9 +7,7 @@ import threading
 
 import anyio
 import pytest
-from support import lone_coordinator
 
-from ambrosia_edge import wire
 from ambrosia_edge.errors import StoreError
 from ambrosia_edge.logwriter import LogWriter
 from ambrosia_edge.page import Page
@@ -107,44 +105,3 @@ async def test_closing_waits_for_the_write_in_progress_and_drops_the_queue() -> 
         disk.go.set()
     # aclose returned only once page 1, already being written, was: the store may close now
     assert disk.written == [1]
-
-
-class FailingDisk:
-    """Writes small pages; a large page (the log writer's) fails as a full disk would."""
-
-    inline_append_limit = 64 * 1024
-
-    def __init__(self) -> None:
-        self.pages = 0
-
-    def append_parts(self, parts: list[bytes]) -> None:
-        if sum(map(len, parts)) > self.inline_append_limit:
-            raise StoreError("log memory://a: no space left; free some and restart")
-        self.pages += 1
-
-
-class Recorder:
-    quiescent = True
-    suspended_handlers: tuple[str, ...] = ()
-
-    def __init__(self) -> None:
-        self.ran: list[str] = []
-
-    def dispatch_batch(self, source: str, batch: bytes, count: int) -> None:
-        self.ran.append(source)
-
-
-async def test_a_page_the_log_writer_fails_to_write_stops_the_committer() -> None:
-    executor = Recorder()
-    coordinator = lone_coordinator(FailingDisk(), executor)
-    large = wire.frame_message(b"\x01" + bytes(100 * 1024))
-    with pytest.raises(BaseExceptionGroup) as raised, anyio.fail_after(30):
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(coordinator._committer)
-            tg.start_soon(coordinator._dispatcher)
-            await eventually(lambda: coordinator._committer_idle, "the committer to idle")
-            coordinator.accept_batch("b", 1, 1, 1, large, trusted=True, last=True)
-            await anyio.sleep_forever()  # the committer must end the group
-    assert raised.group_contains(StoreError, match="no space left")
-    assert len(raised.value.exceptions) == 1
-    assert executor.ran == [] and "b" not in coordinator.durable

@@ -1,6 +1,7 @@
 """A batch that arrives while the committer idles is logged and run before accept_batch returns
 (a lone awaited call waits for two such appends), and nothing else changes: batches that arrive
-together still share a page, and a failed write stops the immortal as the committer's would."""
+together still share a page, and a failed write stops the immortal once, whether it was written
+on arrival or by the log writer."""
 
 from __future__ import annotations
 
@@ -98,13 +99,18 @@ async def test_without_last_the_committer_writes_the_page(
     await eventually(lambda: executor.ran == [("b", MESSAGE)], "the page to run")
 
 
-async def test_a_write_that_fails_on_arrival_stops_the_committer() -> None:
+@pytest.mark.parametrize(
+    "message",
+    [MESSAGE, wire.frame_message(b"\x01" + bytes(100 * 1024))],
+    ids=["written on arrival", "written by the log writer"],
+)
+async def test_a_failed_write_stops_the_committer(message: bytes) -> None:
     coordinator, executor = coordinator_on(Disk(fail=True))
-    with pytest.raises(BaseExceptionGroup) as raised:
+    with pytest.raises(BaseExceptionGroup) as raised, anyio.fail_after(30):
         async with anyio.create_task_group() as tg:
             tg.start_soon(coordinator._committer)
             await eventually(lambda: coordinator._committer_idle, "the committer to idle")
-            coordinator.accept_batch("b", 1, 1, 1, MESSAGE, trusted=True, last=True)
+            coordinator.accept_batch("b", 1, 1, 1, message, trusted=True, last=True)
             await anyio.sleep_forever()  # the committer must end the group
     assert raised.group_contains(StoreError, match="no space left")
     assert len(raised.value.exceptions) == 1
