@@ -8,11 +8,14 @@ is a :class:`~ambrosia_edge.host.Host`, a protocol: this module knows nothing of
 from __future__ import annotations
 
 import inspect
-from collections.abc import Awaitable, Callable
-from typing import Any, ClassVar, Literal, TypeVar
+from collections.abc import Awaitable, Callable, Iterable
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar
 
 from .host import Host
 from .proxy import Proxy
+
+if TYPE_CHECKING:
+    from .sources import ImpulseSource
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -55,6 +58,15 @@ class Immortal:
 
     async def becoming_primary(self) -> None:
         """Runs when recovery is over and this instance goes live; never replayed."""
+
+    def impulse_sources(self) -> Iterable[ImpulseSource | str]:
+        """The outside world that feeds this immortal's ``@impulse`` methods (sources.py).
+
+        Asked once when this instance goes live, never during replay; the runtime runs each
+        source while the instance is the primary and stops it on shutdown. A string names a
+        registered source, as in ``"terminal:accept_input"``.
+        """
+        return ()
 
     @classmethod
     def upgrade(cls, old_state: dict[str, Any], old_version: int) -> dict[str, Any]:
