@@ -165,6 +165,25 @@ class Coordinator:
         if self.live:
             self._sender_wakeup(self.name).set()
 
+    # --- impulse sources (feed.py): impulses to ourselves, and when they are durable ---------
+
+    #: told the link to ourselves' durable total each time a page holding messages on it is
+    #: logged (from _self_ack: once a page, and only while a source runs)
+    on_self_durable: Callable[[int], None] | None = None
+
+    def send_impulse_to_self(self, message: bytes) -> int:
+        """Send an impulse to ourselves (live only); its total number on the link to ourselves,
+        durable once ``on_self_durable`` reports a total that reaches it."""
+        out = self.output(self.name)
+        if out.rebase_pending:
+            # _self_sender numbers the link when it first runs, which may come after a source
+            # sends: number it now, from the same marks (rebasing it twice is the same as once:
+            # until that sender runs, nothing is sent on the link, trimmed from it or received)
+            mark = self.received.get(self.name, [0, 0])
+            out.rebase(mark[0], mark[1])
+        self.send(self.name, message, impulse=True)
+        return out.next_total - 1
+
     def _sender_wakeup(self, destination: str) -> Wakeup:
         wake = self._wake_sender.get(destination)
         if wake is None:
@@ -408,6 +427,8 @@ class Coordinator:
         out = self.output(self.name)
         out.trim(total)
         self._trims[self.name] = replayable
+        if self.on_self_durable is not None:
+            self.on_self_durable(total)
 
     # --- the dispatcher --------------------------------------------------------------------
 

@@ -15,13 +15,13 @@
     ├── RemoteError                  an awaited call raised in the callee
     ├── UnknownMethodError           a call names a method the immortal does not have
     ├── NotAnImpulseError            non-deterministic code called a non-impulse method
-    └── NondeterminismError          a handler awaited something other than the runtime
+    ├── NondeterminismError          a handler awaited something other than the runtime
+    └── ConnectionClosed             a link ended (an ordinary outcome, so not a BaseException)
+        ├── ClosedByUs               we closed the link on purpose
+        └── BrokenByPeer             the peer or the network broke it; reconnect
 
-    ConnectionClosed (BaseException subclass is not used: closing is an ordinary outcome)
-    ├── ClosedByUs                   we closed the link on purpose
-    └── BrokenByPeer                 the peer or the network broke it; reconnect
-
-Errors a user may script against carry ``code``, a short stable string.
+Errors a user may script against carry ``code``, a short stable string. The tree is checked
+against the classes by the tests, so it can be trusted.
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ import threading
 from collections.abc import Awaitable, Callable, Coroutine, Generator, Iterable
 from dataclasses import dataclass
 from types import CoroutineType
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from . import codec, messages, wire
 from .errors import (
@@ -26,6 +26,7 @@ from .errors import (
     StateEncodingError,
     UnknownMethodError,
 )
+from .host import Host
 from .immortal import RPC_MARK, Immortal, handlers
 from .messages import Kind
 from .outputs import Thunk
@@ -433,5 +434,9 @@ _WINDOW = 128
 #: How many forks of the same shape in a row are worth cutting out by position.
 _RUN = 16
 
-#: What immortals and proxies see of the runtime.
-Host = Executor
+
+if TYPE_CHECKING:
+
+    def _hosts(executor: Executor) -> Host:
+        """The type checker's proof that the executor is what immortals and proxies need."""
+        return executor

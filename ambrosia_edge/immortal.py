@@ -1,19 +1,21 @@
 """The programming model: ``Immortal``, ``@rpc``, ``@impulse`` (DESIGN §4, paper §3.1, §4.1).
 
 An immortal's state is its attributes; its behaviour is its decorated methods. Everything the
-runtime needs lives in one attribute, ``_ambrosia_host``, which is never part of the state.
+runtime needs lives in one attribute, ``_ambrosia_host``, which is never part of the state. It
+is a :class:`~ambrosia_edge.host.Host`, a protocol: this module knows nothing of the executor.
 """
 
 from __future__ import annotations
 
 import inspect
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar
 
+from .host import Host
 from .proxy import Proxy
 
 if TYPE_CHECKING:
-    from .executor import Host
+    from .sources import ImpulseSource
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -57,6 +59,15 @@ class Immortal:
     async def becoming_primary(self) -> None:
         """Runs when recovery is over and this instance goes live; never replayed."""
 
+    def impulse_sources(self) -> Iterable[ImpulseSource | str]:
+        """The outside world that feeds this immortal's ``@impulse`` methods (sources.py).
+
+        Asked once when this instance goes live, never during replay; the runtime runs each
+        source while the instance is the primary and stops it on shutdown. A string names a
+        registered source, as in ``"terminal:accept_input"``.
+        """
+        return ()
+
     @classmethod
     def upgrade(cls, old_state: dict[str, Any], old_version: int) -> dict[str, Any]:
         """Convert the state of an older ``version`` of this class; identity by default."""
@@ -69,11 +80,12 @@ class Immortal:
     @property
     def this(self) -> Proxy:
         """Proxy to this immortal itself (the paper's ``thisProxy``)."""
-        return self._ambrosia_host.proxy(self._ambrosia_host.name, type(self))
+        host = self._ambrosia_host
+        return Proxy(host, host.name, type(self))
 
     def proxy(self, name: str, cls: type | None = None) -> Proxy:
         """Handle to the immortal called ``name``; give ``cls`` to check method names locally."""
-        return self._ambrosia_host.proxy(name, cls)
+        return Proxy(self._ambrosia_host, name, cls)
 
     def capture(self, fn: Callable[[], Any]) -> Awaitable[Any]:
         """Run ``fn`` live, exactly once, and log its value; replay returns the logged value.

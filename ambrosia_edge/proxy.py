@@ -1,12 +1,15 @@
-"""Proxies: how an immortal names another (or itself) and calls its methods."""
+"""Proxies: how an immortal names another (or itself) and calls its methods.
+
+A proxy turns attribute access into calls on its :class:`~ambrosia_edge.host.Host`, the
+protocol the executor satisfies; it never imports the executor itself.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from .executor import Host
+from .host import Host
 
 
 class Proxy:

@@ -16,7 +16,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import anyio
@@ -29,9 +29,11 @@ from .config import Settings
 from .coordinator import Coordinator
 from .errors import AmbrosiaError, CheckpointError, ConfigError, CorruptLogError, StateEncodingError
 from .executor import Executor
+from .feed import feed_sources
 from .immortal import Immortal, state_of
 from .page import chunk_header, decode_chunk_header, decode_page
 from .records import RecordType, encode_record
+from .sources import ImpulseSource
 from .store import LogStore, open_store
 from .transport import TRANSPORTS, Transport
 
@@ -52,6 +54,7 @@ class Runtime:
         *,
         store: LogStore | None = None,
         transport: Transport | None = None,
+        sources: Sequence[ImpulseSource | str] = (),
     ) -> None:
         if not (isinstance(cls, type) and issubclass(cls, Immortal)):
             raise ConfigError(f"{cls!r} is not a subclass of ambrosia_edge.Immortal")
@@ -60,6 +63,8 @@ class Runtime:
         self.name = settings.name
         self.store = store if store is not None else open_store(settings.log, fsync=settings.fsync)
         self.transport = transport if transport is not None else default_transport()
+        #: run on the primary besides the immortal's own impulse_sources() (sources.py)
+        self.sources = list(sources)
         self.coordinator = Coordinator(
             self.name, self.store, self.transport, settings, on_checkpoint=self._checkpoint
         )
@@ -268,6 +273,7 @@ class Runtime:
                     r["epoch"],
                     where,
                 )
+                await tg.start(feed_sources, executor.obj, self.coordinator, self.sources)
                 tg.start_soon(_guarded, self.name, executor.obj.becoming_primary)
                 task_status.started(self)
         finally:
