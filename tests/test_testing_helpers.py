@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import anyio
@@ -90,3 +92,9 @@ async def test_members_named_ahead_are_not_restarted(tmp_path: Path) -> None:
             await cluster.start(Client, "client")
             await eventually(lambda: cluster["client"].obj.done, "the replies")
             assert server.runtime is runtime
+
+
+def test_the_helpers_import_without_pytest() -> None:
+    # the suites import pytest; the helpers an application's own code may use must not
+    code = "import sys; sys.modules['pytest'] = None; import ambrosia_edge.testing"
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)

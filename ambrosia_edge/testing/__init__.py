@@ -34,9 +34,9 @@ from typing import Any
 import anyio
 from anyio.abc import TaskGroup
 
-from .config import PeerAddress, Settings
-from .immortal import Immortal
-from .runtime import Runtime
+from ..config import PeerAddress, Settings
+from ..immortal import Immortal
+from ..runtime import Runtime
 
 __all__ = ["Cluster", "Hosted", "eventually", "free_port"]
 
@@ -131,10 +131,10 @@ class Cluster:
         restarted to learn ``name`` if it is new to them (see the module's docstring).
         """
         assert self._tg is not None, "use `async with Cluster(...)`"
-        self.port(name)
-        self._chosen[name] = peers
         if name in self.hosted and self.hosted[name].running:
             raise RuntimeError(f"{name} is running: crash it first")
+        self.port(name)
+        self._chosen[name] = peers
         for other, hosted in self.hosted.items():
             if (
                 peers is None
@@ -148,11 +148,11 @@ class Cluster:
                 hosted.settings = self._settings(hosted.cls, other)
                 await hosted.start()
         settings = self._settings(cls, name)
-        hosted = self.hosted.get(name)
-        if hosted is None:
-            hosted = self.hosted[name] = Hosted(self._tg, cls, settings)
-        else:
+        if name in self.hosted:
+            hosted = self.hosted[name]
             hosted.cls, hosted.settings = cls, settings
+        else:
+            hosted = self.hosted[name] = Hosted(self._tg, cls, settings)
         await hosted.start()
         return hosted
 
