@@ -20,6 +20,11 @@ restarts an immortal to give it a longer ``--peer`` list; calls are exactly-once
 restart as across any other. To have no such restart, name the members ahead with
 ``cluster.port(name)``. A member started with ``peers=`` knows only those: no member is
 restarted for it, and it is not restarted for later ones.
+
+The contracts a third-party storage tier or transport must keep are test suites of their own,
+in ``ambrosia_edge.testing.storage_suite`` and ``ambrosia_edge.testing.link_suite``; they
+import pytest, which this module does not need. In a ``conftest.py``,
+``pytest.register_assert_rewrite`` of those two modules makes their asserts say what differed.
 """
 
 from __future__ import annotations

@@ -47,3 +47,16 @@ class TestMemoryStore(StoreConformance):
     def write_chunk_bytes(self, store: LogStore, chunk: int, data: bytes) -> None:
         assert isinstance(store, MemoryStore)
         store.raw_chunk(chunk)[:] = data
+
+
+class TestATierThatOffersLess(StoreConformance):
+    """A tier that declares it cannot show its chunks' bytes nor name a lock's holder is asked
+    for neither (the memory tier, seen through the methods every tier has)."""
+
+    raw_chunks = False
+    lock_names_holder = False
+
+    @pytest.fixture
+    def store_url(self) -> Iterator[str]:
+        yield f"memory://less-{uuid.uuid4().hex}"
+        reset_memory_stores()
