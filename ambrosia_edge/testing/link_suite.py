@@ -165,10 +165,9 @@ async def check_receive_split_cuts_the_payload_where_asked(make_pair: MakePair) 
     async with _pair(make_pair) as (one, other), anyio.create_task_group() as tg:
 
         async def send() -> None:
-            for head in heads:
+            for _ in heads:
                 for data in _encoded(frames):
                     await one.send(data)
-                del head
 
         tg.start_soon(send)
         for head in heads:
