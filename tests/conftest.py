@@ -5,6 +5,11 @@ from collections.abc import Iterator
 
 import pytest
 
+# the shared suites' asserts say what differed, as the tests' own do
+pytest.register_assert_rewrite(
+    "ambrosia_edge.testing.storage_suite", "ambrosia_edge.testing.link_suite"
+)
+
 
 @pytest.fixture(params=[pytest.param("asyncio", id="asyncio"), pytest.param("trio", id="trio")])
 def anyio_backend(request: pytest.FixtureRequest) -> str:

@@ -13,10 +13,23 @@
 Every immortal gets a loopback port and a log folder under the given directory, and knows the
 address of every other one. A crash cancels the immortal without any clean-up, so whatever was
 not yet durable is gone, exactly as after SIGKILL.
+
+An immortal learns its peers when it starts, from its peer table, as with ``--peer``. So when
+a new member joins, every running member that does not know it yet is restarted, as an operator
+restarts an immortal to give it a longer ``--peer`` list; calls are exactly-once across that
+restart as across any other. To have no such restart, name the members ahead with
+``cluster.port(name)``. A member started with ``peers=`` knows only those: no member is
+restarted for it, and it is not restarted for later ones.
+
+The contracts a third-party storage tier or transport must keep are test suites of their own,
+in ``ambrosia_edge.testing.storage_suite`` and ``ambrosia_edge.testing.link_suite``; they
+import pytest, which this module does not need. In a ``conftest.py``,
+``pytest.register_assert_rewrite`` of those two modules makes their asserts say what differed.
 """
 
 from __future__ import annotations
 
+import logging
 import socket
 from collections.abc import Callable
 from pathlib import Path
@@ -26,11 +39,13 @@ from typing import Any
 import anyio
 from anyio.abc import TaskGroup
 
-from .config import PeerAddress, Settings
-from .immortal import Immortal
-from .runtime import Runtime
+from ..config import PeerAddress, Settings
+from ..immortal import Immortal
+from ..runtime import Runtime
 
 __all__ = ["Cluster", "Hosted", "eventually", "free_port"]
+
+log = logging.getLogger("ambrosia_edge")
 
 
 def free_port() -> int:
@@ -84,6 +99,10 @@ class Hosted:
             await self._stopped.wait()
 
     @property
+    def running(self) -> bool:
+        return self._scope is not None and not self._stopped.is_set()
+
+    @property
     def obj(self) -> Any:
         """The live immortal object (for assertions; change it only through calls)."""
         assert self.runtime is not None, "start it first"
@@ -98,9 +117,11 @@ class Cluster:
         self.settings = settings
         self.ports: dict[str, int] = {}
         self.hosted: dict[str, Hosted] = {}
+        self._chosen: dict[str, list[str] | None] = {}  # the ``peers`` each member was given
         self._tg: TaskGroup | None = None
 
     def port(self, name: str) -> int:
+        """``name``'s port, chosen now if it has none: members started later know it."""
         if name not in self.ports:
             self.ports[name] = free_port()
         return self.ports[name]
@@ -108,10 +129,42 @@ class Cluster:
     async def start(
         self, cls: type[Immortal], name: str, *, peers: list[str] | None = None
     ) -> Hosted:
-        """Start (or restart after a crash) immortal ``name``; ``peers`` defaults to all known."""
+        """Start (or restart after a crash) immortal ``name``; ``peers`` defaults to all known.
+
+        A restarted member keeps its ``Hosted``, so a reference taken at the first start stays
+        good. Unless ``peers`` is given, running members that know every other one are
+        restarted to learn ``name`` if it is new to them (see the module's docstring).
+        """
         assert self._tg is not None, "use `async with Cluster(...)`"
-        names = peers if peers is not None else [n for n in self.ports if n != name]
-        settings = Settings(
+        if name in self.hosted and self.hosted[name].running:
+            raise RuntimeError(f"{name} is running: crash it first")
+        self.port(name)
+        self._chosen[name] = peers
+        for other, hosted in self.hosted.items():
+            if (
+                peers is None
+                and other != name
+                and self._chosen.get(other) is None
+                and hosted.running
+                and name not in hosted.settings.peers
+            ):
+                log.info("cluster: restarting %s so that it knows %s", other, name)
+                await hosted.crash()
+                hosted.settings = self._settings(hosted.cls, other)
+                await hosted.start()
+        settings = self._settings(cls, name)
+        if name in self.hosted:
+            hosted = self.hosted[name]
+            hosted.cls, hosted.settings = cls, settings
+        else:
+            hosted = self.hosted[name] = Hosted(self._tg, cls, settings)
+        await hosted.start()
+        return hosted
+
+    def _settings(self, cls: type[Immortal], name: str) -> Settings:
+        chosen = self._chosen.get(name)
+        names = chosen if chosen is not None else [n for n in self.ports if n != name]
+        return Settings(
             target=f"{cls.__module__}:{cls.__qualname__}",
             name=name,
             log=str(self.directory / name),
@@ -119,10 +172,6 @@ class Cluster:
             peers={peer: PeerAddress("127.0.0.1", self.port(peer)) for peer in names},
             **self.settings,
         )
-        hosted = Hosted(self._tg, cls, settings)
-        self.hosted[name] = hosted
-        await hosted.start()
-        return hosted
 
     async def crash(self, name: str) -> None:
         await self.hosted[name].crash()
