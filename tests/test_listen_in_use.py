@@ -7,7 +7,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import anyio
 import pytest
 from ambrosia_edge.transports.tcp import TcpTransport
 
@@ -55,19 +54,14 @@ def test_run_on_an_address_in_use_prints_one_line(
     ]
 
 
-@pytest.mark.parametrize("backend", ["asyncio", "trio"])
-def test_serve_raises_a_listen_error_naming_the_address(
-    backend: str, occupied: tuple[str, int]
-) -> None:
+@pytest.mark.anyio
+async def test_serve_raises_a_listen_error_naming_the_address(occupied: tuple[str, int]) -> None:
     host, port = occupied
 
     async def handler(link: object) -> None:
         raise AssertionError("nothing connects")
 
-    async def main() -> None:
-        with pytest.raises(ListenError, match=f"cannot listen on {host}:{port}: ") as caught:
-            await TcpTransport().serve(host, port, handler)
-        assert isinstance(caught.value, AmbrosiaError)
-        assert caught.value.code == "listen"
-
-    anyio.run(main, backend=backend)
+    with pytest.raises(ListenError, match=f"cannot listen on {host}:{port}: ") as caught:
+        await TcpTransport().serve(host, port, handler)
+    assert isinstance(caught.value, AmbrosiaError)
+    assert caught.value.code == "listen"
