@@ -111,3 +111,9 @@ class BrokenByPeer(ConnectionClosed):
     """The peer or the network broke the connection; the caller should reconnect."""
 
     code = "broken"
+
+
+class ListenError(ConfigError):
+    """The address given to ``--listen`` cannot be listened on (in use, not this machine's)."""
+
+    code = "listen"

@@ -15,7 +15,7 @@ import anyio
 import anyio.abc
 from anyio.abc import SocketAttribute, SocketStream
 
-from ambrosia_edge.errors import BrokenByPeer, ClosedByUs
+from ambrosia_edge.errors import BrokenByPeer, ClosedByUs, ListenError
 from ambrosia_edge.wire import FRAME_HEAD_SIZE, Frame, parse_head
 
 from . import asyncio_link
@@ -167,9 +167,12 @@ class TcpTransport:
         *,
         task_status: Any = anyio.TASK_STATUS_IGNORED,
     ) -> None:
-        listener = await anyio.create_tcp_listener(
-            local_host=host, local_port=port, reuse_port=False
-        )
+        try:
+            listener = await anyio.create_tcp_listener(
+                local_host=host, local_port=port, reuse_port=False
+            )
+        except OSError as exc:
+            raise _listen_error(host, port, exc) from exc
         bound = listener.extra(SocketAttribute.local_port)
         # one per address family that ``host`` resolves to
         listeners = getattr(listener, "listeners", [listener])
@@ -184,6 +187,24 @@ class TcpTransport:
             for one in listeners:
                 tg.start_soon(_accept, one.extra(SocketAttribute.raw_socket), accepted, tg)
             task_status.started(bound)
+
+
+#: what to do about the bind() errors a user can cause with ``--listen``
+_LISTEN_HINTS = {
+    errno.EADDRINUSE: "another process holds it; stop it or pick another --listen port",
+    errno.EADDRNOTAVAIL: "no interface of this machine has that address; pick one it has",
+    errno.EACCES: "ports below 1024 need privileges; pick another --listen port",
+}
+
+
+def _listen_error(host: str, port: int, exc: OSError) -> ListenError:
+    """The failure to listen as one line naming the address, since the user chose it."""
+    where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    if isinstance(exc, socket.gaierror):
+        return ListenError(f"cannot listen on {where}: {exc.strerror or exc} (check the host name)")
+    reason = (exc.strerror or str(exc)).lower()
+    hint = _LISTEN_HINTS.get(exc.errno or 0)
+    return ListenError(f"cannot listen on {where}: {reason}" + (f" ({hint})" if hint else ""))
 
 
 async def _accept(
