@@ -4,6 +4,7 @@
 
     AmbrosiaError                    root of everything below; carries a stable ``code``
     ├── ConfigError                  bad command line, config file or URL
+    │   └── ListenError              the --listen address cannot be listened on
     ├── StoreError                   a storage tier failed
     │   ├── LogLockedError           another process holds the log (one writer per log)
     │   ├── CorruptLogError          a record in the middle of a log is damaged
