@@ -66,6 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=version_text())
     sub = parser.add_subparsers(title="commands", metavar="COMMAND")
     for name, target in registered_commands().items():
+        handler: Callable[[argparse.Namespace], int]
         try:
             command = load_command(target)
             command_parser = command.add_parser(sub, name, common)
