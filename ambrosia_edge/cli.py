@@ -18,10 +18,12 @@ import traceback
 from collections.abc import Callable
 
 from .commands import load_command, registered_commands
+from .commands.run import build_run_settings
 from .commands.version import PROG, version_text
 from .errors import AmbrosiaError
 
-__all__ = ["build_parser", "main"]
+# build_run_settings: where embedding code (the benchmarks' host) has always found it
+__all__ = ["build_parser", "build_run_settings", "main"]
 
 DEBUG_ENV = "AMBROSIA_EDGE_DEBUG"
 

@@ -88,6 +88,6 @@ def _nothing_running(who: str, path: object, store: object) -> str:
             "command there"
         )
     return (
-        f"{message}; its log names pid {holder.pid} as its writer: if that process still "
-        f"runs, it serves no control socket, and 'kill -USR1 {holder.pid}' asks it instead"
+        f"{message}; its log names pid {holder.pid} as its writer: if that process runs, it is "
+        "still recovering, or it is of a version without control sockets"
     )
