@@ -11,18 +11,18 @@ record still being written shows up as a torn tail of the last chunk, not as dam
 from __future__ import annotations
 
 import contextlib
-import importlib
 import json
 import os
 import socket
 import sys
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TextIO
 
 from .checkpoint import decode_checkpoint
 from .errors import CheckpointError, StoreError
+from .lease import Lease, lease_of
 from .page import decode_chunk_header, decode_page
 from .records import RecordScan, RecordType, scan_file, scan_records
 from .store import LogStore, open_store
@@ -32,7 +32,8 @@ __all__ = ["LogReport", "inspect_log", "read_log"]
 
 @dataclass(slots=True)
 class LockInfo:
-    """The LOCK file of a local log; ``state`` says whether its writer is still there."""
+    """The writer lease of a log (the LOCK file on local disk); ``state`` says whether its
+    holder is still there."""
 
     state: str
     pid: int | None = None
@@ -136,10 +137,10 @@ def inspect_log(url: str, as_json: bool) -> int:
 def read_log(url: str) -> LogReport:
     store = open_store(url)
     directory = _local_directory(store)
-    lock = None
     if directory is not None:
         _require_log_directory(directory, url)
-        lock = _lock_info(directory)
+    lease = lease_of(store)
+    lock = _lock_info(lease) if lease is not None else None
     report = LogReport(log=store.url, directory=str(directory) if directory else None, lock=lock)
     for n in store.list_checkpoints():
         info = _checkpoint_info(store, n, report)
@@ -186,29 +187,17 @@ def _require_log_directory(directory: Path, url: str) -> None:
         )
 
 
-def _lock_info(directory: Path) -> LockInfo:
-    # Imported by name: the storage subpackage is mapped from another source directory, where
-    # a type checker run on this package alone does not look.
-    local = importlib.import_module("ambrosia_edge.storage.local")
-    read_lock_holder: Callable[[Path], Mapping[str, Any] | None] = local.read_lock_holder
-    lock = directory / str(local.LOCK_NAME)
-    if not lock.exists():
-        return LockInfo("none (no LOCK file: no writer has opened this log here)")
-    holder = read_lock_holder(lock)
-    if holder is None:
-        try:
-            empty = not lock.read_bytes().strip()
-        except OSError:
-            empty = False
-        if empty:
-            return LockInfo("free (the last writer stopped cleanly)")
-        return LockInfo("unknown (the LOCK file names no writer)")
-    info = LockInfo("held", int(holder["pid"]), str(holder["host"]), str(holder["since"]))
-    if holder["host"] != socket.gethostname():
-        info.state = "recorded (on another host, so not checked here)"
-    elif not _alive(int(holder["pid"])):
-        info.state = "stale (that process is gone: it was killed or crashed)"
-    return info
+def _lock_info(lease: Lease) -> LockInfo:
+    info = lease.info()
+    holder = info.holder
+    if info.state != "held" or holder is None or holder.pid is None:
+        return LockInfo(f"{info.state} ({info.detail})" if info.detail else info.state)
+    lock = LockInfo("held", holder.pid, holder.host, holder.since)
+    if holder.host is not None and holder.host != socket.gethostname():
+        lock.state = "recorded (on another host, so not checked here)"
+    elif not _alive(holder.pid):
+        lock.state = "stale (that process is gone: it was killed or crashed)"
+    return lock
 
 
 def _alive(pid: int) -> bool:
@@ -398,7 +387,9 @@ def write_text(report: LogReport, out: TextIO) -> None:
         if lock.pid is None:
             p(f"lock: {lock.state}\n")
         else:
-            p(f"lock: {lock.state}: pid {lock.pid} on host {lock.host} since {lock.since}\n")
+            host = f" on host {lock.host}" if lock.host is not None else ""
+            since = f" since {lock.since}" if lock.since is not None else ""
+            p(f"lock: {lock.state}: pid {lock.pid}{host}{since}\n")
 
     p(f"\ncheckpoints: {len(report.checkpoints)}\n")
     for cp in report.checkpoints:

@@ -17,6 +17,7 @@ import sys
 import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -25,7 +26,8 @@ import anyio.lowlevel
 
 from . import codec, messages
 from .checkpoint import Checkpoint, decode_checkpoint
-from .config import Settings
+from .config import PeerAddress, Settings
+from .control import log_identity, serve_control, socket_path
 from .coordinator import Coordinator
 from .errors import AmbrosiaError, CheckpointError, ConfigError, CorruptLogError, StateEncodingError
 from .executor import Executor
@@ -71,6 +73,8 @@ class Runtime:
         self.executor: Executor | None = None
         self.port: int | None = None
         self.recovery: dict[str, Any] = {}
+        #: where to serve the control socket while live (``run`` sets it; None: no socket)
+        self.control: Path | None = None
 
     @property
     def immortal(self) -> Immortal:
@@ -239,6 +243,21 @@ class Runtime:
     def request_checkpoint(self) -> None:
         self.coordinator.request_checkpoint()
 
+    def status(self) -> dict[str, Any]:
+        """What the control socket reports (``ambrosia-edge status``): cheap, JSON-able."""
+        coordinator = self.coordinator
+        listen = self.settings.listen
+        return {
+            "name": self.name,
+            "pid": os.getpid(),
+            "epoch": coordinator.epoch,
+            "log": self.store.url,
+            "chunk": coordinator.chunk,
+            "pages": coordinator.next_page - 1,
+            "listen": f"{PeerAddress(listen.host, self.port)}" if listen and self.port else None,
+            "peers": {peer: str(address) for peer, address in self.settings.peers.items()},
+        }
+
     # --- running -----------------------------------------------------------------------------
 
     async def serve(self, *, task_status: Any = anyio.TASK_STATUS_IGNORED) -> None:
@@ -273,6 +292,8 @@ class Runtime:
                     r["epoch"],
                     where,
                 )
+                if self.control is not None:
+                    await tg.start(serve_control, self, self.control)
                 await tg.start(feed_sources, executor.obj, self.coordinator, self.sources)
                 tg.start_soon(_guarded, self.name, executor.obj.becoming_primary)
                 task_status.started(self)
@@ -310,6 +331,7 @@ def run_immortal(settings: Settings) -> int:
     if not (isinstance(cls, type) and issubclass(cls, Immortal)):
         raise ConfigError(f"{settings.target} is not a subclass of ambrosia_edge.Immortal")
     runtime = Runtime(cls, settings)
+    runtime.control = socket_path(runtime.name, log_identity(runtime.store))
 
     async def main() -> None:
         # signals first: a SIGTERM during start-up must stop us cleanly too

@@ -32,36 +32,39 @@ Durability rules this module keeps:
   with ``discard``, and 4 MiB direct writes into a spare took ~1.5 ms against ~2.5 ms for
   writes that extend a new file (this virtual disk allocates a block on first write).
 
-The writer lock is an ``flock`` on ``LOCK`` held by the open file description for the life of the
-store: the kernel drops it when the process dies, so a crashed writer never blocks its restart,
-and a second process, on this host or through a shared mount that honours flock, is refused.
+The writer lock is the ``flock`` lease of :mod:`.locking`, exposed as ``LocalStore.lease``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
-import json
 import mmap
 import os
 import re
-import socket
-import sys
 from collections.abc import Iterator, Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Final, TypedDict
+from typing import Final
 from urllib.parse import unquote, urlsplit
 
-from ambrosia_edge.errors import CheckpointError, ConfigError, LogLockedError, StoreError
+from ambrosia_edge.errors import CheckpointError, ConfigError, StoreError
 from ambrosia_edge.records import BytesLike, scan_file
 
 from . import fallocate
+from .diskio import CLOEXEC as _CLOEXEC
+from .diskio import IOV_MAX as _IOV_MAX  # noqa: F401  (tests size their writes by it)
+from .diskio import describe as _describe
+from .diskio import flush as _flush
+from .diskio import flush_data as _flush_data
+from .diskio import read_exactly as _read_exactly
+from .diskio import write_all as _write_all
+from .diskio import write_parts as _write_parts
+from .locking import LOCK_NAME, FlockLease, LockHolder, read_lock_holder
 
 __all__ = [
     "LOCK_NAME",
+    "FlockLease",
     "LocalStore",
     "LockHolder",
     "checkpoint_name",
@@ -69,22 +72,18 @@ __all__ = [
     "read_lock_holder",
 ]
 
-LOCK_NAME: Final = "LOCK"
 _CHUNK_RE: Final = re.compile(r"chunk-(\d{8,})\.log")
 _CHECKPOINT_RE: Final = re.compile(r"checkpoint-(\d{8,})\.cbor")
 _SPARE_RE: Final = re.compile(r"spare-(\d{8,})\.log")
 _SPARE_TMP_RE: Final = re.compile(r"spare-\d{8,}\.tmp")
 #: Most spare chunk files kept; a steady log deletes one chunk per chunk it starts.
 MAX_SPARES: Final = 2
-_CLOEXEC: Final = getattr(os, "O_CLOEXEC", 0)
 #: How far ahead of small appends the current chunk is zero-filled.
 ZERO_FILL: Final = 1 << 20
 #: Appends up to this size go into zero-filled space; larger ones are few per second at most, and
 #: their own size change is cheap next to the data they flush.
 ZERO_FILL_MAX_RECORD: Final = 64 << 10
 _ZEROS: Final = memoryview(bytes(ZERO_FILL))
-#: Most buffers one gathered write may take (the kernel's IOV_MAX; 1024 on Linux and macOS).
-_IOV_MAX: Final = 1024
 #: Appends from this size on bypass the page cache (O_DIRECT), where the system has it.
 DIRECT_MIN_RECORD: Final = 256 << 10
 _O_DIRECT: Final = getattr(os, "O_DIRECT", 0)
@@ -93,18 +92,6 @@ _BLOCK: Final = 4096
 #: The buffer direct appends are assembled in is kept for the next one up to this size.
 _KEEP_BUFFER: Final = 16 << 20
 
-if sys.platform == "darwin":
-
-    def _flush(fd: int) -> None:
-        # fsync on macOS stops at the drive's volatile cache; only F_FULLFSYNC survives power loss.
-        fcntl.fcntl(fd, fcntl.F_FULLFSYNC)
-
-    _flush_data = _flush
-else:
-    _flush = os.fsync
-    # The size change of an append is part of what fdatasync flushes; timestamps are not needed.
-    _flush_data = os.fdatasync if hasattr(os, "fdatasync") else os.fsync
-
 
 def chunk_name(n: int) -> str:
     return f"chunk-{n:08d}.log"
@@ -112,37 +99,6 @@ def chunk_name(n: int) -> str:
 
 def checkpoint_name(n: int) -> str:
     return f"checkpoint-{n:08d}.cbor"
-
-
-class LockHolder(TypedDict):
-    """Who holds a log's writer lock, as recorded in its LOCK file."""
-
-    pid: int
-    host: str
-    since: str
-
-
-def read_lock_holder(path: str | os.PathLike[str]) -> LockHolder | None:
-    """The writer recorded in a log's LOCK file (``path`` is the log directory or the file).
-
-    ``None`` when the log has no LOCK, no current writer (a clean ``close`` empties the file) or
-    one that has taken the lock but not yet written its record. A writer that crashed leaves its
-    record behind, so a caller that acts on the pid should check it is alive on ``host``.
-    """
-    lock = Path(path)
-    if lock.is_dir():
-        lock = lock / LOCK_NAME
-    try:
-        raw = lock.read_bytes()
-        data = json.loads(raw)
-    except (OSError, ValueError):
-        return None
-    if not isinstance(data, dict):
-        return None
-    pid, host, since = data.get("pid"), data.get("host"), data.get("since")
-    if not (isinstance(pid, int) and isinstance(host, str) and isinstance(since, str)):
-        return None
-    return LockHolder(pid=pid, host=host, since=since)
 
 
 def _path_from_url(url: str) -> Path:
@@ -164,54 +120,6 @@ def _path_from_url(url: str) -> Path:
     return Path(os.path.abspath(raw))
 
 
-def _describe(exc: OSError) -> tuple[str, str]:
-    """What went wrong in a few words, and what the operator should do about it."""
-    if exc.errno == errno.ENOSPC:
-        return "disk full", "free space and restart"
-    if exc.errno == errno.EDQUOT:
-        return "disk quota exceeded", "free space or raise the quota and restart"
-    name = errno.errorcode.get(exc.errno or 0, "unknown error")
-    text = exc.strerror or str(exc)
-    return f"{text} ({name})", "check the disk and restart"
-
-
-def _locked_message(directory: Path, holder: LockHolder | None) -> str:
-    if holder is None:
-        who = "another process (it has not recorded its pid yet)"
-    else:
-        who = f"pid {holder['pid']} on host {holder['host']} since {holder['since']}"
-    return f"log {directory} is in use by {who}; stop that process or pass another --log"
-
-
-def _read_exactly(fd: int, n: int, offset: int) -> bytes:
-    data = os.pread(fd, n, offset)
-    if len(data) != n:
-        raise OSError(errno.EIO, f"read {len(data)} of {n} bytes at offset {offset}")
-    return data
-
-
-def _write_all(fd: int, data: BytesLike, offset: int) -> None:
-    _write_parts(fd, (data,), offset)
-
-
-def _write_parts(fd: int, parts: Sequence[BytesLike], offset: int) -> None:
-    """Write the concatenation of ``parts`` at ``offset``, with as few system calls as the
-    kernel allows (at most IOV_MAX buffers each), resuming after short writes."""
-    views = [memoryview(p).cast("B") for p in parts if len(p)]
-    first = 0
-    while first < len(views):
-        batch = views[first : first + _IOV_MAX]
-        n = os.pwritev(fd, batch, offset) if len(batch) > 1 else os.pwrite(fd, batch[0], offset)
-        if n == 0:
-            raise OSError(errno.EIO, "write made no progress")
-        offset += n
-        while n and n >= len(views[first]):
-            n -= len(views[first])
-            first += 1
-        if n:
-            views[first] = views[first][n:]
-
-
 class LocalStore:
     """A log kept in one directory of the local file system.
 
@@ -226,7 +134,8 @@ class LocalStore:
         self.url = url
         self.path = _path_from_url(url)
         self.fsync = fsync
-        self._lock_fd = -1
+        #: the writer role: LocalStore.open acquires it, close releases it
+        self.lease = FlockLease(self.path, fsync=fsync)
         # The append target: its descriptor, number, path and the offset of its end. The offset is
         # tracked here rather than asked of the file so the hot path is one write and one flush.
         self._fd = -1
@@ -255,7 +164,7 @@ class LocalStore:
         self._verified: tuple[int, int] | None = None
 
     def __repr__(self) -> str:
-        state = "open" if self._lock_fd >= 0 else "closed"
+        state = "open" if self.lease.held else "closed"
         return f"LocalStore({str(self.path)!r}, {state})"
 
     def __enter__(self) -> LocalStore:
@@ -282,40 +191,9 @@ class LocalStore:
 
     def open(self) -> None:
         """Take the writer lock (creating the directory if needed); a no-op if already held."""
-        if self._lock_fd >= 0:
+        if self.lease.held:
             return
-        try:
-            self.path.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.path / LOCK_NAME, os.O_RDWR | os.O_CREAT | _CLOEXEC, 0o644)
-        except OSError as exc:
-            what, hint = _describe(exc)
-            raise StoreError(f"{what} opening log directory {self.path}; {hint}") from exc
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise LogLockedError(_locked_message(self.path, read_lock_holder(self.path))) from None
-        except OSError as exc:
-            os.close(fd)
-            what, _ = _describe(exc)
-            raise StoreError(
-                f"{what} locking log {self.path}; cannot take the writer role"
-            ) from exc
-        # held from here on, so that close() empties the record whatever interrupts us (a
-        # signal handler that raises may run as soon as the record's flush returns)
-        self._lock_fd = fd
-        since = datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
-        holder = {"pid": os.getpid(), "host": socket.gethostname(), "since": since}
-        try:
-            os.ftruncate(fd, 0)
-            _write_all(fd, json.dumps(holder).encode() + b"\n", 0)
-            if self.fsync:
-                _flush(fd)
-        except OSError as exc:
-            self._lock_fd = -1
-            os.close(fd)
-            what, hint = _describe(exc)
-            raise StoreError(f"{what} writing {self.path / LOCK_NAME}; {hint}") from exc
+        self.lease.acquire()
         self._failure = None
         self._drop_unfinished_spares()
 
@@ -323,16 +201,11 @@ class LocalStore:
         """Drop the append target and the writer lock. Idempotent."""
         self._drop_target()
         self._buffer = None  # the direct-I/O buffer: up to 16 MiB
-        fd, self._lock_fd = self._lock_fd, -1
-        if fd >= 0:
-            # Empty the record first so read_lock_holder stops naming a writer that has gone.
-            with contextlib.suppress(OSError):
-                os.ftruncate(fd, 0)
-            os.close(fd)
+        self.lease.release()
         self._verified = None
 
     def _require_writer(self, action: str) -> None:
-        if self._lock_fd < 0:
+        if not self.lease.held:
             raise StoreError(
                 f"log {self.path} is not open for writing; call open() before {action}"
             )
@@ -618,7 +491,7 @@ class LocalStore:
     def _no_target(self) -> StoreError:
         if self._failure is not None:
             return StoreError(f"log {self.path} stopped accepting records: {self._failure}")
-        if self._lock_fd < 0:
+        if not self.lease.held:
             return StoreError(
                 f"log {self.path} is not open for writing; call open() before appending"
             )

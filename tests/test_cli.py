@@ -1,25 +1,26 @@
-"""The command line: parsing, exit codes, error output, and the checkpoint request."""
+"""The command line: parsing, exit codes, error output, commands from other packages, and
+the checkpoint request through a running immortal's control socket."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
-import time
 import types
 from collections.abc import Iterator
+from importlib.metadata import EntryPoint
 from pathlib import Path
 
-import cbor2
 import pytest
+from support import APPS, Child, free_port, wait_for
 
-from ambrosia_edge import cli
-from ambrosia_edge.cli import build_parser, build_run_settings, local_log_dir, main, read_lock_pid
+from ambrosia_edge import cli, commands, control
+from ambrosia_edge.cli import build_parser, main
+from ambrosia_edge.commands.run import build_run_settings
 from ambrosia_edge.config import SECRET_ENV, PeerAddress, Settings, default_log_url
-from ambrosia_edge.errors import ConfigError
+from ambrosia_edge.store import open_store
 
 MiB = 1024 * 1024
 
@@ -29,6 +30,7 @@ def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.delenv(SECRET_ENV, raising=False)
     monkeypatch.delenv(cli.DEBUG_ENV, raising=False)
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    monkeypatch.delenv("XDG_RUNTIME_DIR", raising=False)
 
 
 def run_settings(*argv: str) -> Settings:
@@ -286,146 +288,196 @@ def test_error_in_a_real_process_has_no_traceback(tmp_path: Path) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# LOCK files and checkpoint requests
+# Commands from other packages
 
 
-@pytest.mark.parametrize(
-    ("content", "pid"),
-    [
-        (b"123", 123),
-        (b"123\n", 123),
-        (b"pid 123\n", 123),
-        (b"pid=123", 123),
-        (b"PID: 123", 123),
-        (b"host=pi\npid=123\n", 123),
-        (b'{"pid": 123, "host": "pi", "since": "2024-01-01T00:00:00Z"}', 123),
-        (b'{"pid": "123"}', 123),
-        (cbor2.dumps({"pid": 123, "host": "pi"}), 123),
-        (cbor2.dumps(123), 123),
-        (b"", None),
-        (b"garbage", None),
-        (b'{"host": "pi"}', None),
-        (b'{"pid": true}', None),
-        (b"pid=0", None),
-        (b"1", None),
-        (b"-5", None),
-        (b'{"pid": -1}', None),
-        (b"\xff\xfe\x00", None),
-    ],
-)
-def test_read_lock_pid(tmp_path: Path, content: bytes, pid: int | None) -> None:
-    lock = tmp_path / "LOCK"
-    lock.write_bytes(content)
-    assert read_lock_pid(lock) == pid
+def hello_main(args: argparse.Namespace) -> int:
+    print(f"hello {args.who}")
+    return 0
 
 
-def test_read_lock_pid_missing(tmp_path: Path) -> None:
-    assert read_lock_pid(tmp_path / "LOCK") is None
-    assert read_lock_pid(tmp_path) is None
+def hello_add_parser(
+    subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
+    name: str,
+    common: argparse.ArgumentParser,
+) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(name, parents=[common], help="say hello")
+    parser.add_argument("who")
+    return parser
 
 
-def test_local_log_dir() -> None:
-    assert local_log_dir("/var/x") == Path("/var/x")
-    assert local_log_dir("file:///var/my%20log") == Path("/var/my log")
-    assert local_log_dir("file://localhost/var/x") == Path("/var/x")
-    with pytest.raises(ConfigError, match="not on local disk"):
-        local_log_dir("memory://x")
-    with pytest.raises(ConfigError, match="names host 'other'"):
-        local_log_dir("file://other/var/x")
+def test_commands_from_the_entry_point_group(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fake_module(monkeypatch, "third_party_hello", add_parser=hello_add_parser, main=hello_main)
+    found = [
+        EntryPoint("hello", "third_party_hello", commands.ENTRY_POINT_GROUP),
+        EntryPoint("broken", "no_such_module_ae:thing", commands.ENTRY_POINT_GROUP),
+        EntryPoint("run", "third_party_hello", commands.ENTRY_POINT_GROUP),  # cannot replace
+    ]
+    monkeypatch.setattr(commands, "entry_points", lambda group: found)
+    assert main(["--help"]) == 0
+    listing = capsys.readouterr().out
+    assert "hello     say hello" in listing and "broken    (unavailable:" in listing
+    assert main(["hello", "you"]) == 0
+    assert capsys.readouterr().out == "hello you\n"
+    assert main(["broken"]) == 1
+    assert "command 'broken' (no_such_module_ae:thing) cannot be loaded" in capsys.readouterr().err
+    assert main(["run", "--help"]) == 0
+    assert "--checkpoint-bytes" in capsys.readouterr().out
 
 
-WAITER = """\
-import signal, sys, time
-signal.signal(signal.SIGUSR1, lambda *a: (print("checkpoint", flush=True), sys.exit(0)))
-print("ready", flush=True)
-time.sleep(60)
-"""
+def test_help_imports_no_command_body() -> None:
+    code = (
+        "import sys; from ambrosia_edge.cli import main; main(['--help']); "
+        "heavy = ['anyio'] + ['ambrosia_edge.' + m for m in "
+        "('runtime', 'coordinator', 'inspection', 'demo', 'control')]; "
+        "print(sorted(m for m in sys.modules if m in heavy))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert result.stdout.splitlines()[-1] == "[]"
+
+
+# ---------------------------------------------------------------------------------------------
+# Checkpoint requests through the control socket
+
+
+def server(tmp_path: Path, name: str, log: Path) -> Child:
+    status = tmp_path / f"status-{name}"
+    status.mkdir(exist_ok=True)
+    return Child(f"{APPS}:Counter", name, log, free_port(), {}, status)
+
+
+def socket_of(log: Path) -> list[Path]:
+    return control.find_sockets(control.log_identity(open_store(str(log))))
+
+
+def serving(child: Child) -> dict[str, object]:
+    """Wait until ``child`` answers on its control socket; its status."""
+
+    def answer() -> dict[str, object] | None:
+        assert child.proc is not None and child.proc.poll() is None, child.output()
+        for path in socket_of(child.log):
+            try:
+                return control.request(path, {"op": "status"})
+            except OSError:
+                pass
+        return None
+
+    status: dict[str, object] = wait_for(answer, 60, f"{child.name} to serve", child.output)
+    return status
 
 
 @pytest.fixture
-def waiter() -> Iterator[subprocess.Popen[str]]:
-    """A process that prints and exits on SIGUSR1, standing in for a running immortal."""
-    proc = subprocess.Popen([sys.executable, "-c", WAITER], stdout=subprocess.PIPE, text=True)
-    assert proc.stdout is not None
-    assert proc.stdout.readline() == "ready\n"
-    yield proc
-    if proc.poll() is None:
-        proc.kill()
-    proc.wait()
-    proc.stdout.close()
+def children() -> Iterator[list[Child]]:
+    started: list[Child] = []
+    yield started
+    for child in started:
+        child.kill()
 
 
-def write_lock(directory: Path, pid: int, host: str | None = None) -> Path:
-    directory.mkdir(parents=True, exist_ok=True)
-    lock = directory / "LOCK"
-    record = {"pid": pid, "host": host or socket.gethostname(), "since": "2024-01-01T00:00:00Z"}
-    lock.write_text(json.dumps(record))
-    return lock
-
-
-@pytest.mark.skipif(not hasattr(signal, "SIGUSR1"), reason="needs SIGUSR1")
-def test_checkpoint_signals_the_lock_holder(
-    tmp_path: Path, waiter: subprocess.Popen[str], capsys: pytest.CaptureFixture[str]
+def test_checkpoint_through_the_control_socket(
+    tmp_path: Path, children: list[Child], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    write_lock(tmp_path / "logs" / "server", waiter.pid)
-    assert main(["checkpoint", "server", "--log", str(tmp_path / "logs" / "server")]) == 0
-    assert capsys.readouterr().out == f"asked server (pid {waiter.pid}) to checkpoint\n"
-    assert waiter.wait(timeout=30) == 0
-    assert waiter.stdout is not None and waiter.stdout.read() == "checkpoint\n"
+    log = tmp_path / "logs" / "server"
+    child = server(tmp_path, "server", log)
+    children.append(child)
+    child.start()
+    assert child.proc is not None
+    status = serving(child)
+    assert status["ok"] is True
+    assert (status["name"], status["pid"], status["log"]) == ("server", child.proc.pid, str(log))
+    assert isinstance(status["epoch"], int) and status["epoch"] >= 1
+    (path,) = socket_of(log)
+    assert path.name.startswith("server-") and path.stat().st_mode & 0o777 == 0o600
+    assert path.parent.stat().st_mode & 0o777 == 0o700
+
+    assert main(["checkpoint", "server", "--log", str(log)]) == 0
+    assert capsys.readouterr().out == f"asked server (pid {child.proc.pid}) to checkpoint\n"
+    assert main(["checkpoint", str(log), "--wait"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"{log} (pid {child.proc.pid}) stored checkpoint ")
+    number = int(out.split()[-1])
+    assert (log / f"checkpoint-{number:08d}.cbor").exists()
+    assert number > int(str(status["chunk"]))
+
+    assert child.stop() == 0
+    assert not path.exists()  # removed on a clean stop
 
 
-@pytest.mark.skipif(not hasattr(signal, "SIGUSR1"), reason="needs SIGUSR1")
-def test_checkpoint_by_name_and_by_path(
-    tmp_path: Path, waiter: subprocess.Popen[str], monkeypatch: pytest.MonkeyPatch
+def test_two_immortals_of_different_names(
+    tmp_path: Path, children: list[Child], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    write_lock(Path(default_log_url("server")), waiter.pid)
-    assert main(["checkpoint", "server"]) == 0
-    assert waiter.wait(timeout=30) == 0
-    monkeypatch.chdir(Path(default_log_url("server")).parent)
-    assert main(["checkpoint", "./server"]) == 1  # that process is gone now
+    pair = [server(tmp_path, name, Path(default_log_url(name))) for name in ("alpha", "beta")]
+    children.extend(pair)
+    for child in pair:
+        child.start()
+    for child in pair:
+        serving(child)
+    for child in pair:
+        assert child.proc is not None
+        assert main(["checkpoint", child.name]) == 0
+        assert capsys.readouterr().out == (
+            f"asked {child.name} (pid {child.proc.pid}) to checkpoint\n"
+        )
 
 
-def test_checkpoint_without_running_instance(
+def test_stale_socket_of_a_killed_process_is_replaced(
+    tmp_path: Path, children: list[Child], capsys: pytest.CaptureFixture[str]
+) -> None:
+    log = tmp_path / "server"
+    child = server(tmp_path, "server", log)
+    children.append(child)
+    child.start()
+    assert child.proc is not None
+    killed = child.proc.pid
+    serving(child)
+    (path,) = socket_of(log)
+    child.kill()
+    assert path.exists()  # left behind
+
+    assert main(["checkpoint", "server", "--log", str(log)]) == 1
+    err = capsys.readouterr().err
+    assert f"no running immortal server (no control socket at {path})" in err
+    assert f"its log names pid {killed} as its writer" in err
+
+    child.start()
+    assert child.proc is not None
+    assert serving(child)["pid"] == child.proc.pid
+    assert socket_of(log) == [path]
+    assert main(["checkpoint", "server", "--log", str(log)]) == 0
+    assert capsys.readouterr().out == f"asked server (pid {child.proc.pid}) to checkpoint\n"
+
+
+def test_checkpoint_with_nothing_running(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     log = tmp_path / "srv"
+    expected = control.socket_path("srv", log.as_uri())
     assert main(["checkpoint", "srv", "--log", str(log)]) == 1
-    assert "no running instance of 'srv'" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert (
+        err == f"ambrosia-edge: error: no running immortal srv (no control socket at {expected})\n"
+    )
 
+    # a clean stop empties the lease record: nothing more to say
     log.mkdir()
     (log / "LOCK").write_bytes(b"")
-    assert main(["checkpoint", "srv", "--log", str(log)]) == 1
-    assert "stopped cleanly" in capsys.readouterr().err
-
-    gone = subprocess.Popen([sys.executable, "-c", "pass"])
-    gone.wait()
-    write_lock(log, gone.pid)
     assert main(["checkpoint", "srv", "--log", f"file://{log}"]) == 1
-    err = capsys.readouterr().err
-    assert f"process {gone.pid}" in err and "Traceback" not in err
+    assert f"(no control socket at {expected})\n" in capsys.readouterr().err
 
-
-def test_checkpoint_refuses_other_hosts(
-    tmp_path: Path, waiter: subprocess.Popen[str], capsys: pytest.CaptureFixture[str]
-) -> None:
-    write_lock(tmp_path, waiter.pid, host="some-other-host")
-    assert main(["checkpoint", str(tmp_path)]) == 1
-    assert "runs on host 'some-other-host'" in capsys.readouterr().err
-    assert waiter.poll() is None
-
-
-@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc")
-def test_checkpoint_refuses_a_reused_pid(
-    tmp_path: Path, waiter: subprocess.Popen[str], capsys: pytest.CaptureFixture[str]
-) -> None:
-    lock = write_lock(tmp_path, waiter.pid)
-    an_hour_ago = time.time() - 3600
-    os.utime(lock, (an_hour_ago, an_hour_ago))
-    assert main(["checkpoint", str(tmp_path)]) == 1
-    assert "reusing the pid" in capsys.readouterr().err
-    assert waiter.poll() is None  # not signalled
-
-
-def test_checkpoint_needs_a_local_log(capsys: pytest.CaptureFixture[str]) -> None:
+    # any tier: the log's URL is its identity when its tier has no lease
     assert main(["checkpoint", "srv", "--log", "memory://srv"]) == 1
-    assert "not on local disk" in capsys.readouterr().err
+    expected = control.socket_path("srv", "memory://srv")
+    assert f"no running immortal srv (no control socket at {expected})" in capsys.readouterr().err
+
+
+def test_checkpoint_names_the_host_a_lease_names(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    record = {"pid": 4242, "host": "some-other-host", "since": "2024-01-01T00:00:00Z"}
+    (tmp_path / "LOCK").write_text(json.dumps(record))
+    assert main(["checkpoint", str(tmp_path)]) == 1
+    assert "runs on host 'some-other-host' (per its log's lease)" in capsys.readouterr().err

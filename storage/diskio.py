@@ -1,0 +1,71 @@
+"""The system calls the local tier is built on: flushes that reach the disk, whole writes,
+and errors put in an operator's words. Shared by the log files and the writer lock."""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import sys
+from collections.abc import Sequence
+from typing import Final
+
+from ambrosia_edge.records import BytesLike
+
+__all__ = ["CLOEXEC", "IOV_MAX", "describe", "flush", "flush_data", "read_exactly", "write_all"]
+
+CLOEXEC: Final = getattr(os, "O_CLOEXEC", 0)
+#: Most buffers one gathered write may take (the kernel's IOV_MAX; 1024 on Linux and macOS).
+IOV_MAX: Final = 1024
+
+if sys.platform == "darwin":
+
+    def flush(fd: int) -> None:
+        # fsync on macOS stops at the drive's volatile cache; only F_FULLFSYNC survives power loss.
+        fcntl.fcntl(fd, fcntl.F_FULLFSYNC)
+
+    flush_data = flush
+else:
+    flush = os.fsync
+    # The size change of an append is part of what fdatasync flushes; timestamps are not needed.
+    flush_data = os.fdatasync if hasattr(os, "fdatasync") else os.fsync
+
+
+def describe(exc: OSError) -> tuple[str, str]:
+    """What went wrong in a few words, and what the operator should do about it."""
+    if exc.errno == errno.ENOSPC:
+        return "disk full", "free space and restart"
+    if exc.errno == errno.EDQUOT:
+        return "disk quota exceeded", "free space or raise the quota and restart"
+    name = errno.errorcode.get(exc.errno or 0, "unknown error")
+    text = exc.strerror or str(exc)
+    return f"{text} ({name})", "check the disk and restart"
+
+
+def read_exactly(fd: int, n: int, offset: int) -> bytes:
+    data = os.pread(fd, n, offset)
+    if len(data) != n:
+        raise OSError(errno.EIO, f"read {len(data)} of {n} bytes at offset {offset}")
+    return data
+
+
+def write_all(fd: int, data: BytesLike, offset: int) -> None:
+    write_parts(fd, (data,), offset)
+
+
+def write_parts(fd: int, parts: Sequence[BytesLike], offset: int) -> None:
+    """Write the concatenation of ``parts`` at ``offset``, with as few system calls as the
+    kernel allows (at most IOV_MAX buffers each), resuming after short writes."""
+    views = [memoryview(p).cast("B") for p in parts if len(p)]
+    first = 0
+    while first < len(views):
+        batch = views[first : first + IOV_MAX]
+        n = os.pwritev(fd, batch, offset) if len(batch) > 1 else os.pwrite(fd, batch[0], offset)
+        if n == 0:
+            raise OSError(errno.EIO, "write made no progress")
+        offset += n
+        while n and n >= len(views[first]):
+            n -= len(views[first])
+            first += 1
+        if n:
+            views[first] = views[first][n:]
