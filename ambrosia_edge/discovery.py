@@ -68,8 +68,11 @@ class StaticDiscovery:
         self._changes.append(name)
         self._changed.set()
 
-    async def changes(self) -> AsyncIterator[str]:
-        seen = len(self._changes)
+    def changes(self) -> AsyncIterator[str]:
+        # counted from now, not from the first ``anext``
+        return self._changes_after(len(self._changes))
+
+    async def _changes_after(self, seen: int) -> AsyncIterator[str]:
         while True:
             while seen < len(self._changes):
                 seen += 1
