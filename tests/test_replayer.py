@@ -8,6 +8,8 @@ import pytest
 from ambrosia_edge.storage.local import LocalStore
 
 from ambrosia_edge import Immortal, messages, rpc, wire
+from ambrosia_edge.coordinator import Coordinator
+from ambrosia_edge.errors import CheckpointError
 from ambrosia_edge.page import Entry, Page, chunk_header
 from ambrosia_edge.records import RecordType, encode_record
 from ambrosia_edge.recovery import Replayer
@@ -68,3 +70,25 @@ def test_a_replay_stopped_early_cannot_take_over(tmp_path: Path) -> None:
     epoch = replayer.coordinator.epoch
     replayer.finish()
     assert replayer.coordinator.epoch == epoch + 1
+
+
+def test_a_checkpoint_that_is_not_there_is_named(tmp_path: Path) -> None:
+    with pytest.raises(CheckpointError, match="has no checkpoint 3"):
+        Replayer(Counter, logged(tmp_path), name="counter", checkpoint=3, read_only=True)
+
+
+def test_the_coordinator_state_survives_snapshot_and_restore(tmp_path: Path) -> None:
+    """What a checkpoint keeps of the coordinator: executed watermarks, output buffers, epoch."""
+    replayer = Replayer(Counter, logged(tmp_path), name="counter", read_only=True)
+    replayer.run(until_page=3)
+    coordinator = replayer.coordinator
+    coordinator.send("elsewhere", messages.call("inc", (), {}, impulse=False), impulse=False)
+    coordinator.send("elsewhere", messages.call("tick", (), {}, impulse=True), impulse=True)
+    state = coordinator.snapshot()
+    assert state.next_page == 4 and state.inputs == {"client": (after(3), after(3))}
+    assert [len(entries) for _, entries in state.outputs.values()] == [1, 1]  # start, inc
+    again = Coordinator("counter", None, None)  # type: ignore[arg-type]
+    again.restore(state)
+    assert again.snapshot() == state
+    assert again.received["client"] == [after(3), after(3)]
+    assert again.durable["client"] == again.dispatched["client"] == (after(3), after(3))
