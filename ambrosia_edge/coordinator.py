@@ -26,10 +26,11 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 import anyio
+import anyio.abc
 
 from . import wire
 from .checkpoint import CoordinatorState
@@ -218,8 +219,28 @@ class Coordinator(Committer, Dispatcher, Checkpointing, Peers):
                 )
                 await self.discovery.publish(self.name, PeerAddress(listen.host, port))
             tg.start_soon(self._self_sender)
-            # a sender for each immortal discovery knows now (the --peer table, statically)
+            # a sender for each immortal discovery knows now (the --peer table, statically),
+            # and for each it comes to know later
+            senders: set[str] = set()
+            changes = self.discovery.changes()  # from now: none is missed after names()
             for destination in self.discovery.names():
                 if destination != self.name:
+                    senders.add(destination)
                     tg.start_soon(self._sender, destination)
+            tg.start_soon(self._follow_discovery, changes, tg, senders)
             task_status.started(port)
+
+    async def _follow_discovery(
+        self, changes: AsyncIterator[str], tg: anyio.abc.TaskGroup, senders: set[str]
+    ) -> None:
+        """Start a sender for each immortal that discovery tells of after we went live."""
+        try:
+            async for destination in changes:
+                if destination != self.name and destination not in senders:
+                    senders.add(destination)
+                    tg.start_soon(self._sender, destination)
+        finally:
+            aclose = getattr(changes, "aclose", None)
+            if aclose is not None:
+                with anyio.CancelScope(shield=True):
+                    await aclose()

@@ -92,3 +92,24 @@ async def test_a_sender_resolves_again_on_each_attempt() -> None:
         await eventually(lambda: welcomed == ["client"], "the sender to reach the moved peer")
         assert discovery.resolved[:2] == [gone, moved]
         tg.cancel_scope.cancel()
+
+
+async def test_a_sender_starts_for_an_immortal_discovered_while_live() -> None:
+    transport = TcpTransport()
+    welcomed: list[str] = []
+
+    async def serve(link: Link) -> None:
+        hello = await handshake.accept(link, nonce=os.urandom)
+        await handshake.welcome(link, hello, name="late", secret=None, total=0, replayable=0)
+        welcomed.append(hello.source)
+        await anyio.sleep_forever()
+
+    async with anyio.create_task_group() as tg:
+        port = await tg.start(transport.serve, "127.0.0.1", 0, serve)
+        discovery = StaticDiscovery()
+        client = Coordinator("client", None, transport, discovery=discovery)  # type: ignore[arg-type]
+        await tg.start(client.run)
+        assert welcomed == []
+        discovery.set("late", PeerAddress("127.0.0.1", port))
+        await eventually(lambda: welcomed == ["client"], "a sender to the discovered immortal")
+        tg.cancel_scope.cancel()
