@@ -3,7 +3,7 @@
 Received batches join the pending page (:meth:`Committer.accept_batch`); the committer task
 seals it, appends it to the log and, once it is durable, queues it for the dispatcher and
 acknowledges its inputs to their senders. While the log writer's thread writes one page,
-arrivals join the next, so the page size adapts to the load without any timer:
+arrivals join the next, so the page size adapts to the load without any timer::
 
     accept_batch ─► pending ─► seal ─► write: on the loop (small, quick) or the log writer
         ─► _logged: durable ─► dispatcher queue (or run at once) ─► ACK wake-ups

@@ -29,7 +29,8 @@ class Discovery(Protocol):
         """Make ``name`` reachable at ``address`` (called once listening, with the bound port)."""
 
     async def resolve(self, name: str) -> list[PeerAddress]:
-        """The addresses ``name`` may be reached at now, best first; empty when none is known."""
+        """The addresses ``name`` may be reached at now, best first; empty when none is known.
+        A lookup that fails raises OSError (the sender then waits and tries again)."""
 
     def names(self) -> list[str]:
         """The immortals known now; a coordinator keeps a sender for each of them."""
