@@ -29,6 +29,21 @@ CHECKPOINT_VERSION = 1
 
 
 @dataclass(slots=True)
+class CoordinatorState:
+    """The coordinator's part of a checkpoint: what it has executed, and its output buffers.
+
+    ``Coordinator.snapshot()`` gives it at a dispatch point, ``Coordinator.restore()`` starts
+    from it; the checkpoint document holds it beside the application's state.
+    """
+
+    epoch: int
+    next_page: int  # the first page not covered
+    inputs: dict[str, tuple[int, int]] = field(default_factory=dict)  # executed watermarks
+    #: destination -> (next replayable sequence number, [(replayable number, message), ...])
+    outputs: dict[str, tuple[int, list[tuple[int, bytes]]]] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
 class Checkpoint:
     immortal: str
     class_path: str
@@ -40,6 +55,36 @@ class Checkpoint:
     next_call_id: int
     inputs: dict[str, tuple[int, int]] = field(default_factory=dict)
     outputs: dict[str, tuple[int, list[tuple[int, bytes]]]] = field(default_factory=dict)
+
+    @classmethod
+    def build(
+        cls,
+        *,
+        immortal: str,
+        class_path: str,
+        class_version: int,
+        chunk: int,
+        state: bytes,
+        next_call_id: int,
+        coordinator: CoordinatorState,
+    ) -> Checkpoint:
+        """The document of an application's encoded state and its coordinator's."""
+        return cls(
+            immortal=immortal,
+            class_path=class_path,
+            class_version=class_version,
+            chunk=chunk,
+            next_page=coordinator.next_page,
+            epoch=coordinator.epoch,
+            state=state,
+            next_call_id=next_call_id,
+            inputs=coordinator.inputs,
+            outputs=coordinator.outputs,
+        )
+
+    @property
+    def coordinator(self) -> CoordinatorState:
+        return CoordinatorState(self.epoch, self.next_page, self.inputs, self.outputs)
 
     def encode(self) -> bytes:
         return cbor2.dumps(

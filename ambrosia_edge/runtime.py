@@ -1,15 +1,15 @@
 """Hosting one immortal in this process: recovery, going live, and the ``run`` entry point.
 
-Recovery (DESIGN §8, paper §3.3): load the newest checkpoint, replay every later page through
-the executor with outputs regenerated into the send buffers, then become primary in a new
-epoch and let the links realign sequence numbers with the peers.
+The process around the immortal lives here: building its store, transport, discovery and
+coordinator from the settings, signals, logging, the event loop's choice and exit codes.
+Replay itself is :mod:`.recovery`'s :class:`~ambrosia_edge.recovery.Replayer`, and the
+coordinator's part of a checkpoint is its own (``snapshot``/``restore``).
 """
 
 from __future__ import annotations
 
 import importlib
 import importlib.util
-import inspect
 import logging
 import os
 import signal
@@ -24,17 +24,17 @@ import anyio
 import anyio.from_thread
 import anyio.lowlevel
 
-from . import codec, messages
-from .checkpoint import Checkpoint, decode_checkpoint
+from . import codec
+from .checkpoint import Checkpoint
 from .config import PeerAddress, Settings
 from .control import log_identity, serve_control, socket_path
-from .coordinator import Coordinator
-from .errors import AmbrosiaError, CheckpointError, ConfigError, CorruptLogError, StateEncodingError
+from .coordinator import Coordinator, CoordinatorOptions
+from .discovery import Discovery, open_discovery
+from .errors import AmbrosiaError, ConfigError, StateEncodingError
 from .executor import Executor
 from .feed import feed_sources
 from .immortal import Immortal, state_of
-from .page import chunk_header, decode_chunk_header, decode_page
-from .records import RecordType, encode_record
+from .recovery import Replayer
 from .sources import ImpulseSource
 from .store import LogStore, open_store
 from .transport import TRANSPORTS, Transport
@@ -56,6 +56,7 @@ class Runtime:
         *,
         store: LogStore | None = None,
         transport: Transport | None = None,
+        discovery: Discovery | None = None,
         sources: Sequence[ImpulseSource | str] = (),
     ) -> None:
         if not (isinstance(cls, type) and issubclass(cls, Immortal)):
@@ -65,16 +66,23 @@ class Runtime:
         self.name = settings.name
         self.store = store if store is not None else open_store(settings.log, fsync=settings.fsync)
         self.transport = transport if transport is not None else default_transport()
+        self.discovery = (
+            discovery if discovery is not None else open_discovery(peers=settings.peers)
+        )
         #: run on the primary besides the immortal's own impulse_sources() (sources.py)
         self.sources = list(sources)
-        self.coordinator = Coordinator(
-            self.name, self.store, self.transport, settings, on_checkpoint=self._checkpoint
-        )
+        #: built by recovery, with the immortal's executor
+        self._coordinator: Coordinator | None = None
         self.executor: Executor | None = None
         self.port: int | None = None
         self.recovery: dict[str, Any] = {}
         #: where to serve the control socket while live (``run`` sets it; None: no socket)
         self.control: Path | None = None
+
+    @property
+    def coordinator(self) -> Coordinator:
+        assert self._coordinator is not None, "the runtime has not recovered yet"
+        return self._coordinator
 
     @property
     def immortal(self) -> Immortal:
@@ -91,123 +99,36 @@ class Runtime:
         start from: -1 the newest, None none at all (replay the whole log).
         """
         started = time.monotonic()
-        store = self.store
-        if not read_only:
-            store.open()
-        coordinator = self.coordinator
-        chunks = store.list_chunks()
-        checkpoints = store.list_checkpoints()
-        if from_checkpoint is None:
-            checkpoints = []
-        elif from_checkpoint != -1:
-            if from_checkpoint not in checkpoints:
-                raise CheckpointError(
-                    f"{store.url} has no checkpoint {from_checkpoint} "
-                    f"(it has {checkpoints or 'none'})"
-                )
-            checkpoints = checkpoints[: checkpoints.index(from_checkpoint) + 1]
-        checkpoint: Checkpoint | None = None
-        if checkpoints:
-            n = checkpoints[-1]
-            checkpoint = decode_checkpoint(
-                store.read_checkpoint(n), f"checkpoint {n} of {store.url}"
-            )
-            self._restore(checkpoint)
-            replay = [c for c in chunks if c >= checkpoint.chunk]
-        else:
-            if chunks and chunks[0] != 1:
-                raise CheckpointError(
-                    f"log {store.url} starts at chunk {chunks[0]} but has no checkpoint to start "
-                    "from; restore the missing checkpoint files"
-                )
-            self._fresh()
-            replay = chunks
-        executor = self.executor
-        assert executor is not None
-        executor.replaying = True
-        pages = 0
-        have_header = False
-        for chunk in replay:
-            last = chunk == chunks[-1]
-            have_header = False
-            for offset, body in store.read_records(chunk, repair=last and not read_only):
-                where = f"{store.url} chunk {chunk} offset {offset}"
-                if not have_header:
-                    decode_chunk_header(body, where)
-                    have_header = True
-                    continue
-                page = decode_page(body, where)
-                if checkpoint is not None and page.number < checkpoint.next_page:
-                    continue
-                if page.number != coordinator.next_page:
-                    raise CorruptLogError(
-                        f"{where}: page {page.number} follows page {coordinator.next_page - 1}; "
-                        "pages are missing, so replay would not be faithful"
-                    )
-                coordinator.apply_page(page)
-                pages += 1
-        # never reuse a number: a checkpoint may outlive the chunks of its own number
-        coordinator.chunk = max(chunks[-1:] + store.list_checkpoints()[-1:] + [0])
-        if read_only:
-            pass
-        elif chunks and chunks[-1] >= coordinator.chunk:
-            store.resume_chunk(chunks[-1])
-            coordinator.chunk = chunks[-1]
-            if not have_header:
-                store.append(
-                    encode_record(
-                        chunk_header(self.name, chunks[-1], coordinator.next_page),
-                        RecordType.CHUNK_HEADER,
-                    )
-                )
-        else:
-            coordinator.checkpoint_requested = True  # the next chunk opens with a checkpoint
-        coordinator.epoch += 1
-        for out in coordinator.outputs.values():
-            out.drop_impulses()
+        replayer = Replayer(
+            self.cls,
+            self.store,
+            name=self.name,
+            checkpoint=from_checkpoint,
+            read_only=read_only,
+            coordinator=self._build_coordinator,
+        )
+        replayer.run()
+        replayer.finish()
+        self._coordinator = replayer.coordinator
+        self.executor = replayer.executor
+        checkpoint = replayer.checkpoint
         self.recovery = {
             "checkpoint": checkpoint.chunk if checkpoint else None,
-            "pages": pages,
+            "pages": replayer.pages,
             "seconds": time.monotonic() - started,
-            "epoch": coordinator.epoch,
+            "epoch": replayer.coordinator.epoch,
         }
 
-    def _fresh(self) -> None:
-        try:
-            obj = self.cls()
-        except TypeError as exc:
-            raise ConfigError(
-                f"{self.cls.__name__}() must be constructible without arguments: {exc}"
-            ) from None
-        self.executor = Executor(self.name, obj, self.coordinator)
-        self.coordinator.executor = self.executor
-        # the logical start is a message to ourselves, so on_first_start runs from the log
-        self.coordinator.send(self.name, messages.start(), impulse=False)
-
-    def _restore(self, checkpoint: Checkpoint) -> None:
-        if checkpoint.immortal != self.name:
-            raise CheckpointError(
-                f"the checkpoint in {self.store.url} belongs to immortal {checkpoint.immortal!r}, "
-                f"not {self.name!r}; check --name and --log"
-            )
-        obj = self.cls.__new__(self.cls)
-        executor = Executor(self.name, obj, self.coordinator)
-        self.executor = executor
-        self.coordinator.executor = executor
-        state = codec.decode(checkpoint.state, proxy_factory=executor.proxy)
-        if checkpoint.class_version != self.cls.version:
-            state = self.cls.upgrade(state, checkpoint.class_version)
-        _set_attributes(obj, state)
-        executor.next_call_id = checkpoint.next_call_id
-        coordinator = self.coordinator
-        coordinator.epoch = checkpoint.epoch
-        coordinator.next_page = checkpoint.next_page
-        for source, mark in checkpoint.inputs.items():
-            coordinator.received[source] = list(mark)
-            coordinator.durable[source] = mark
-            coordinator.dispatched[source] = mark
-        for destination, (next_replayable, entries) in checkpoint.outputs.items():
-            coordinator.output(destination).restore(next_replayable, entries)
+    def _build_coordinator(self, executor: Callable[[Coordinator], Executor]) -> Coordinator:
+        return Coordinator(
+            self.name,
+            self.store,
+            self.transport,
+            CoordinatorOptions.from_settings(self.settings),
+            discovery=self.discovery,
+            executor=executor,
+            on_checkpoint=self._checkpoint,
+        )
 
     def _checkpoint(self, chunk: int, next_page: int) -> bytes | None:
         """Snapshot at the current dispatch point (called between pages), or None if busy."""
@@ -223,21 +144,16 @@ class Runtime:
             for attribute, value in state.items():  # name the attribute, not just the path
                 codec.encode(value, where=f"{type(obj).__name__}.{attribute}")
             raise
-        coordinator = self.coordinator
-        return Checkpoint(
+        coordinator = self.coordinator.snapshot()
+        assert coordinator.next_page == next_page
+        return Checkpoint.build(
             immortal=self.name,
             class_path=class_path(self.cls),
             class_version=self.cls.version,
             chunk=chunk,
-            next_page=next_page,
-            epoch=coordinator.epoch,
             state=encoded,
             next_call_id=executor.next_call_id,
-            inputs=dict(coordinator.dispatched),
-            outputs={
-                destination: (out.next_replayable, list(out.replayable_entries()))
-                for destination, out in coordinator.outputs.items()
-            },
+            coordinator=coordinator,
         ).encode()
 
     def request_checkpoint(self) -> None:
@@ -278,20 +194,8 @@ class Runtime:
 
                 executor.go_live(spawn, call_from_thread)
                 self.port = await tg.start(self.coordinator.run)
-                r = self.recovery
-                source = f"checkpoint {r['checkpoint']}" if r["checkpoint"] else "the start"
-                listen = self.settings.listen
-                where = f"; listening on {listen.host}:{self.port}" if listen and self.port else ""
-                log.info(
-                    "%s: recovered from %s + %d pages of %s in %.2f s; primary in epoch %d%s",
-                    self.name,
-                    source,
-                    r["pages"],
-                    self.store.url,
-                    r["seconds"],
-                    r["epoch"],
-                    where,
-                )
+                self._log_recovered()
+                # live from here on: what runs only on a primary starts now
                 if self.control is not None:
                     await tg.start(serve_control, self, self.control)
                 await tg.start(feed_sources, executor.obj, self.coordinator, self.sources)
@@ -299,6 +203,22 @@ class Runtime:
                 task_status.started(self)
         finally:
             self.store.close()
+
+    def _log_recovered(self) -> None:
+        r = self.recovery
+        source = f"checkpoint {r['checkpoint']}" if r["checkpoint"] else "the start"
+        listen = self.settings.listen
+        where = f"; listening on {listen.host}:{self.port}" if listen and self.port else ""
+        log.info(
+            "%s: recovered from %s + %d pages of %s in %.2f s; primary in epoch %d%s",
+            self.name,
+            source,
+            r["pages"],
+            self.store.url,
+            r["seconds"],
+            r["epoch"],
+            where,
+        )
 
 
 async def _guarded(name: str, fn: Callable[..., Awaitable[Any]], *args: Any) -> None:
@@ -375,24 +295,6 @@ def run_immortal(settings: Settings) -> int:
         sys.stderr.flush()
         os._exit(0)
     return 0
-
-
-def _set_attributes(obj: object, state: dict[str, Any]) -> None:
-    """Give a restored object its attributes as its constructor would have: one by one.
-
-    ``vars(obj).update(state)`` gave the same attributes in a dictionary of another kind (a
-    materialized one, no longer sharing its keys with the class), where every attribute access
-    of a handler is slower: replay from a checkpoint ran at 3.5-4.0M messages/s against 5.7M
-    from an object built by its constructor. A name the class defines as a data descriptor
-    (a property, say) goes straight into the dictionary, as before, bypassing the descriptor.
-    """
-    cls = type(obj)
-    for name, value in state.items():
-        descriptor = inspect.getattr_static(cls, name, None)
-        if descriptor is not None and hasattr(type(descriptor), "__set__"):
-            vars(obj)[name] = value
-        else:
-            object.__setattr__(obj, name, value)
 
 
 class _StopRecovering(BaseException):

@@ -1,9 +1,10 @@
 """Replay speed: rebuild an immortal from its log, in a fresh process, and time it.
 
 ``python -m benchmarks.replay LOG TARGET NAME [--from-start]`` prints one JSON line: the seconds
-``Runtime.recover(read_only=True)`` took, the pages it replayed, the messages in them and the
-counters of the state it ended with. By default recovery starts from the newest checkpoint, as a
-restart does; ``--from-start`` ignores the checkpoints and replays every page of the log.
+a read-only :class:`~ambrosia_edge.recovery.Replayer` took to load and replay the log, the pages
+it replayed, the messages in them and the counters of the state it ended with. By default
+replay starts from the newest checkpoint, as a restart does; ``--from-start`` ignores the
+checkpoints and replays every page of the log.
 """
 
 from __future__ import annotations
@@ -17,8 +18,8 @@ from ambrosia_edge import codec
 from ambrosia_edge.checkpoint import decode_checkpoint
 from ambrosia_edge.config import Settings
 from ambrosia_edge.loader import load_class
-from ambrosia_edge.runtime import Runtime
-from ambrosia_edge.store import LogStore
+from ambrosia_edge.recovery import Replayer
+from ambrosia_edge.store import LogStore, open_store
 
 #: The BenchServer's counters; each message it executes adds one to exactly one of them.
 COUNTERS = ("received", "count", "pings")
@@ -44,19 +45,26 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     cls = load_class(args.target)
     settings = Settings(target=args.target, name=args.name, log=args.log)
-    runtime = Runtime(cls, settings)  # type: ignore[arg-type]
+    store = open_store(settings.log, fsync=settings.fsync)
     started = time.perf_counter()
-    runtime.recover(read_only=True, from_checkpoint=None if args.from_start else -1)
+    replayer = Replayer(
+        cls,  # type: ignore[arg-type]
+        store,
+        name=args.name,
+        checkpoint=None if args.from_start else -1,
+        read_only=True,
+    )
+    replayer.run()
     seconds = time.perf_counter() - started
     # the BenchServer counts every message it executes; subtract what the checkpoint held
-    state = vars(runtime.immortal)
-    n = runtime.recovery["checkpoint"]
-    before = counted(checkpoint_state(runtime.store, n)) if n else 0
+    state = replayer.state
+    n = replayer.checkpoint.chunk if replayer.checkpoint is not None else None
+    before = counted(checkpoint_state(store, n)) if n else 0
     print(
         json.dumps(
             {
                 "seconds": seconds,
-                "pages": runtime.recovery["pages"],
+                "pages": replayer.pages,
                 "checkpoint": n,
                 "messages": counted(state) - before,
                 "state": {k: int(state.get(k, 0)) for k in (*COUNTERS, "bytes")},

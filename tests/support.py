@@ -13,8 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ambrosia_edge.config import Settings
-from ambrosia_edge.coordinator import Coordinator
+from ambrosia_edge.coordinator import Coordinator, CoordinatorOptions
 from ambrosia_edge.testing import free_port
 
 __all__ = [
@@ -151,14 +150,15 @@ class Idle:
 def lone_coordinator(store: Any, executor: Any = None, **settings: Any) -> Coordinator:
     """Immortal "a"'s coordinator on ``store``, live in chunk 1, with no links: its committer,
     dispatcher and checkpointer are started by the test. A checkpoint is ``b"state"``."""
+    runner = executor if executor is not None else Idle()
     coordinator = Coordinator(
         "a",
         store,
         None,  # type: ignore[arg-type]
-        Settings(target="m:C", name="a", log="memory://a", **settings),
+        CoordinatorOptions(**settings),
+        executor=lambda outbox: runner,
         on_checkpoint=lambda chunk, first_page: b"state",
     )
-    coordinator.executor = executor if executor is not None else Idle()
     coordinator.live = True
     coordinator.chunk = 1
     return coordinator

@@ -19,7 +19,6 @@ import hmac
 import logging
 import math
 import re
-import types
 from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta, timezone
 from decimal import Decimal
@@ -32,18 +31,18 @@ import anyio
 import cbor2
 import pytest
 
-import ambrosia_edge.coordinator as coordinator_module
-from ambrosia_edge import codec, messages, wire
+from ambrosia_edge import codec, handshake, messages, wire
 from ambrosia_edge.checkpoint import Checkpoint, decode_checkpoint
 from ambrosia_edge.codec import ProxyRef
-from ambrosia_edge.config import Settings
-from ambrosia_edge.coordinator import MAX_BATCH, MAX_MESSAGE, Coordinator, _mac
+from ambrosia_edge.coordinator import MAX_MESSAGE, Coordinator, CoordinatorOptions
 from ambrosia_edge.errors import AuthenticationError, BrokenByPeer, CodecError, ProtocolError
 from ambrosia_edge.executor import Executor
+from ambrosia_edge.handshake import mac as _mac
 from ambrosia_edge.immortal import Immortal, rpc
 from ambrosia_edge.messages import Kind
 from ambrosia_edge.outputs import Output
 from ambrosia_edge.page import Entry, Page, chunk_header, decode_chunk_header, decode_page
+from ambrosia_edge.peers import MAX_BATCH
 from ambrosia_edge.records import RecordType, encode_record, scan_records
 from ambrosia_edge.wire import Frame
 
@@ -418,10 +417,16 @@ def test_checkpoint_vector_decodes() -> None:
 # --- the worked examples of section 4 ------------------------------------------------------------
 
 
-def receiver(name: str = "server", secret: str | None = None) -> Coordinator:
-    """A coordinator that is only fed batches or links: it needs no store and no transport."""
-    settings = Settings(target="counter:Counter", name=name, log="memory://vectors", secret=secret)
-    return Coordinator(name, None, None, settings)  # type: ignore[arg-type]
+def receiver(name: str = "server", secret: str | None = None, nonce: bytes = NONCE) -> Coordinator:
+    """A coordinator that is only fed batches or links: it needs no store and no transport.
+    Its fresh nonces are ``nonce``, so that it writes the documented frames."""
+    return Coordinator(
+        name,
+        None,  # type: ignore[arg-type]
+        None,  # type: ignore[arg-type]
+        CoordinatorOptions(secret=secret),
+        nonce=lambda n: nonce,
+    )
 
 
 R = messages.call("inc", (), {}, impulse=False)
@@ -613,13 +618,20 @@ class ScriptedLink:
         pass
 
 
-def fixed_nonce(monkeypatch: pytest.MonkeyPatch, nonce: bytes) -> None:
-    """Make the coordinator's fresh nonces the documented ones."""
-    monkeypatch.setattr(coordinator_module, "os", types.SimpleNamespace(urandom=lambda n: nonce))
+async def initiate(client: Coordinator, link: ScriptedLink, destination: str) -> tuple[int, int]:
+    """The sender's side of the handshake, as the client's sender runs it."""
+    return await handshake.initiate(
+        link,  # type: ignore[arg-type]
+        name=client.name,
+        destination=destination,
+        epoch=client.epoch,
+        secret=client.options.secret,
+        nonce=client._nonce,
+    )
 
 
 def sender(secret: str | None) -> Coordinator:
-    client = receiver("client", secret)
+    client = receiver("client", secret, nonce=HELLO_NONCE)
     client.epoch = 3
     return client
 
@@ -631,16 +643,13 @@ def refusal(data: bytes) -> dict[str, Any]:
 
 
 @pytest.mark.anyio
-async def test_the_sender_writes_the_documented_hello_and_accepts_the_welcome(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    fixed_nonce(monkeypatch, HELLO_NONCE)
+async def test_the_sender_writes_the_documented_hello_and_accepts_the_welcome() -> None:
     link = ScriptedLink(vector("frame-challenge"), vector("frame-welcome-mac"))
-    assert await sender(SECRET)._hello(link, "server") == (300, 200)
+    assert await initiate(sender(SECRET), link, "server") == (300, 200)
     assert link.sent == [vector("frame-hello-mutual")]
     # without a secret: no mac, no nonce, and a WELCOME mac is ignored
     link = ScriptedLink(vector("frame-challenge"), vector("frame-welcome-mac"))
-    assert await sender(None)._hello(link, "server") == (300, 200)
+    assert await initiate(sender(None), link, "server") == (300, 200)
     assert link.sent == [vector("frame-hello-nomac")]
 
 
@@ -685,12 +694,10 @@ WELCOME_MAC = _mac(SECRET, HELLO_NONCE, "server", "client", welcome=True)
     ],
 )
 async def test_the_sender_refuses_a_bad_challenge_or_welcome(
-    monkeypatch: pytest.MonkeyPatch,
     challenge: dict[str, Any] | None,
     welcome: dict[str, Any] | None,
     error: type[Exception],
 ) -> None:
-    fixed_nonce(monkeypatch, HELLO_NONCE)
     frames = [
         vector("frame-challenge")
         if challenge is None
@@ -699,17 +706,14 @@ async def test_the_sender_refuses_a_bad_challenge_or_welcome(
     ]
     link = ScriptedLink(*frames)
     with pytest.raises(error) as caught:
-        await sender(SECRET)._hello(link, "server")
+        await initiate(sender(SECRET), link, "server")
     if error is ProtocolError:
         assert not isinstance(caught.value, AuthenticationError)
     assert len(link.sent) == (0 if challenge is not None else 1)
 
 
 @pytest.mark.anyio
-async def test_the_receiver_writes_the_documented_challenge_and_welcome(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    fixed_nonce(monkeypatch, NONCE)
+async def test_the_receiver_writes_the_documented_challenge_and_welcome() -> None:
     server = receiver(secret=SECRET)
     server.received["client"] = [300, 200]
     server.durable["client"] = (300, 200)
@@ -732,9 +736,8 @@ async def test_the_receiver_writes_the_documented_challenge_and_welcome(
     ids=["mac without nonce", "no mac"],
 )
 async def test_a_receiver_with_the_secret_refuses_an_incomplete_hello(
-    monkeypatch: pytest.MonkeyPatch, hello: str, code: str
+    hello: str, code: str
 ) -> None:
-    fixed_nonce(monkeypatch, NONCE)
     link = ScriptedLink(vector(hello))
     await receiver(secret=SECRET).serve_link(link)
     challenge, refused = link.sent
@@ -743,10 +746,7 @@ async def test_a_receiver_with_the_secret_refuses_an_incomplete_hello(
 
 
 @pytest.mark.anyio
-async def test_welcome_waits_until_the_received_watermark_is_durable(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    fixed_nonce(monkeypatch, NONCE)
+async def test_welcome_waits_until_the_received_watermark_is_durable() -> None:
     server = receiver(secret=SECRET)
     server.received["client"] = [300, 200]  # accepted, still in the page being built
     server.durable["client"] = (250, 180)

@@ -22,7 +22,8 @@ from ambrosia_edge import (
 )
 from ambrosia_edge.config import Settings
 from ambrosia_edge.immortal import state_of
-from ambrosia_edge.runtime import Runtime, _set_attributes
+from ambrosia_edge.recovery import _set_attributes
+from ambrosia_edge.runtime import Runtime
 
 pytestmark = pytest.mark.anyio
 

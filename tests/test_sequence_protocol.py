@@ -14,13 +14,12 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from ambrosia_edge import wire
-from ambrosia_edge.config import Settings
 from ambrosia_edge.coordinator import Coordinator
 from ambrosia_edge.outputs import Output
 
 
 def receiver(durable: dict[str, tuple[int, int]]) -> Coordinator:
-    coordinator = Coordinator("r", None, None, Settings(target="m:C", name="r", log="memory://r"))  # type: ignore[arg-type]
+    coordinator = Coordinator("r", None, None)  # type: ignore[arg-type]
     for source, mark in durable.items():
         coordinator.received[source] = list(mark)
         coordinator.durable[source] = mark

@@ -1,0 +1,317 @@
+"""The committer: where a page is committed (paper §3.3, group commit).
+
+Received batches join the pending page (:meth:`Committer.accept_batch`); the committer task
+seals it, appends it to the log and, once it is durable, queues it for the dispatcher and
+acknowledges its inputs to their senders. While the log writer's thread writes one page,
+arrivals join the next, so the page size adapts to the load without any timer::
+
+    accept_batch ─► pending ─► seal ─► write: on the loop (small, quick) or the log writer
+        ─► _logged: durable ─► dispatcher queue (or run at once) ─► ACK wake-ups
+
+A batch that finds the committer idle, with nothing more received behind it, is written by
+the task that received it, a task switch sooner. A page that fills up while a large one is
+being written is sealed at once and queued for the log writer, which writes it right after,
+so the disk does not idle while the loop hands it over.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import anyio
+
+from . import failpoints, wire
+from .errors import ProtocolError
+from .logwriter import LogWriter
+from .page import Entry, Page
+from .records import BytesLike, RecordType, encode_record, encode_record_parts
+from .store import LogStore
+from .wakeup import Wakeup
+
+if TYPE_CHECKING:
+    from .coordinator_options import CoordinatorOptions
+    from .outputs import Output
+
+#: Most full pages waiting for the log writer while it writes another (two measured ~10% faster
+#: than one at 64 KiB messages, three no faster).
+_SEALED_AHEAD = 2
+#: A small append on the event loop must take less than this for the next to go there too.
+INLINE_APPEND_BUDGET = 0.0005
+
+#: Builds the log writer around the function that appends one page: ``(write, name)``.
+LogWriterFactory = Callable[[Callable[[Page], int], str], LogWriter]
+#: Seconds, for timing appends: ``time.perf_counter`` unless a test brings its own.
+Clock = Callable[[], float]
+
+
+class Committer:
+    """The committing part of :class:`~ambrosia_edge.coordinator.Coordinator` (a mixin: the
+    parts share one object's attributes, so the per-message path looks nothing up twice)."""
+
+    #: told the link to ourselves' durable total each time a page holding messages on it is
+    #: logged (from _self_ack: once a page, and only while an impulse source runs; feed.py)
+    on_self_durable: Callable[[int], None] | None = None
+
+    if TYPE_CHECKING:
+        # of the coordinator
+        name: str
+        store: LogStore
+        options: CoordinatorOptions
+        epoch: int
+        next_page: int
+        received: dict[str, list[int]]
+        durable: dict[str, tuple[int, int]]
+        stats: dict[str, int]
+
+        def output(self, destination: str) -> Output: ...
+
+        # of the dispatcher
+        _dispatcher_idle: bool
+        _durable_queue: deque[Page]
+        _have_durable: Wakeup
+
+        def _dispatch(self, page: Page) -> None: ...
+        def _over_bound(self) -> bool: ...
+
+        # of checkpointing
+        checkpoint_requested: bool
+
+        def _checkpoint_due(self) -> bool: ...
+        async def _roll(self) -> None: ...
+
+        # of the peer sessions
+        _ack_wanted: dict[str, Wakeup]
+
+    def _init_committer(self, store: LogStore, log_writer: LogWriterFactory, clock: Clock) -> None:
+        self._pending: list[Entry] = []
+        self._pending_bytes = 0
+        # writes the pages the loop does not (large ones, and any while small appends are slow);
+        # started and stopped by the committer
+        self._writer = log_writer(self._write, self.name)
+        self._clock = clock
+        self._committer_idle = False  # waiting for input: an arrival may be written at once
+        self._failure: BaseException | None = None  # of a page written on arrival
+        #: small appends go on the event loop (store.py explains), while they are quick
+        self._inline_limit: int = getattr(store, "inline_append_limit", 0)
+        self._inline_ok = True
+        self._append: Callable[[list[BytesLike]], None] = getattr(store, "append_parts", None) or (
+            lambda parts: store.append(b"".join(parts))
+        )
+        self._trims: dict[str, int] = {}  # acks received since the last page
+        self._have_input = Wakeup()
+        self._page_room = Wakeup()
+        self._durable_changed = Wakeup()
+        self.log_bytes = 0  # since the last checkpoint
+
+    def accept_batch(
+        self,
+        source: str,
+        first: int,
+        count: int,
+        replayable: int,
+        batch: bytes,
+        *,
+        trusted: bool = False,
+        last: bool = False,
+    ) -> None:
+        """Add a received DATA batch to the next page, dropping what was already received.
+
+        ``last``: nothing more has arrived behind it. If the committer is idle then, a small
+        page is written right here rather than by the committer once it is scheduled: a lone
+        awaited call waits for two such appends, and each task switch on the way is ~10 µs.
+        """
+        offsets: list[int] | None = None
+        if not trusted:
+            offsets, actual = wire.scan_batch(batch, count)
+            if actual != replayable:
+                raise ProtocolError(
+                    f"{source} sent a batch claiming {replayable} replayable messages, "
+                    f"but it holds {actual}"
+                )
+        mark = self.received.get(source)
+        if mark is None:
+            mark = self.received[source] = [0, 0]
+        held = mark[0]
+        if first > held + 1:
+            raise ProtocolError(
+                f"{source} sent message {first} but {held + 1} was expected (a gap)"
+            )
+        if first + count - 1 <= held:
+            return  # a duplicate from a replaced connection
+        if first <= held:
+            skip = held - first + 1
+            if offsets is None:
+                offsets = wire.scan_batch(batch, count)[0]
+            skipped = wire.split_messages(batch[: offsets[skip]], skip)
+            replayable -= sum(1 for m in skipped if not m[0] & 0x80)
+            batch = batch[offsets[skip] :]
+            count -= skip
+            first = held + 1
+        self._pending.append(Entry(source, first, mark[1] + 1, count, replayable, batch))
+        mark[0] += count
+        mark[1] += replayable
+        self._pending_bytes += len(batch)
+        if last and self._committer_idle and self._may_append_inline():
+            try:
+                self._append_inline(self._seal())
+                if self.log_bytes >= self.options.checkpoint_bytes:
+                    self._have_input.set()  # the committer rolls the log, not the next arrival
+            except Exception as exc:
+                # the committer raises it: a page that could not be logged (or run) stops
+                # the immortal, as when the committer writes it, and is reported once
+                self._failure = exc
+                self._have_input.set()
+            return
+        self._have_input.set()
+        self._seal_ahead()
+
+    def _seal_ahead(self) -> None:
+        """A full page waits while another is written: hand it to the log writer now, which
+        writes it straight after, without waiting for this loop (~1 ms on a busy machine).
+        Group commit loses nothing: the page is full. Not when a checkpoint is due, which the
+        committer takes between pages: under steady load pages sealed ahead would keep
+        putting it off."""
+        if (
+            self._writer.in_flight
+            and self._writer.queued < _SEALED_AHEAD
+            and self._pending_bytes >= self.options.page_bytes
+            and not self.checkpoint_requested
+            and self.log_bytes < self.options.checkpoint_bytes
+            and not failpoints.armed  # (every page passes the committer's crash point then)
+        ):
+            self._writer.submit(self._seal())
+            self.stats["sealed_ahead"] += 1
+
+    async def wait_page_room(self) -> None:
+        while self._pending_bytes > self.options.page_bytes:
+            await self._page_room.wait()
+
+    # --- the committer: group commit -------------------------------------------------------
+
+    def _seal(self) -> Page:
+        entries, self._pending = self._pending, []
+        self._pending_bytes = 0
+        self._page_room.set()
+        # the page takes every pending entry, so `received` is exactly the watermark after it
+        inputs = {
+            e.source: (self.received[e.source][0], self.received[e.source][1]) for e in entries
+        }
+        page = Page(self.next_page, self.epoch, entries, inputs, self._trims)
+        self._trims = {}
+        self.next_page += 1
+        return page
+
+    def _write(self, page: Page) -> int:
+        """Append a page to the log; in the log writer's thread for large pages, while the loop
+        goes on receiving."""
+        record = encode_record_parts(page.encode_parts(), RecordType.PAGE)
+        self._append(record)
+        return sum(len(part) for part in record)
+
+    def _fits_inline(self, page_bytes: int, entries: int) -> bool:
+        # the record's size, near enough: its batches and ~30 bytes of heads per entry
+        return page_bytes + 32 * entries + 64 <= self._inline_limit
+
+    def _may_append_inline(self) -> bool:
+        """The pending input may be written as one page on the loop, now."""
+        return (
+            self._inline_ok
+            and self._failure is None
+            and not self._writer.in_flight
+            and self._fits_inline(self._pending_bytes, len(self._pending))
+            and not self._checkpoint_due()
+            and not failpoints.armed
+        )
+
+    def _append_inline(self, page: Page) -> None:
+        """Write a small page on the event loop: quicker than a round trip to another thread
+        while the disk answers quickly. When it does not (another process's large flush ahead
+        of ours), the loop must not stall on it: appends go through the log writer until a
+        small one is quick again."""
+        clock = self._clock
+        started = clock()
+        size = self._write(page)
+        self._inline_ok = clock() - started < INLINE_APPEND_BUDGET
+        self._logged(page, size)
+
+    async def _committer(self) -> None:
+        writer = self._writer
+        writer.start()
+        try:
+            while True:
+                if writer.in_flight:
+                    # group commit: what arrives meanwhile waits for the writer to finish
+                    # (full pages excepted: accept_batch hands those over at once)
+                    await writer.progress.wait()
+                    if writer.failure is not None:
+                        raise writer.failure
+                    for page, size, seconds in writer.take_written():
+                        if self._fits_inline(page.size, len(page.entries)):
+                            self._inline_ok = seconds < INLINE_APPEND_BUDGET
+                        self._logged(page, size)
+                    self._seal_ahead()  # the writer has taken the next page: room for one
+                    continue
+                if self._checkpoint_due():
+                    await self._roll()
+                if not self._pending:
+                    self._committer_idle = True
+                    try:
+                        await self._have_input.wait()
+                    finally:
+                        self._committer_idle = False
+                    if self._failure is not None:
+                        raise self._failure
+                    continue
+                page = self._seal()
+                if failpoints.armed and failpoints.reached("page-write"):
+                    record = encode_record(page.encode(), RecordType.PAGE)
+                    await anyio.to_thread.run_sync(self.store.append, record[: len(record) // 2])
+                    failpoints.crash()
+                if self._inline_ok and self._fits_inline(page.size, len(page.entries)):
+                    self._append_inline(page)
+                else:
+                    writer.submit(page)
+        finally:
+            await writer.aclose()
+
+    def _logged(self, page: Page, size: int) -> None:
+        """What follows a page's append: it is durable, so it may run and be acknowledged."""
+        self.log_bytes += size
+        self.stats["messages"] += sum(e.count for e in page.entries)
+        self.durable.update(page.inputs)
+        self._durable_changed.set()
+        if (
+            self._dispatcher_idle
+            and not self._durable_queue
+            and not self._pending
+            and not self._writer.in_flight
+            and not self._over_bound()
+        ):
+            # nothing to write next, nothing queued before this page and nobody dispatching:
+            # run the page right here, one task switch sooner (what a lone awaited call
+            # waits for). "Idle" alone is not enough: a dispatcher woken for a queued page
+            # counts as idle until it runs, and this page must not overtake that one.
+            self._dispatch(page)
+        else:
+            self._durable_queue.append(page)
+            self._have_durable.set()
+        self._acknowledge(page)
+
+    def _acknowledge(self, page: Page) -> None:
+        for source in page.inputs:
+            if source == self.name:
+                self._self_ack()
+            else:
+                wake = self._ack_wanted.get(source)
+                if wake is not None:
+                    wake.set()
+
+    def _self_ack(self) -> None:
+        total, replayable = self.durable[self.name]
+        out = self.output(self.name)
+        out.trim(total)
+        self._trims[self.name] = replayable
+        if self.on_self_durable is not None:
+            self.on_self_durable(total)

@@ -1,0 +1,253 @@
+"""Where replay happens: rebuild an immortal from a checkpoint and the pages logged after it.
+
+Recovery (DESIGN §8, paper §3.3) loads the newest checkpoint, replays every later page through
+the executor with outputs regenerated into the send buffers, then becomes primary in a new
+epoch and lets the links realign sequence numbers with the peers. :class:`Replayer` is that
+engine without the hosting around it: ``Runtime.recover`` runs it to the end of the log and
+takes over; the replay benchmark times it; a replay to a given page (or a standby following
+a growing log) steps it.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Iterator
+from functools import partial
+from typing import Any
+
+from . import codec, messages
+from .checkpoint import Checkpoint, decode_checkpoint
+from .coordinator import Coordinator
+from .errors import CheckpointError, ConfigError, CorruptLogError
+from .executor import Executor
+from .immortal import Immortal
+from .page import Page, chunk_header, decode_chunk_header, decode_page
+from .records import RecordType, encode_record
+from .store import LogStore
+from .transport import Link
+
+#: Builds the coordinator to replay into, given the executor factory it must be built with
+#: (``Coordinator(..., executor=executor)``): a runtime's gets its transport and options.
+CoordinatorFactory = Callable[[Callable[[Coordinator], Executor]], Coordinator]
+
+
+class Replayer:
+    """One immortal rebuilt from ``store``: its checkpoint loaded at construction, then pages
+    applied by :meth:`step` or :meth:`run`, in log order, each exactly once.
+
+    ``checkpoint`` picks where to start: -1 the newest checkpoint, ``n`` checkpoint ``n``,
+    None none at all (the whole log, from the logical start). ``read_only`` reads without
+    taking the writer lock or repairing a torn tail (to look at a log another process may be
+    writing). Without ``coordinator`` the replay is offline: a coordinator that cannot
+    connect anywhere, enough to replay and look at the state.
+
+    Nothing is sent or logged while replaying (outputs only fill the send buffers), so a
+    replay may stop anywhere; :meth:`finish` is what makes the result a primary.
+    """
+
+    def __init__(
+        self,
+        cls: type[Immortal],
+        store: LogStore,
+        *,
+        name: str,
+        checkpoint: int | None = -1,
+        read_only: bool = False,
+        coordinator: CoordinatorFactory | None = None,
+    ) -> None:
+        self.cls = cls
+        self.store = store
+        self.name = name
+        self.read_only = read_only
+        #: pages applied so far
+        self.pages = 0
+        if not read_only:
+            store.open()
+        self._chunks = chunks = store.list_chunks()
+        self.checkpoint: Checkpoint | None = self._load_checkpoint(checkpoint)
+        if self.checkpoint is None and chunks and chunks[0] != 1:
+            raise CheckpointError(
+                f"log {store.url} starts at chunk {chunks[0]} but has no checkpoint to start "
+                "from; restore the missing checkpoint files"
+            )
+        obj = cls.__new__(cls) if self.checkpoint is not None else self._construct()
+        built: list[Executor] = []
+
+        def executor(outbox: Coordinator) -> Executor:
+            built.append(Executor(name, obj, outbox))
+            return built[0]
+
+        make = coordinator if coordinator is not None else partial(_offline, name, store)
+        self.coordinator = make(executor)
+        (self.executor,) = built
+        if self.checkpoint is not None:
+            self._restore(self.checkpoint)
+            self._replay = [c for c in chunks if c >= self.checkpoint.chunk]
+        else:
+            # the logical start is a message to ourselves, so on_first_start runs from the log
+            self.coordinator.send(name, messages.start(), impulse=False)
+            self._replay = chunks
+        self.executor.replaying = True
+        self._have_header = False  # of the chunk being read
+        self._pages = self._read_pages()
+        self._next: Page | None = None
+
+    # --- loading -------------------------------------------------------------------------------
+
+    def _load_checkpoint(self, which: int | None) -> Checkpoint | None:
+        store = self.store
+        checkpoints = store.list_checkpoints()
+        if which is None:
+            return None
+        if which != -1:
+            if which not in checkpoints:
+                raise CheckpointError(
+                    f"{store.url} has no checkpoint {which} (it has {checkpoints or 'none'})"
+                )
+            checkpoints = checkpoints[: checkpoints.index(which) + 1]
+        if not checkpoints:
+            return None
+        n = checkpoints[-1]
+        return decode_checkpoint(store.read_checkpoint(n), f"checkpoint {n} of {store.url}")
+
+    def _construct(self) -> Immortal:
+        try:
+            return self.cls()
+        except TypeError as exc:
+            raise ConfigError(
+                f"{self.cls.__name__}() must be constructible without arguments: {exc}"
+            ) from None
+
+    def _restore(self, checkpoint: Checkpoint) -> None:
+        if checkpoint.immortal != self.name:
+            raise CheckpointError(
+                f"the checkpoint in {self.store.url} belongs to immortal {checkpoint.immortal!r}, "
+                f"not {self.name!r}; check --name and --log"
+            )
+        executor = self.executor
+        state = codec.decode(checkpoint.state, proxy_factory=executor.proxy)
+        if checkpoint.class_version != self.cls.version:
+            state = self.cls.upgrade(state, checkpoint.class_version)
+        _set_attributes(executor.obj, state)
+        executor.next_call_id = checkpoint.next_call_id
+        self.coordinator.restore(checkpoint.coordinator)
+
+    # --- replaying -----------------------------------------------------------------------------
+
+    def _read_pages(self) -> Iterator[Page]:
+        store = self.store
+        checkpoint = self.checkpoint
+        coordinator = self.coordinator
+        chunks = self._chunks
+        for chunk in self._replay:
+            last = chunk == chunks[-1]
+            self._have_header = False
+            for offset, body in store.read_records(chunk, repair=last and not self.read_only):
+                where = f"{store.url} chunk {chunk} offset {offset}"
+                if not self._have_header:
+                    decode_chunk_header(body, where)
+                    self._have_header = True
+                    continue
+                page = decode_page(body, where)
+                if checkpoint is not None and page.number < checkpoint.next_page:
+                    continue
+                if page.number != coordinator.next_page:
+                    raise CorruptLogError(
+                        f"{where}: page {page.number} follows page {coordinator.next_page - 1}; "
+                        "pages are missing, so replay would not be faithful"
+                    )
+                yield page
+
+    def peek(self) -> Page | None:
+        """The next page to apply, read but not applied; None at the end of the log."""
+        if self._next is None:
+            self._next = next(self._pages, None)
+        return self._next
+
+    def step(self) -> Page | None:
+        """Apply the next page; None (and nothing applied) at the end of the log."""
+        page = self.peek()
+        if page is not None:
+            self._next = None
+            self.coordinator.apply_page(page)
+            self.pages += 1
+        return page
+
+    def run(self, *, until_page: int | None = None) -> int:
+        """Apply pages up to and including ``until_page`` (all of them by default); return how
+        many were applied by this call."""
+        applied = 0
+        while True:
+            page = self.peek()
+            if page is None or (until_page is not None and page.number > until_page):
+                return applied
+            self.step()
+            applied += 1
+
+    @property
+    def state(self) -> dict[str, Any]:
+        """The immortal's attributes now."""
+        return vars(self.executor.obj)
+
+    # --- ending --------------------------------------------------------------------------------
+
+    def finish(self) -> None:
+        """End the replay as a recovery does, at the end of the log: number the next chunk
+        and, unless read-only, make this process the log's writer (append to the last chunk,
+        or open the next with a checkpoint); then a new epoch."""
+        if self.peek() is not None:
+            raise RuntimeError(f"{self.name}: replay stopped before the end of the log")
+        store = self.store
+        coordinator = self.coordinator
+        chunks = self._chunks
+        # never reuse a number: a checkpoint may outlive the chunks of its own number
+        coordinator.chunk = max(chunks[-1:] + store.list_checkpoints()[-1:] + [0])
+        if self.read_only:
+            pass
+        elif chunks and chunks[-1] >= coordinator.chunk:
+            store.resume_chunk(chunks[-1])
+            coordinator.chunk = chunks[-1]
+            if not self._have_header:
+                store.append(
+                    encode_record(
+                        chunk_header(self.name, chunks[-1], coordinator.next_page),
+                        RecordType.CHUNK_HEADER,
+                    )
+                )
+        else:
+            coordinator.checkpoint_requested = True  # the next chunk opens with a checkpoint
+        coordinator.new_epoch()
+
+
+def _set_attributes(obj: object, state: dict[str, Any]) -> None:
+    """Give a restored object its attributes as its constructor would have: one by one.
+
+    ``vars(obj).update(state)`` gave the same attributes in a dictionary of another kind (a
+    materialized one, no longer sharing its keys with the class), where every attribute access
+    of a handler is slower: replay from a checkpoint ran at 3.5-4.0M messages/s against 5.7M
+    from an object built by its constructor. A name the class defines as a data descriptor
+    (a property, say) goes straight into the dictionary, as before, bypassing the descriptor.
+    """
+    cls = type(obj)
+    for name, value in state.items():
+        descriptor = inspect.getattr_static(cls, name, None)
+        if descriptor is not None and hasattr(type(descriptor), "__set__"):
+            vars(obj)[name] = value
+        else:
+            object.__setattr__(obj, name, value)
+
+
+class _Offline:
+    """The transport of an offline replay: replay neither connects nor listens."""
+
+    async def connect(self, host: str, port: int) -> Link:
+        raise ConfigError("an offline replay does not connect to other immortals")
+
+    async def serve(self, host: str, port: int, handler: Any, *, task_status: Any = None) -> None:
+        raise ConfigError("an offline replay does not accept connections")
+
+
+def _offline(
+    name: str, store: LogStore, executor: Callable[[Coordinator], Executor]
+) -> Coordinator:
+    return Coordinator(name, store, _Offline(), executor=executor)

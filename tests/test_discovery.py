@@ -1,0 +1,115 @@
+"""Discovery: the static ``--peer`` table, the registry, and senders that resolve on every
+connection attempt rather than once."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from contextlib import aclosing
+
+import anyio
+import pytest
+from ambrosia_edge.transports.tcp import TcpTransport
+
+from ambrosia_edge import handshake
+from ambrosia_edge.config import PeerAddress
+from ambrosia_edge.coordinator import Coordinator
+from ambrosia_edge.discovery import Discovery, StaticDiscovery, open_discovery
+from ambrosia_edge.errors import ConfigError
+from ambrosia_edge.testing import eventually, free_port
+from ambrosia_edge.transport import Link
+
+pytestmark = pytest.mark.anyio
+
+HERE = PeerAddress("127.0.0.1", 7001)
+THERE = PeerAddress("127.0.0.1", 7002)
+
+
+async def test_the_static_table_resolves_its_peers_and_what_is_published() -> None:
+    discovery = open_discovery("static", peers={"server": HERE})
+    assert isinstance(discovery, StaticDiscovery) and isinstance(discovery, Discovery)
+    assert await discovery.resolve("server") == [HERE]
+    assert await discovery.resolve("nobody") == []
+    await discovery.publish("me", THERE)
+    assert await discovery.resolve("me") == [THERE]
+    assert discovery.names() == ["server", "me"]
+
+
+async def test_a_change_is_told() -> None:
+    discovery = StaticDiscovery(peers={"server": HERE})
+    async with aclosing(discovery.changes()) as changes:  # type: ignore[type-var]
+        discovery.set("server", THERE)
+        with anyio.fail_after(5):
+            assert await anext(changes) == "server"
+    assert await discovery.resolve("server") == [THERE]
+
+
+def test_an_unknown_discovery_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="no discovery called 'carrier-pigeon'"):
+        open_discovery("carrier-pigeon://loft")
+
+
+class Moving:
+    """A peer that moves: each resolve gives the next of ``places`` (the last one for good)."""
+
+    def __init__(self, *places: PeerAddress) -> None:
+        self.places = list(places)
+        self.resolved: list[PeerAddress] = []
+
+    async def publish(self, name: str, address: PeerAddress) -> None:
+        pass
+
+    async def resolve(self, name: str) -> list[PeerAddress]:
+        place = self.places.pop(0) if len(self.places) > 1 else self.places[0]
+        self.resolved.append(place)
+        return [place]
+
+    def names(self) -> list[str]:
+        return ["server"]
+
+    async def changes(self) -> AsyncIterator[str]:
+        await anyio.sleep_forever()
+        yield "server"
+
+
+async def test_a_sender_resolves_again_on_each_attempt() -> None:
+    """Its first attempt goes where nobody listens; the next finds the peer where it moved."""
+    transport = TcpTransport()
+    welcomed: list[str] = []
+
+    async def serve(link: Link) -> None:
+        hello = await handshake.accept(link, nonce=os.urandom)
+        await handshake.welcome(link, hello, name="server", secret=None, total=0, replayable=0)
+        welcomed.append(hello.source)
+        await anyio.sleep_forever()
+
+    async with anyio.create_task_group() as tg:
+        port = await tg.start(transport.serve, "127.0.0.1", 0, serve)
+        gone, moved = PeerAddress("127.0.0.1", free_port()), PeerAddress("127.0.0.1", port)
+        discovery = Moving(gone, moved)
+        client = Coordinator("client", None, transport, discovery=discovery)  # type: ignore[arg-type]
+        tg.start_soon(client._sender, "server")
+        await eventually(lambda: welcomed == ["client"], "the sender to reach the moved peer")
+        assert discovery.resolved[:2] == [gone, moved]
+        tg.cancel_scope.cancel()
+
+
+async def test_a_sender_starts_for_an_immortal_discovered_while_live() -> None:
+    transport = TcpTransport()
+    welcomed: list[str] = []
+
+    async def serve(link: Link) -> None:
+        hello = await handshake.accept(link, nonce=os.urandom)
+        await handshake.welcome(link, hello, name="late", secret=None, total=0, replayable=0)
+        welcomed.append(hello.source)
+        await anyio.sleep_forever()
+
+    async with anyio.create_task_group() as tg:
+        port = await tg.start(transport.serve, "127.0.0.1", 0, serve)
+        discovery = StaticDiscovery()
+        client = Coordinator("client", None, transport, discovery=discovery)  # type: ignore[arg-type]
+        await tg.start(client.run)
+        assert welcomed == []
+        discovery.set("late", PeerAddress("127.0.0.1", port))
+        await eventually(lambda: welcomed == ["client"], "a sender to the discovered immortal")
+        tg.cancel_scope.cancel()
