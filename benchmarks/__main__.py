@@ -69,10 +69,11 @@ def parse(argv: list[str]) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     _check_imports()
-    from . import harness, report
+    from . import harness, plot, report, summary
+    from .modes import MODES
 
     args = parse(argv)
-    mode = harness.MODES[args.mode]
+    mode = MODES[args.mode]
     out = args.out or Path(tempfile.mkdtemp(prefix=f"ambrosia-bench-{mode.name}-"))
     out.mkdir(parents=True, exist_ok=True)
     own_workdir = args.workdir is None
@@ -92,13 +93,13 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if own_workdir:
             shutil.rmtree(workdir, ignore_errors=True)
-    summary = report.summarise(results)
+    figures = summary.summarise(results)
     data = results.to_json()
-    data["summary"] = summary
+    data["summary"] = figures
     (out / "results.json").write_text(json.dumps(data, indent=1, default=str))
     plot_path = out / "throughput.png"
-    why_not = report.plot(results, summary, plot_path)
-    text = report.markdown(results, summary)
+    why_not = plot.plot(results, figures, plot_path)
+    text = report.markdown(results, figures)
     if why_not:
         text += f"\n_No plot: {why_not}._\n"
         say(f"no plot: {why_not}")

@@ -24,7 +24,11 @@ from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
-from . import harness
+from .measure import measure_pair
+from .modes import throughput_batch
+from .processes import Child, Runner
+from .stats import percentile, throughput_rate
+from .systems import AMBROSIA, APPS, NO_FSYNC
 
 _LINE = re.compile(r":\d+\)$")
 
@@ -120,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     def record(pid: int, path: Path) -> list[str]:
         return [*spy_args(path), "--pid", str(pid)]
 
-    def attach(children: list[harness.Child]) -> Callable[[], None]:
+    def attach(children: list[Child]) -> Callable[[], None]:
         for child in children:
             cmd = record(child.pid, out / f"{child.label}.txt")
             recorders.append(subprocess.Popen(cmd, stdout=subprocess.DEVNULL))
@@ -134,11 +138,11 @@ def main(argv: list[str] | None = None) -> int:
 
         return detach
 
-    system = harness.NO_FSYNC if args.no_fsync else harness.AMBROSIA
-    runner = harness.Runner(workdir, 600, lambda text: print(text, file=sys.stderr))
+    system = NO_FSYNC if args.no_fsync else AMBROSIA
+    runner = Runner(workdir, 600, lambda text: print(text, file=sys.stderr))
     try:
-        batch = harness.throughput_batch(args.size) if args.workload == "throughput" else 1000
-        result = harness.measure_pair(
+        batch = throughput_batch(args.size) if args.workload == "throughput" else 1000
+        result = measure_pair(
             runner,
             system,
             args.workload,
@@ -149,11 +153,11 @@ def main(argv: list[str] | None = None) -> int:
             attach=attach,
         )
         if args.workload == "throughput":
-            rate, _ = harness._throughput(result)
+            rate, _ = throughput_rate(result)
             what = f"{rate:,.0f} msg/s"
         else:
             samples = sorted(result["client"]["samples"])
-            what = f"ping p50 {harness.percentile(samples, 50) / 1e3:.0f} us"
+            what = f"ping p50 {percentile(samples, 50) / 1e3:.0f} us"
         print(
             f"{system}, {args.workload}, {args.size} B payloads, {args.messages} calls: {what} "
             f"(under py-spy at {args.rate} Hz, which slows it); CPU s: server "
@@ -165,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
             log_dir = result["log"]
             raw = out / "replay.txt"
             cmd = [*spy_args(raw), "--", sys.executable, "-m", "benchmarks.replay", log_dir,
-                   f"{harness.APPS}:BenchServer", "server"]  # fmt: skip
+                   f"{APPS}:BenchServer", "server"]  # fmt: skip
             done = subprocess.run(
                 cmd,
                 env=runner.env(Path(log_dir).parent, 0),

@@ -1,390 +1,17 @@
-"""Turn raw measurements into medians, ratios, Markdown tables and the throughput plot."""
+"""The Markdown report: the tables of ``results.md`` and of the results section of the docs.
+
+It renders what ``summary.summarise`` computed and computes nothing of its own beyond the
+ratios shown beside the medians.
+"""
 
 from __future__ import annotations
 
-import os
-import platform
-import sys
-from importlib import metadata
-from pathlib import Path
 from typing import Any
 
-from .harness import (
-    AMBROSIA,
-    DBOS_BATCHED,
-    DBOS_QUEUE,
-    GRPC,
-    KIB,
-    NO_FSYNC,
-    RESTATE_BATCHED,
-    RESTATE_EACH,
-    Results,
-    median,
-    percentile,
-)
-
-THROUGHPUT_SYSTEMS = [AMBROSIA, NO_FSYNC, GRPC]
-PERCENTILES = [("p50", 50.0), ("p90", 90.0), ("p99", 99.0), ("p99.9", 99.9)]
-
-
-# ---------------------------------------------------------------------------------------------
-# the machine
-
-
-def _mount_of(path: Path) -> tuple[str, str, str]:
-    """(mount point, file system type, source) of the mount that holds ``path``."""
-    best = ("", "?", "?")
-    target = str(path.resolve())
-    try:
-        with open("/proc/self/mountinfo") as f:
-            for line in f:
-                left, _, right = line.partition(" - ")
-                point = left.split()[4]
-                fstype, source = right.split()[:2]
-                inside = target == point or target.startswith(point.rstrip("/") + "/")
-                if inside and len(point) >= len(best[0]):
-                    best = (point, fstype, source)
-    except OSError:
-        pass
-    return best
-
-
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "?"
-
-
-def _version(dist: str) -> str:
-    try:
-        return metadata.version(dist)
-    except metadata.PackageNotFoundError:
-        return "not installed"
-
-
-def machine(workdir: Path) -> dict[str, Any]:
-    point, fstype, source = _mount_of(workdir)
-    memory = "?"
-    try:
-        with open("/proc/meminfo") as f:
-            kib = int(f.readline().split()[1])
-        memory = f"{kib / 1024 / 1024:.1f} GiB"
-    except (OSError, ValueError, IndexError):
-        pass
-    return {
-        "nproc": os.cpu_count(),
-        "cpu": _cpu_model(),
-        "memory": memory,
-        "kernel": f"{platform.system()} {platform.release()}",
-        "filesystem": f"{fstype} on {source} (mounted at {point}), holding {workdir}",
-        "python": sys.version.split()[0],
-        "versions": {
-            d: _version(d)
-            for d in ("ambrosia-edge", "anyio", "cbor2", "uvloop", "grpcio", "dbos", "restate-sdk")
-        },
-        "event_loop": _event_loop(),
-        "source": _source(),
-    }
-
-
-def _source() -> str:
-    """Where the measured runtime comes from: its directory and, in a git checkout, the commit."""
-    import subprocess
-
-    import ambrosia_edge
-
-    where = Path(ambrosia_edge.__path__[0]).resolve().parent
-    try:
-        commit = subprocess.run(
-            ["git", "-C", str(where), "log", "-1", "--format=%h %cd", "--date=format:%Y-%m-%d"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "-C", str(where), "status", "--porcelain", "--untracked-files=no", "--"]
-            + [p.name for p in where.iterdir() if p.is_dir() and p.name in _RUNTIME_DIRS],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return str(where)
-    return f"commit {commit}" + (" with local changes to the runtime" if dirty else "")
-
-
-_RUNTIME_DIRS = {"ambrosia_edge", "storage", "transports", "devices"}
-
-
-def _event_loop() -> str:
-    from .host import backend_options
-
-    return "uvloop" if backend_options().get("use_uvloop") else "asyncio"
-
-
-# ---------------------------------------------------------------------------------------------
-# medians and ratios
-
-
-def _ratio(a: float, b: float) -> float:
-    return a / b if b and b == b and a == a else float("nan")
-
-
-def summarise(results: Results) -> dict[str, Any]:
-    """Medians over the repetitions, and the ratios the report and the targets use."""
-    sizes = sorted({r["size"] for r in results.throughput})
-    throughput: dict[int, dict[str, dict[str, float]]] = {}
-    for size in sizes:
-        row: dict[str, dict[str, float]] = {}
-        for system in THROUGHPUT_SYSTEMS:
-            runs = [r for r in results.throughput if r["size"] == size and r["system"] == system]
-            if not runs:
-                continue
-            rates = [r["messages_per_s"] for r in runs]
-            rate = median(rates)
-            row[system] = {
-                "messages_per_s": rate,
-                "min_messages_per_s": min(rates),
-                "max_messages_per_s": max(rates),
-                "mb_per_s": rate * size / 1e6,
-                "messages": runs[0]["total"],
-                "server_cpu_s_per_m": median(
-                    [r["cpu_s"]["server"] / r["total"] * 1e6 for r in runs]
-                ),
-                "client_cpu_s_per_m": median(
-                    [r["cpu_s"]["client"] / r["total"] * 1e6 for r in runs]
-                ),
-                "server_peak_rss_mib": median([r["peak_rss_kib"]["server"] / 1024 for r in runs]),
-                "client_peak_rss_mib": median([r["peak_rss_kib"]["client"] / 1024 for r in runs]),
-            }
-        throughput[size] = row
-    ping: dict[str, dict[str, float]] = {}
-    for system in THROUGHPUT_SYSTEMS:
-        runs = [r for r in results.ping if r["system"] == system]
-        if not runs:
-            continue
-        stats: dict[str, float] = {}
-        for label, q in PERCENTILES:
-            stats[label] = median([percentile(sorted(r["samples_ns"]), q) / 1e3 for r in runs])
-        stats["mean"] = median([sum(r["samples_ns"]) / len(r["samples_ns"]) / 1e3 for r in runs])
-        stats["pings"] = len(runs[0]["samples_ns"])
-        stats["server_cpu_s_per_m"] = median(
-            [r["cpu_s"]["server"] / r["total"] * 1e6 for r in runs]
-        )
-        stats["client_cpu_s_per_m"] = median(
-            [r["cpu_s"]["client"] / r["total"] * 1e6 for r in runs]
-        )
-        stats["server_peak_rss_mib"] = median([r["peak_rss_kib"]["server"] / 1024 for r in runs])
-        stats["client_peak_rss_mib"] = median([r["peak_rss_kib"]["client"] / 1024 for r in runs])
-        ping[system] = stats
-    counter: dict[str, dict[str, float]] = {}
-    for system in (AMBROSIA, DBOS_BATCHED, DBOS_QUEUE, RESTATE_BATCHED, RESTATE_EACH):
-        runs = [r for r in results.counter if r["system"] == system]
-        if runs:
-            counter[system] = {
-                "increments": runs[0]["total"],
-                "increments_per_s": median([r["increments_per_s"] for r in runs]),
-                "server_peak_rss_mib": median([r["peak_rss_kib"]["server"] / 1024 for r in runs]),
-                "client_peak_rss_mib": median([r["peak_rss_kib"]["client"] / 1024 for r in runs]),
-            }
-    disk: dict[str, float] = {}
-    if results.disk:
-        for label, q in PERCENTILES:
-            disk[label] = median(
-                [percentile(sorted(d["append_ns"]), q) / 1e3 for d in results.disk]
-            )
-        disk["mean"] = median(
-            [sum(d["append_ns"]) / len(d["append_ns"]) / 1e3 for d in results.disk]
-        )
-        disk["appends"] = len(results.disk[0]["append_ns"])
-        passes = [bw / 1e6 for d in results.disk for bw in d["sequential_bytes_per_s"]]
-        disk["sequential_mb_per_s"] = median(passes)
-        disk["sequential_mb_per_s_min"] = min(passes)
-        disk["sequential_mb_per_s_max"] = max(passes)
-    replay: dict[str, float] = {}
-    if results.replay:
-        size = results.replay[0]["size"]
-        replay = {
-            "size": size,
-            "messages": median([r["messages"] for r in results.replay]),
-            "messages_per_s": median([r["messages_per_s"] for r in results.replay]),
-        }
-        live = throughput.get(size, {}).get(AMBROSIA, {}).get("messages_per_s", float("nan"))
-        replay["live_messages_per_s"] = live
-        replay["ratio"] = _ratio(replay["messages_per_s"], live)
-    idle: dict[str, dict[str, float]] = {}
-    for system in THROUGHPUT_SYSTEMS:
-        runs = [r for r in results.throughput + results.ping if r["system"] == system]
-        if runs:
-            idle[system] = {
-                role: median([r["idle_rss_kib"][role] / 1024 for r in runs])
-                for role in ("server", "client")
-            }
-    return {
-        "throughput": throughput,
-        "ping": ping,
-        "counter": counter,
-        "disk": disk,
-        "replay": replay,
-        "recovery": _recovery(results),
-        "log_replay": _log_replay(results),
-        "idle_rss_mib": idle,
-        "targets": _with_spread(_targets(throughput, ping, counter, replay, idle), results),
-    }
-
-
-def _per_repetition(runs: list[dict[str, Any]], figure: str, a: str, b: str) -> list[float]:
-    """The ratio a/b of one figure within each repetition: the two ran minutes apart at most,
-    so what disturbed the machine in that repetition weighs on both."""
-    by_rep: dict[int, dict[str, float]] = {}
-    for r in runs:
-        by_rep.setdefault(r["rep"], {})[r["system"]] = r[figure]
-    return [_ratio(v[a], v[b]) for _, v in sorted(by_rep.items()) if a in v and b in v]
-
-
-def _with_spread(rows: list[dict[str, Any]], results: Results) -> list[dict[str, Any]]:
-    """Add to the ratio targets the lowest and highest ratio of a single repetition."""
-    ping_runs = [
-        {**r, "p50": percentile(sorted(r["samples_ns"]), 50)}
-        for r in results.ping
-        if r["system"] in (AMBROSIA, GRPC)
-    ]
-    spreads = {
-        "16 B fork throughput, durable, vs gRPC streaming": _per_repetition(
-            [r for r in results.throughput if r["size"] == 16], "messages_per_s", AMBROSIA, GRPC
-        ),
-        "64 KiB fork throughput, durable, vs gRPC streaming": _per_repetition(
-            [r for r in results.throughput if r["size"] == 64 * KIB],
-            "messages_per_s",
-            AMBROSIA,
-            GRPC,
-        ),
-        "ping p50, durable, vs gRPC unary p50": _per_repetition(ping_runs, "p50", AMBROSIA, GRPC),
-    }
-    for row in rows:
-        ratios = spreads.get(row["target"], [])
-        if len(ratios) > 1:
-            row["repetitions"] = [min(ratios), max(ratios)]
-    return rows
-
-
-RECOVERY_TIMES = ("recover_s", "ready_s", "reconnected_s", "fresh_start_s", "interpreter_s")
-
-
-def _recovery(results: Results) -> dict[str, Any]:
-    """The restart after SIGKILL: medians of the times and sizes, and whether counts held."""
-    runs = results.recovery
-    if not runs:
-        return {}
-    first = runs[0]
-    out: dict[str, Any] = {
-        k: first[k] for k in ("size", "total", "checkpoint", "settings", "received")
-    }
-    for key in ("tail_bytes", "pages", "messages_replayed", *RECOVERY_TIMES):
-        values = [r[key] for r in runs if r.get(key) is not None]
-        out[key] = median(values)
-    out["exactly_once"] = all(r["exactly_once"] for r in runs)
-    return out
-
-
-LOG_REPLAY_FIGURES = ("size", "log_bytes", "chunks", "messages", "pages", "seconds", "mb_per_s")
-LOG_REPLAY_FIGURES += ("messages_per_s", "written_messages_per_s")
-
-
-def _log_replay(results: Results) -> dict[str, dict[str, float]]:
-    """The whole log replayed from the start, by page cache state ("warm", "cold")."""
-    out: dict[str, dict[str, float]] = {}
-    for cache in ("warm", "cold"):
-        runs = [r for r in results.log_replay if r["cache"] == cache]
-        if runs:
-            out[cache] = {k: median([r[k] for r in runs]) for k in LOG_REPLAY_FIGURES}
-    return out
-
-
-def _targets(
-    throughput: dict[int, dict[str, dict[str, float]]],
-    ping: dict[str, dict[str, float]],
-    counter: dict[str, dict[str, float]],
-    replay: dict[str, float],
-    idle: dict[str, dict[str, float]],
-) -> list[dict[str, Any]]:
-    nan = float("nan")
-    rows: list[dict[str, Any]] = []
-
-    def rate(size: int, system: str) -> float:
-        return throughput.get(size, {}).get(system, {}).get("messages_per_s", nan)
-
-    if 16 in throughput:
-        rows.append(
-            {
-                "target": "16 B fork throughput, durable, vs gRPC streaming",
-                "value": _ratio(rate(16, AMBROSIA), rate(16, GRPC)),
-                "goal": ">= 30x",
-                "met": _ratio(rate(16, AMBROSIA), rate(16, GRPC)) >= 30,
-            }
-        )
-    if 64 * KIB in throughput:
-        value = _ratio(rate(64 * KIB, AMBROSIA), rate(64 * KIB, GRPC))
-        rows.append(
-            {
-                "target": "64 KiB fork throughput, durable, vs gRPC streaming",
-                "value": value,
-                "goal": ">= 0.8x",
-                "met": value >= 0.8,
-            }
-        )
-    if AMBROSIA in ping and GRPC in ping:
-        value = _ratio(ping[AMBROSIA]["p50"], ping[GRPC]["p50"])
-        rows.append(
-            {
-                "target": "ping p50, durable, vs gRPC unary p50",
-                "value": value,
-                "goal": "<= 1.5x",
-                "met": value <= 1.5,
-            }
-        )
-    dbos = [counter[s]["increments_per_s"] for s in (DBOS_BATCHED, DBOS_QUEUE) if s in counter]
-    if AMBROSIA in counter and dbos:
-        value = _ratio(counter[AMBROSIA]["increments_per_s"], max(dbos))
-        rows.append(
-            {
-                "target": "durable counter increments vs DBOS (its best variant)",
-                "value": value,
-                "goal": ">= 100x",
-                "met": value >= 100,
-            }
-        )
-    if replay and replay.get("size") == 16:
-        rows.append(
-            {
-                "target": "replay vs live durable throughput, 16 B",
-                "value": replay["ratio"],
-                "goal": ">= 3x",
-                "met": replay["ratio"] >= 3,
-            }
-        )
-    if AMBROSIA in idle:
-        value = max(idle[AMBROSIA].values())
-        rows.append(
-            {
-                "target": "idle immortal RSS (MiB)",
-                "value": value,
-                "goal": "<= 40 MiB",
-                "met": value <= 40,
-            }
-        )
-    return rows
-
-
-# ---------------------------------------------------------------------------------------------
-# Markdown
+from .results import Results
+from .stats import ratio
+from .summary import PERCENTILES
+from .systems import AMBROSIA, GRPC, KIB, NO_FSYNC, THROUGHPUT_SYSTEMS
 
 
 def size_label(size: int) -> str:
@@ -475,8 +102,8 @@ def markdown(results: Results, summary: dict[str, Any]) -> str:
                     _spread(row.get(AMBROSIA)),
                     _spread(row.get(NO_FSYNC)),
                     _spread(row.get(GRPC)),
-                    _x(_ratio(a, g)),
-                    _x(_ratio(a, nf)),
+                    _x(ratio(a, g)),
+                    _x(ratio(a, nf)),
                 ]
             )
         lines += _table(
@@ -516,13 +143,14 @@ def markdown(results: Results, summary: dict[str, Any]) -> str:
             rows.append(
                 [f"{system} ({'unary' if system == GRPC else 'awaited call'})", _n(s["pings"])]
                 + [_n(s[label]) for label, _ in PERCENTILES]
-                + [_n(s["mean"]), _x(_ratio(s["p50"], base))]
+                + [_n(s["mean"]), _x(ratio(s["p50"], base))]
             )
         lines += _table(
             ["system", "pings", *[label for label, _ in PERCENTILES], "mean", "p50 / gRPC p50"],
             rows,
         )
         lines.append("")
+        lines += _ping_floor_markdown(summary.get("ping_floor") or {})
 
     counter = summary["counter"]
     if counter:
@@ -536,7 +164,7 @@ def markdown(results: Results, summary: dict[str, Any]) -> str:
                     label,
                     _n(s["increments"]),
                     _n(s["increments_per_s"]),
-                    _x(_ratio(a, s["increments_per_s"])),
+                    _x(ratio(a, s["increments_per_s"])),
                 ]
             )
         lines += _table(["system", "increments", "increments/s", f"{AMBROSIA} / this"], rows)
@@ -653,6 +281,30 @@ def markdown(results: Results, summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _ping_floor_markdown(floor: dict[str, Any]) -> list[str]:
+    """The durable ping against its physical floor (the target), and against gRPC (a figure)."""
+    if not floor:
+        return []
+
+    def each(ratios: list[float]) -> str:
+        return (
+            f" (single repetitions {min(ratios):.2f}-{max(ratios):.2f}x)" if len(ratios) > 1 else ""
+        )
+
+    text = (
+        f"The durable ping's physical floor in this run: the no-fsync p50 "
+        f"{_n(floor['no_fsync_p50'])} µs + 2 x the disk's fdatasync p50 "
+        f"{_n(floor['fdatasync_p50'])} µs = {_n(floor['floor_p50'])} µs. The durable p50 is "
+        f"{_x(floor['ratio'])} that floor{each(floor['repetitions'])}"
+    )
+    if floor["grpc_ratio"] == floor["grpc_ratio"]:  # not NaN: gRPC was measured
+        text += (
+            f", and {_x(floor['grpc_ratio'])} gRPC's unary p50"
+            f"{each(floor['grpc_repetitions'])}, a figure, not a target"
+        )
+    return [text + ".", ""]
+
+
 def _mib(value: float) -> str:
     return f"{value / (1024 * 1024):,.1f}"
 
@@ -733,56 +385,3 @@ def _recovery_markdown(summary: dict[str, Any]) -> list[str]:
         )
         lines.append("")
     return lines
-
-
-# ---------------------------------------------------------------------------------------------
-# the plot
-
-
-def plot(results: Results, summary: dict[str, Any], path: Path) -> str | None:
-    """Throughput against payload size, one line per system; returns why not, if skipped."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return "matplotlib is not installed (pip install '.[bench]'), so no plot was drawn"
-    tp = summary["throughput"]
-    sizes = sorted(tp)
-    if not sizes:
-        return "no throughput figures to plot"
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
-    styles = {AMBROSIA: ("o-", "C0"), NO_FSYNC: ("s--", "C2"), GRPC: ("^-", "C3")}
-    for system in THROUGHPUT_SYSTEMS:
-        xs = [s for s in sizes if system in tp[s]]
-        if not xs:
-            continue
-        style, color = styles[system]
-        label = f"{system} (durable)" if system == AMBROSIA else system
-        left.plot(xs, [tp[s][system]["mb_per_s"] for s in xs], style, color=color, label=label)
-        right.plot(xs, [tp[s][system]["messages_per_s"] for s in xs], style, color=color)
-    floor = summary["disk"].get("sequential_mb_per_s")
-    if floor:
-        left.axhline(
-            floor, color="grey", linestyle=":", label="disk: 4 MiB writes + fdatasync (median)"
-        )
-    for ax, ylabel in ((left, "payload MB/s"), (right, "messages/s")):
-        ax.set_xscale("log", base=2)
-        ax.set_yscale("log")
-        ax.set_xticks(sizes)
-        ax.set_xticklabels([size_label(s).replace(" ", "\n") for s in sizes], fontsize=7)
-        ax.set_xlabel("payload size")
-        ax.set_ylabel(ylabel)
-        ax.grid(True, which="major", alpha=0.3)
-    left.legend(fontsize=8, loc="lower right")
-    fig.suptitle(
-        f"Throughput of fire-and-forget calls between two processes "
-        f"({results.machine.get('nproc')} cores, {results.mode} mode, median of "
-        f"{results.params.get('reps')})",
-        fontsize=10,
-    )
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return None

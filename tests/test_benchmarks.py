@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import importlib.util
 import json
 import subprocess
@@ -44,6 +45,14 @@ def test_smoke_run_reports_a_number_for_every_system(tmp_path: Path) -> None:
     assert summary["counter"]["ambrosia-edge"]["increments_per_s"] > 0
     assert summary["disk"]["p50"] > 0 and summary["disk"]["sequential_mb_per_s"] > 0
     assert summary["replay"]["messages_per_s"] > 0
+    # the durable ping is judged against its floor in the same run; gRPC's ratio is a figure
+    floor = summary["ping_floor"]
+    assert floor["floor_p50"] == floor["no_fsync_p50"] + 2 * floor["fdatasync_p50"], floor
+    assert floor["ratio"] == floor["durable_p50"] / floor["floor_p50"], floor
+    goals = {t["target"]: t["goal"] for t in summary["targets"]}
+    ping_goals = [goal for target, goal in goals.items() if target.startswith("ping")]
+    assert ping_goals == ["<= 1.15x"], goals
+    assert "physical floor in this run" in table, table
 
     assert "### Recovery" in table, table
     recovery = summary["recovery"]
@@ -63,13 +72,72 @@ def test_smoke_run_reports_a_number_for_every_system(tmp_path: Path) -> None:
 def test_the_optional_restate_peer_applies_every_increment(tmp_path: Path, variant: str) -> None:
     sys.path.insert(0, str(REPO))
     try:
-        from benchmarks import harness, restate_peer
+        from benchmarks import restate_peer, systems
+        from benchmarks.measure import measure_pair
+        from benchmarks.processes import Runner
     finally:
         sys.path.remove(str(REPO))
     if not restate_peer.available():
         pytest.skip("Restate is not installed (restate-server, restate-sdk, hypercorn)")
-    system = harness.RESTATE_EACH if variant == "each" else harness.RESTATE_BATCHED
-    runner = harness.Runner(tmp_path, 100, lambda line: None)
+    system = systems.RESTATE_EACH if variant == "each" else systems.RESTATE_BATCHED
+    runner = Runner(tmp_path, 100, lambda line: None)
     total = 150 if variant == "each" else 1050  # the last batch is a partial one
-    r = harness.measure_pair(runner, system, "counter", size=0, total=total, batch=total)
+    r = measure_pair(runner, system, "counter", size=0, total=total, batch=total)
     assert r["client"]["done"] and r["client"]["applied"] == total
+
+
+def _imports_within(package: Path) -> dict[str, set[str]]:
+    """The modules of a flat package each module imports, at top level or inside a function."""
+    names = {path.stem for path in package.glob("*.py")}
+    graph: dict[str, set[str]] = {}
+    for path in sorted(package.glob("*.py")):
+        found: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.ImportFrom):
+                if node.level == 1 and node.module:  # from .x import y
+                    found.add(node.module.split(".")[0])
+                elif node.level == 1 or node.module == package.name:  # from . import x
+                    found.update(alias.name for alias in node.names)
+                elif node.module and node.module.startswith(package.name + "."):
+                    found.add(node.module.split(".")[1])
+            elif isinstance(node, ast.Import):
+                for alias in node.names:
+                    if alias.name.startswith(package.name + "."):
+                        found.add(alias.name.split(".")[1])
+        graph[path.stem] = (found & names) - {path.stem}
+    return graph
+
+
+def _cycle(graph: dict[str, set[str]]) -> list[str]:
+    """One import cycle of the graph, as the modules along it, or [] when it has none."""
+    state: dict[str, str] = {}
+    path: list[str] = []
+
+    def visit(node: str) -> list[str]:
+        state[node] = "open"
+        path.append(node)
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == "open":
+                return [*path[path.index(nxt) :], nxt]
+            if nxt not in state and (found := visit(nxt)):
+                return found
+        state[node] = "done"
+        path.pop()
+        return []
+
+    for node in sorted(graph):
+        if node not in state and (found := visit(node)):
+            return found
+    return []
+
+
+def test_the_cycle_finder_finds_a_cycle() -> None:
+    assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert _cycle({"a": {"b"}, "b": set(), "c": {"a", "b"}}) == []
+
+
+def test_benchmarks_has_no_import_circle() -> None:
+    # deferred imports inside functions count too: they are how a circle hides
+    graph = _imports_within(REPO / "benchmarks")
+    assert "harness" in graph and graph["report"], graph
+    assert _cycle(graph) == [], " -> ".join(_cycle(graph))

@@ -1,0 +1,29 @@
+"""The names of the systems compared, and the units the sizes are written in.
+
+A leaf module: the side that measures and the side that reports both read these names, so
+neither has to import the other.
+"""
+
+from __future__ import annotations
+
+AMBROSIA = "ambrosia-edge"
+NO_FSYNC = "ambrosia-edge --no-fsync"
+GRPC = "grpcio"
+DBOS_QUEUE = "DBOS (one workflow per increment)"
+DBOS_BATCHED = "DBOS (100 increments per workflow)"
+RESTATE_EACH = "Restate (one invocation per increment)"
+RESTATE_BATCHED = "Restate (100 increments per invocation)"
+#: the systems of the throughput and ping workloads, in the order the tables show them
+THROUGHPUT_SYSTEMS = [AMBROSIA, NO_FSYNC, GRPC]
+#: the durable-execution peers of the counter workload: their module, and what it serves
+COUNTER_PEERS = {
+    DBOS_QUEUE: ("benchmarks.dbos_peer", "the DBOS service"),
+    DBOS_BATCHED: ("benchmarks.dbos_peer", "the DBOS service"),
+    RESTATE_EACH: ("benchmarks.restate_peer", "the Restate service"),
+    RESTATE_BATCHED: ("benchmarks.restate_peer", "the Restate service"),
+}
+
+#: the module of the benchmark immortals
+APPS = "benchmarks.apps"
+KIB = 1024
+MIB = 1024 * 1024
