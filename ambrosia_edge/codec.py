@@ -33,8 +33,11 @@ anything else       tag 27 (language-independent object), ``[type name, argument
                     array of exactly two items
 ==================  ==========================================================================
 
-No other tags are written.  This decoder refuses trailing bytes and unknown tags (those
-cbor2 decodes by itself, such as 1 or 4, pass).  Type names under tag 27, with argument:
+No other tags are written, and the decoder refuses every other tag, even those cbor2 decodes
+by itself (1, 4, 52, ...): which ones those are, and how leniently, differs between cbor2 5.x
+and 6.x, and a logged message must decode, or be refused, alike on both.  For the same reason it
+refuses trailing bytes, indefinite lengths, a break code, a two-byte simple value under 32, and
+nesting deeper than :data:`MAX_DEPTH`.  Type names under tag 27, with argument:
 
 - ``"tuple"``: array of the items.
 - ``"frozenset"``: the members as a tag 258 set, laid out as above.
@@ -45,16 +48,18 @@ cbor2 decodes by itself, such as 1 or 4, pass).  Type names under tag 27, with a
   A dataclass carries a map ``{field name: value}`` of all its fields in declaration
   order; an Enum member carries its member name as text.
 
-Nesting deeper than about 200 levels is not portable: pure-Python cbor2 5.x runs out of
-stack near 300 and 6.x refuses more than 400.
+Values the table does not have but CBOR does (undefined, simple values, a map used as a map
+key) decode to the cbor2 in use's own types for them, with the same contents on 5.x and 6.x.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import enum
+import importlib.metadata
+import re
 from collections.abc import Callable, Mapping
-from datetime import date, datetime, timedelta
+from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
 from fractions import Fraction
 from functools import partial
@@ -378,12 +383,185 @@ def _reject_tag(tag: Any, _immutable: object = None) -> object:
     raise CodecError(f"unsupported CBOR tag {tag.tag}")
 
 
-# cbor2 6.x freezes all that a tag_hook receives (lists arrive as tuples, all the way down);
-# its semantic_decoders get the contents as decoded, which is what 5.x's tag_hook gets.
-try:
-    _SEMANTIC = cbor2.loads(b"\xf6", semantic_decoders={}) is None
-except TypeError:
-    _SEMANTIC = False
+_DIGITS = "[0-9]"
+_AWARE = re.compile(
+    rf"({_DIGITS}{{4}})-({_DIGITS}{{2}})-({_DIGITS}{{2}})T({_DIGITS}{{2}}):({_DIGITS}{{2}}):"
+    rf"({_DIGITS}{{2}})(?:\.({_DIGITS}{{1,6}}))?(?:(Z)|([+-])({_DIGITS}{{2}}):({_DIGITS}{{2}}))\Z"
+)
+_DATE = re.compile(rf"({_DIGITS}{{4}})-({_DIGITS}{{2}})-({_DIGITS}{{2}})\Z")
+
+
+def _aware_datetime(text: object) -> datetime:
+    match = _AWARE.match(text) if type(text) is str else None
+    if match is None:
+        raise CodecError(f"malformed tag 0 datetime: {text!r}")
+    y, mo, d, h, mi, sec, frac, _z, sign, oh, om = match.groups()
+    try:
+        offset = timedelta(hours=int(oh), minutes=int(om)) if sign else timedelta(0)
+        zone = timezone(-offset if sign == "-" else offset)
+        micro = int(frac.ljust(6, "0")) if frac else 0
+        return datetime(int(y), int(mo), int(d), int(h), int(mi), int(sec), micro, tzinfo=zone)
+    except ValueError:
+        raise CodecError(f"malformed tag 0 datetime: {text!r}") from None
+
+
+def _date(text: object) -> date:
+    match = _DATE.match(text) if type(text) is str else None
+    try:
+        if match is not None:
+            return date(*map(int, match.groups()))
+    except ValueError:
+        pass
+    raise CodecError(f"malformed tag 1004 date: {text!r}")
+
+
+def _bignum(value: object) -> int:
+    if type(value) is not bytes:
+        raise CodecError("malformed bignum: its content is not a byte string")
+    return int.from_bytes(value, "big")
+
+
+def _fraction(value: object) -> Fraction:
+    if isinstance(value, list | tuple) and len(value) == 2:
+        numerator, denominator = value
+        if type(numerator) is int and type(denominator) is int and denominator:
+            return Fraction(numerator, denominator)
+    raise CodecError(f"malformed tag 30 fraction: {value!r}")
+
+
+def _uuid(value: object) -> UUID:
+    if type(value) is not bytes or len(value) != 16:
+        raise CodecError(f"malformed tag 37 UUID: {value!r}")
+    return UUID(bytes=value)
+
+
+def _set(value: object) -> set[object]:
+    if not isinstance(value, list | tuple):
+        raise CodecError("malformed tag 258 set: its content is not an array")
+    try:
+        return set(value)
+    except TypeError as exc:
+        raise CodecError(f"malformed tag 258 set: {exc}") from None
+
+
+# What the codec decodes, in every cbor2: the tags it writes, each read by the code here rather
+# than by cbor2 (whose native tags and their leniency differ between 5.x and 6.x).
+_TAGS: dict[int, Callable[[Any], object]] = {
+    0: _aware_datetime,
+    2: _bignum,
+    3: lambda value: -1 - _bignum(value),
+    30: _fraction,
+    37: _uuid,
+    258: _set,
+    1004: _date,
+}
+#: Containers and tags nested deeper than this are refused (the value at the bottom not counted).
+MAX_DEPTH = 200
+_FRAMED_DEPTH = MAX_DEPTH + 1  # decoding frames the value in one more array
+_CBOR2_MAJOR = int(importlib.metadata.version("cbor2").split(".")[0])
+
+
+class _AllTags(dict[int, Callable[[Any, bool], object]]):
+    """cbor2 6.x looks every tag up in ``semantic_decoders`` before its own decoders: a tag that
+    is missing here is refused, whether or not this cbor2 knows it (6.x reads 52 and 54 as IP
+    addresses, which 5.x does not). Only tag 27 is held; the rarer tags of :data:`_TAGS` come
+    from ``__missing__``: each entry held adds ~30 ns to every decode (measured with 6.3)."""
+
+    def __missing__(self, tag: int) -> Callable[[Any, bool], object]:
+        read = _TAGS.get(tag)
+        if read is None:
+            raise CodecError(f"unsupported CBOR tag {tag}")
+        return _semantic(read)
+
+
+def _semantic(read: Callable[[Any], object]) -> Callable[[Any, bool], object]:
+    return lambda value, _immutable: read(value)
+
+
+def _modern_loader(build: Callable[[Any], object]) -> Callable[[bytes], Any]:
+    tags = _AllTags({_OBJECT: _semantic(build)})
+    load = partial(
+        cbor2.loads,
+        semantic_decoders=tags,
+        tag_hook=_reject_tag,
+        allow_indefinite=False,
+        max_depth=_FRAMED_DEPTH,
+    )
+    try:  # a cbor2 that looked up only the tags it lacks would decode tag 1 by itself
+        load(b"\xc1\x00")
+    except Exception as exc:
+        while exc.__cause__ is not None and not isinstance(exc, CodecError):
+            exc = exc.__cause__  # type: ignore[assignment]
+        if isinstance(exc, CodecError):
+            return load
+    raise ImportError("this cbor2 6.x does not consult semantic_decoders for every tag")
+
+
+def _legacy_loader(build: Callable[[Any], object]) -> Callable[[bytes], Any]:
+    """cbor2 5.x: its pure-Python decoder (also where its C extension is installed, which has
+    no hooks for this), with every item read through :meth:`_Decoder.decode`."""
+    from io import BytesIO
+
+    pure: Any = importlib.import_module("cbor2._decoder")  # 5.x only; untyped for 6.x's stubs
+
+    major_decoders = pure.major_decoders
+    simple = pure.CBORSimpleValue
+
+    class _Decoder(pure.CBORDecoder):  # type: ignore[misc]
+        """Refuses what 6.x refuses (indefinite lengths, a break code, a two-byte simple value
+        under 32, nesting past MAX_DEPTH) and reads tags as :data:`_TAGS` says."""
+
+        depth = 0
+        _immutable: bool
+        _share_index: int | None
+
+        def decode(self, immutable: bool = False, unshared: bool = False) -> Any:
+            if immutable:
+                old_immutable, self._immutable = self._immutable, True
+            if unshared:
+                old_index, self._share_index = self._share_index, None
+            try:
+                initial = self.read(1)[0]
+                major, subtype = initial >> 5, initial & 31
+                if major < 4:
+                    if subtype == 31 and major >= 2:
+                        raise CodecError("indefinite-length items are not accepted")
+                    return major_decoders[major](self, subtype)
+                if major == 7:
+                    if subtype == 31:
+                        raise CodecError("a break code where a data item was expected")
+                    if subtype == 24:
+                        n = self.read(1)[0]
+                        if n < 32:
+                            raise CodecError(f"invalid two-byte simple value {n}")
+                        return simple(n)
+                    return major_decoders[7](self, subtype)
+                if subtype == 31:
+                    raise CodecError("indefinite-length items are not accepted")
+                self.depth += 1
+                if self.depth > _FRAMED_DEPTH:
+                    raise CodecError(f"nested deeper than {MAX_DEPTH} levels")
+                try:
+                    if major < 6:
+                        return major_decoders[major](self, subtype)
+                    tag = self._decode_length(subtype)
+                    read = _TAGS.get(tag) or (build if tag == _OBJECT else None)
+                    if read is None:
+                        raise CodecError(f"unsupported CBOR tag {tag}")
+                    return read(self.decode(unshared=True))
+                finally:
+                    self.depth -= 1
+            finally:
+                if immutable:
+                    self._immutable = old_immutable
+                if unshared:
+                    self._share_index = old_index
+
+    def load(data: bytes) -> Any:
+        with BytesIO(data) as fp:
+            return _Decoder(fp).decode()
+
+    return load
 
 
 def decode(data: bytes, *, proxy_factory: Callable[[str], object] | None = None) -> Any:
@@ -397,14 +575,7 @@ def make_loader(proxy_factory: Callable[[str], object] | None = None) -> Callabl
     themselves (``FRAME_HEAD + data + FRAME_TAIL``, then check the second item is ``END``, as
     ``_decode_with`` does) and handle failures by retrying through a full decoder."""
     build = _builder(proxy_factory)
-    if _SEMANTIC:
-        decoders = {_OBJECT: lambda value, _immutable: build(value)}
-        return partial(cbor2.loads, semantic_decoders=decoders, tag_hook=_reject_tag)
-
-    def hook(_decoder: Any, tag: Any) -> object:
-        return build(tag.value) if tag.tag == _OBJECT else _reject_tag(tag)
-
-    return partial(cbor2.loads, tag_hook=hook)
+    return _modern_loader(build) if _CBOR2_MAJOR >= 6 else _legacy_loader(build)
 
 
 def make_decoder(proxy_factory: Callable[[str], object] | None = None) -> Callable[[bytes], Any]:

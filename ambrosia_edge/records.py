@@ -42,11 +42,9 @@ from __future__ import annotations
 
 import os
 import struct
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from enum import IntEnum
-from typing import Final, TypeAlias
-
-from crc32c import crc32c
+from typing import Any, Final, TypeAlias
 
 from .errors import CorruptLogError
 
@@ -70,6 +68,31 @@ MAGIC: Final = b"AE"
 FORMAT_VERSION: Final = 1
 HEADER_SIZE: Final = 12
 MAX_RECORD_BODY: Final = 1 << 30
+
+
+def _pick_crc32c() -> Callable[..., int]:
+    """The compiled ``crc32c`` where it is installed: PyPI has no wheel of it for 32-bit ARM
+    or s390x, so there the dependency is left out and a pure-Python one (numpy-vectorised
+    for large inputs when numpy is present) checksums the log instead, with the same results."""
+    try:
+        from crc32c import crc32c as compiled
+    except ImportError:
+        from .crc32c_fallback import crc32c as fallback
+
+        return fallback
+    try:
+        compiled(b"", 0, 0)
+    except TypeError:  # Debian's python3-crc32c 2.3 has no gil_release_mode argument
+
+        def two_args(data: Any, value: int = 0, _gil_release_mode: int = -1) -> int:
+            result: int = compiled(data, value)
+            return result
+
+        return two_args
+    return compiled
+
+
+crc32c: Final = _pick_crc32c()
 
 # magic, version, type, body length, crc
 _HEADER: Final = struct.Struct("<2sBBII")
