@@ -8,7 +8,8 @@ Each component declares its own settings once, as fields of a small options clas
 (:class:`ProcessOptions`, :class:`StoreOptions`, :class:`CoordinatorOptions`); the flags of
 ``ambrosia-edge run``, the keys of the config file and the checks of values given in code are
 generated from those declarations by :mod:`ambrosia_edge.options`. :class:`Settings` is all of
-them in one, which is what the runtime is started with.
+them in one, which is what the runtime is started with. A new setting is one new field, declared
+with :func:`~ambrosia_edge.options.option` in the class of the component that reads it.
 
 Every bad value becomes a :class:`ConfigError` that names where it came from (a flag, a key in a
 named file, a field of Settings), repeats the value and shows a good one. Secrets are the one
@@ -293,9 +294,9 @@ def load_settings(config_file: Path | None, **cli_overrides: object) -> Settings
 
     merged = {k: v for k, v in from_file.items() if k not in _SECRETS}
     for key, value in from_flags.items():
-        merge = _TABLE[key].option.kind.merge
         if key in _SECRETS:
             continue
+        merge = _TABLE[key].option.kind.merge
         merged[key] = merge(merged[key], value) if merge and key in merged else value
 
     # Resolve the secret from the highest-precedence source only, so a stale variable named in

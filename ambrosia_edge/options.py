@@ -40,6 +40,7 @@ __all__ = [
     "declared",
     "option",
     "options",
+    "pick",
     "read_file",
     "read_values",
 ]
@@ -208,7 +209,16 @@ class Declared:
             example = self.default
         return None if example is None else kind.show(example)
 
+    def default_text(self) -> str | None:
+        """The default as ``--help`` shows it, or None when there is nothing worth showing."""
+        if self.default in (None, "", dataclasses.MISSING) or self.default in ({}, []):
+            return None
+        if self.option.kind.switch:
+            return "on" if self.default else "off"
+        return str(self.option.kind.show(self.default))
+
     def flag_label(self) -> str:
+        """The flag to name in an error: for a switch, the one that turns the default off."""
         flag, kind = self.option.flag, self.option.kind
         if flag is None:
             return "--" + self.name.replace("_", "-")
@@ -234,15 +244,23 @@ def declared(*classes: type) -> dict[str, Declared]:
     return table
 
 
+def pick(cls: type[T], source: object) -> T:
+    """The ``cls`` part of ``source``, such as a component's own options out of Settings."""
+    make: Callable[..., T] = cls
+    return make(**{f.name: getattr(source, f.name) for f in dataclasses.fields(cls)})  # type: ignore[arg-type]
+
+
 # ---------------------------------------------------------------------------------------------
 # Where a value came from, so an error can point at the exact thing to edit
 
 
 @dataclass(frozen=True)
 class Where:
+    """A source of values: the command line, a config file, or code building ``owner``."""
+
     kind: Literal["flag", "file", "value"]
     path: Path | None = None
-    owner: str = "Settings"
+    owner: str = ""
 
 
 @dataclass(frozen=True)
@@ -264,19 +282,20 @@ class At:
         return f"{self.where.owner}.{self.item.name}"
 
     def example(self) -> str:
-        declared, item = self.item.option, self.item
+        """A good value in the form this source takes, or "" when none was declared."""
+        opt, item = self.item.option, self.item
         if self.where.kind == "flag":
-            if declared.cli_example is not None:
-                return declared.cli_example
-            if item.example is None or declared.kind.switch:
-                return item.flag_label() if declared.kind.switch else ""
-            return f"{item.flag_label()} {item.example}"
-        if declared.toml_example is not None:
-            return declared.toml_example
+            if opt.cli_example is not None:
+                return opt.cli_example
+            if opt.kind.switch:
+                return item.flag_label()
+            return "" if item.example is None else f"{item.flag_label()} {item.example}"
+        if opt.toml_example is not None:
+            return opt.toml_example
         if item.example is None or item.key is None:
             return ""
-        if declared.kind.toml is not None:
-            return declared.kind.toml(item.key, item.example)
+        if opt.kind.toml is not None:
+            return opt.kind.toml(item.key, item.example)
         return f"{item.key} = {_toml_literal(item.example)}"
 
     def bad(self, problem: str, value: object, *, show: bool = True) -> ConfigError:
@@ -303,30 +322,22 @@ def add_arguments(parser: argparse._ActionsContainer, *classes: type) -> None:
     the file and the built-in default stay visible under it.
     """
     for name, item in declared(*classes).items():
-        declared_, kind = item.option, item.option.kind
-        if declared_.flag is None:
+        opt, kind = item.option, item.option.kind
+        if opt.flag is None:
             continue
-        help_text = declared_.help
-        if "(default:" not in help_text and item.default not in (None, "", dataclasses.MISSING):
-            shown = ("on" if item.default else "off") if kind.switch else kind.show(item.default)
-            if shown not in ({}, []):
-                help_text += f" (default: {shown})"
-        metavar = declared_.metavar or kind.metavar
-        if not declared_.flag.startswith("-"):
-            parser.add_argument(name, nargs="?", metavar=declared_.flag, help=help_text)
+        help_text = opt.help
+        shown = item.default_text()
+        if shown is not None and "(default:" not in help_text:
+            help_text += f" (default: {shown})"
+        if not opt.flag.startswith("-"):
+            parser.add_argument(name, nargs="?", metavar=opt.flag, help=help_text)
         elif kind.switch:
-            parser.add_argument(
-                declared_.flag,
-                dest=name,
-                action=argparse.BooleanOptionalAction,
-                default=None,
-                help=help_text,
-            )
+            switch = argparse.BooleanOptionalAction
+            parser.add_argument(opt.flag, dest=name, action=switch, default=None, help=help_text)
         else:
             action = "append" if kind.repeat else "store"
-            parser.add_argument(
-                declared_.flag, dest=name, action=action, metavar=metavar, help=help_text
-            )
+            metavar = opt.metavar or kind.metavar
+            parser.add_argument(opt.flag, dest=name, action=action, metavar=metavar, help=help_text)
 
 
 def read_values(
