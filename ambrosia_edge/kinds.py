@@ -213,6 +213,7 @@ def parse_size(text: str | int) -> int:
 
 
 def check_text(value: object, at: At) -> str:
+    """A non-empty string, or an error naming ``at``."""
     if not isinstance(value, str) or not value.strip():
         raise at.bad("expected a non-empty string", value)
     return value
@@ -289,6 +290,7 @@ def _listen_in_code(value: object, at: At) -> PeerAddress:
 
 
 def check_peer(peer: object, address: object, own_name: str | None, at: At) -> None:
+    """One peer entry; ``own_name`` refuses an entry for the immortal itself, a sure mistake."""
     if not isinstance(peer, str) or not NAME_RE.fullmatch(peer):
         raise at.bad(f"bad peer name: {NAME_RULE}", peer)
     if not isinstance(address, PeerAddress):
@@ -363,6 +365,9 @@ def _peers_toml(key: str, example: object) -> str:
     return f'[{key}] {peer} = "{address}"'
 
 
+# Each kind: first how a flag or file value is read, then how a value given in code is checked.
+# Code gets no parsing of strings (page_bytes="4MiB" is refused) so that a typed program stays
+# typed and a wrong type fails where it was written.
 NAME = Kind(_name, _name)
 LOCATION = Kind(_location, check_text, metavar="URL", in_file=_location_in_file)
 LISTEN = Kind(_listen, _listen_in_code, metavar="HOST:PORT")
