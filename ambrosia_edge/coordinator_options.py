@@ -1,45 +1,67 @@
-"""The coordinator's own options: what it needs from the settings, and nothing else."""
+"""The coordinator's own options: what it needs from the settings, and nothing else.
+
+Declared here, apart from :mod:`.coordinator`, so that ``ambrosia-edge --help`` and the config
+loader read the declarations without importing the coordinator. The peers' addresses are not
+here: the coordinator asks its :class:`~ambrosia_edge.discovery.Discovery`.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from .kinds import COUNT, LISTEN, SECRET, SIZE, PeerAddress
+from .options import option, options, pick
 
-from .config import PeerAddress
+__all__ = ["CoordinatorOptions"]
 
-if TYPE_CHECKING:
-    from .config import Settings
+_MiB = 1024 * 1024
 
 
-@dataclass(frozen=True, slots=True)
+@options
 class CoordinatorOptions:
-    """Sizes, retention, the deployment secret and the address to listen on.
+    """How the coordinator batches the log, checkpoints, buffers output and meets its peers."""
 
-    The defaults are those of :class:`~ambrosia_edge.config.Settings`; the peers' addresses
-    are not here: the coordinator asks its :class:`~ambrosia_edge.discovery.Discovery`.
-    """
-
-    #: a page is sealed once this much input waits (and is then written as one record)
-    page_bytes: int = 4 * 1024 * 1024
-    #: log this much since the last checkpoint, then take the next one
-    checkpoint_bytes: int = 64 * 1024 * 1024
-    #: dispatch waits while an output buffer holds more than this (a slow or absent peer)
-    buffer_bytes: int = 64 * 1024 * 1024
-    #: checkpoints kept (with the chunks they need); older ones are deleted
-    keep_checkpoints: int = 2
-    #: the deployment secret that links authenticate with; None: no authentication (out of
-    #: repr: options get logged and printed, the secret must not be)
-    secret: str | None = field(default=None, repr=False)
-    #: where to accept links; None: accept none (send only)
-    listen: PeerAddress | None = None
+    listen: PeerAddress | None = option(
+        default=None,
+        kind=LISTEN,
+        flag="--listen",
+        help="accept calls from peers here",
+        example="127.0.0.1:7001",
+    )
+    checkpoint_bytes: int = option(
+        default=64 * _MiB,
+        kind=SIZE,
+        flag="--checkpoint-bytes",
+        help="checkpoint when the log since the last checkpoint passes SIZE",
+    )
+    keep_checkpoints: int = option(
+        default=2,
+        kind=COUNT,
+        flag="--keep-checkpoints",
+        metavar="K",
+        help="keep the newest K checkpoints and the logs after them",
+    )
+    # Out of repr: settings get logged and printed, the secret must not be. No flag either: a
+    # secret on the command line is visible to every user of the machine, so --secret-env
+    # (SecretSource) names a variable instead.
+    secret: str | None = option(
+        default=None,
+        kind=SECRET,
+        repr=False,
+        help="the deployment secret peers must share",
+        cli_example="--secret-env MY_SECRET",
+        toml_example='secret_env = "MY_SECRET"',
+    )
+    page_bytes: int = option(
+        default=4 * _MiB, kind=SIZE, flag="--page-bytes", help="largest log page / input batch"
+    )
+    buffer_bytes: int = option(
+        default=64 * _MiB,
+        kind=SIZE,
+        flag="--buffer-bytes",
+        help="unacknowledged output kept per peer before callers wait",
+    )
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> CoordinatorOptions:
-        return cls(
-            page_bytes=settings.page_bytes,
-            checkpoint_bytes=settings.checkpoint_bytes,
-            buffer_bytes=settings.buffer_bytes,
-            keep_checkpoints=settings.keep_checkpoints,
-            secret=settings.secret,
-            listen=settings.listen,
-        )
+    def from_settings(cls, settings: CoordinatorOptions) -> CoordinatorOptions:
+        """The coordinator's part of the settings (a ``Settings`` is every component's options
+        in one), and only that."""
+        return pick(cls, settings)

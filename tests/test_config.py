@@ -2,24 +2,44 @@
 
 from __future__ import annotations
 
+import argparse
+import re
 import sys
 import textwrap
 from collections.abc import Iterator
+from dataclasses import fields
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from ambrosia_edge.config import (
+    RUN_OPTIONS,
     SECRET_ENV,
+    CoordinatorOptions,
     PeerAddress,
+    ProcessOptions,
     Settings,
+    StoreOptions,
+    add_run_arguments,
     default_log_url,
     load_settings,
     parse_peer,
     parse_size,
 )
 from ambrosia_edge.errors import ConfigError
+from ambrosia_edge.kinds import COUNT
 from ambrosia_edge.loader import load_class, split_target
+from ambrosia_edge.options import (
+    Where,
+    add_arguments,
+    declared,
+    option,
+    options,
+    pick,
+    read_file,
+    read_values,
+)
 
 MiB = 1024 * 1024
 
@@ -443,6 +463,101 @@ def test_secret_errors_never_echo_the_secret(
     with pytest.raises(ConfigError, match="secret in") as info:
         load_settings(bad)
     assert "got" not in str(info.value)
+
+
+# ---------------------------------------------------------------------------------------------
+# Declarations: one field per setting, everything else generated from it
+
+RUN_CLASSES = [cls for _, classes in RUN_OPTIONS for cls in classes]
+
+
+@options
+class SensorOptions:
+    """A component that is not part of the project: one new setting, declared once."""
+
+    sample_every: int = option(
+        default=5, kind=COUNT, flag="--sample-every", help="take a sample every N seconds"
+    )
+
+
+def test_one_declaration_makes_a_flag_a_file_key_and_its_errors(tmp_path: Path) -> None:
+    parser = argparse.ArgumentParser(prog="ambrosia-edge run")
+    add_arguments(parser, *RUN_CLASSES, SensorOptions)
+    assert re.search(
+        r"--sample-every N +take a sample every N seconds \(default: 5\)", parser.format_help()
+    )
+    assert parser.parse_args(["--sample-every", "7"]).sample_every == "7"
+    assert parser.parse_args([]).sample_every is None  # not given: the file may set it
+
+    table = declared(*RUN_CLASSES, SensorOptions)
+    assert read_values({"sample_every": "7"}, Where("flag"), table) == {"sample_every": 7}
+    with pytest.raises(ConfigError) as info:
+        read_values({"sample_every": "often"}, Where("flag"), table)
+    assert str(info.value) == (
+        "--sample-every: expected a positive integer, got 'often'; for example: --sample-every 5"
+    )
+
+    good = write(tmp_path / "good.toml", "sample_every = 9\npage_bytes = '8KiB'\n")
+    assert read_file(good, table, "") == {"sample_every": 9, "page_bytes": 8192}
+    typo = write(tmp_path / "typo.toml", "sample_evry = 9\n")
+    with pytest.raises(
+        ConfigError, match=r"did you mean 'sample_every'\?.*known keys:.*sample_every"
+    ):
+        read_file(typo, table, "")
+    bad = write(tmp_path / "bad.toml", "sample_every = 0\n")
+    with pytest.raises(ConfigError) as info:
+        read_file(bad, table, "")
+    assert str(info.value) == (
+        f"sample_every in {bad}: expected a positive integer, got 0; for example: sample_every = 5"
+    )
+
+    assert SensorOptions().sample_every == 5
+    with pytest.raises(ConfigError, match=r"^SensorOptions\.sample_every: .*got 0"):
+        SensorOptions(sample_every=0)
+
+
+def test_run_flags_and_file_keys_are_the_declared_settings() -> None:
+    parser = argparse.ArgumentParser()
+    add_run_arguments(parser)
+    dests = {action.dest for action in parser._actions} - {"help", "config"}
+    table = declared(*RUN_CLASSES)
+    assert dests == {name for name, item in table.items() if item.option.flag is not None}
+    assert dests == {f.name for f in fields(Settings)} - {"secret"} | {"secret_env"}
+    assert {item.key for item in table.values()} == {f.name for f in fields(Settings)} | {
+        "secret_env"
+    }
+
+
+def test_settings_is_every_component_in_one() -> None:
+    s = Settings("m:C", "s", page_bytes=8192, fsync=False, peers={"c": PeerAddress("h", 1)})
+    for component in (ProcessOptions, StoreOptions, CoordinatorOptions):
+        assert isinstance(s, component)
+        for f in fields(component):
+            assert f in fields(Settings)
+    assert pick(CoordinatorOptions, s) == CoordinatorOptions(page_bytes=8192)
+    assert pick(StoreOptions, s) == StoreOptions(log=s.log, fsync=False)
+    assert CoordinatorOptions() == pick(CoordinatorOptions, Settings("m:C", "s"))
+
+
+@pytest.mark.parametrize(
+    ("make", "complaint"),
+    [
+        (lambda: CoordinatorOptions(page_bytes=0), "CoordinatorOptions.page_bytes"),
+        (lambda: CoordinatorOptions(listen="h:1"), "CoordinatorOptions.listen"),  # type: ignore[arg-type]
+        (lambda: StoreOptions(log="x", fsync="no"), "StoreOptions.fsync"),  # type: ignore[arg-type]
+        (lambda: StoreOptions(), "StoreOptions.log"),
+        (lambda: ProcessOptions("m:C", "s", {"s": PeerAddress("h", 1)}), "own name"),
+    ],
+)
+def test_each_component_checks_its_own_options(make: Any, complaint: str) -> None:
+    with pytest.raises(ConfigError, match=complaint):
+        make()
+
+
+def test_options_are_frozen() -> None:
+    s = Settings("m:C", "s")
+    with pytest.raises(AttributeError):
+        s.page_bytes = 1  # type: ignore[misc]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
-from ..config import Settings, load_settings
+from ..config import Settings, add_run_arguments, settings_from_args
 from . import call
 
 __all__ = ["add_parser", "build_run_settings", "main"]
@@ -48,55 +47,7 @@ def add_parser(
         description=RUN_DESCRIPTION,
         epilog=RUN_EPILOG,
     )
-    run.add_argument("target", nargs="?", metavar="TARGET", help="file.py:Class or module:Class")
-    run.add_argument(
-        "--name",
-        help="unique name of this immortal in the deployment (default: class name, lowercased)",
-    )
-    run.add_argument(
-        "--log",
-        metavar="URL",
-        help="where its log lives: a directory or a storage URL "
-        "(default: a per-user state directory named after --name)",
-    )
-    run.add_argument("--listen", metavar="HOST:PORT", help="accept calls from peers here")
-    run.add_argument(
-        "--peer",
-        action="append",
-        metavar="NAME=HOST:PORT",
-        help="another immortal this one calls or answers; repeat for each peer",
-    )
-    run.add_argument("--config", metavar="FILE", help="TOML file with the same settings")
-    run.add_argument(
-        "--checkpoint-bytes",
-        metavar="SIZE",
-        help="checkpoint when the log since the last checkpoint passes SIZE (default: 64MiB)",
-    )
-    run.add_argument(
-        "--keep-checkpoints",
-        metavar="K",
-        help="keep the newest K checkpoints and the logs after them (default: 2)",
-    )
-    run.add_argument(
-        "--fsync",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="flush every log write to disk before running it; --no-fsync is faster but a "
-        "power cut can lose the last inputs (default: on)",
-    )
-    run.add_argument(
-        "--secret-env",
-        metavar="VAR",
-        help="read the deployment secret peers must share from environment variable VAR",
-    )
-    run.add_argument(
-        "--page-bytes", metavar="SIZE", help="largest log page / input batch (default: 4MiB)"
-    )
-    run.add_argument(
-        "--buffer-bytes",
-        metavar="SIZE",
-        help="unacknowledged output kept per peer before callers wait (default: 64MiB)",
-    )
+    add_run_arguments(run)
     return run
 
 
@@ -106,17 +57,4 @@ def main(args: argparse.Namespace) -> int:
 
 def build_run_settings(args: argparse.Namespace) -> Settings:
     """Turn parsed ``run`` arguments into Settings; the runtime is not touched."""
-    return load_settings(
-        Path(args.config) if args.config is not None else None,
-        target=args.target,
-        name=args.name,
-        log=args.log,
-        listen=args.listen,
-        peers=args.peer,
-        checkpoint_bytes=args.checkpoint_bytes,
-        keep_checkpoints=args.keep_checkpoints,
-        fsync=args.fsync,
-        secret_env=args.secret_env,
-        page_bytes=args.page_bytes,
-        buffer_bytes=args.buffer_bytes,
-    )
+    return settings_from_args(args)
