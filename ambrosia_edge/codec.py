@@ -50,6 +50,10 @@ nesting deeper than :data:`MAX_DEPTH`.  Type names under tag 27, with argument:
 
 Values the table does not have but CBOR does (undefined, simple values, a map used as a map
 key) decode to the cbor2 in use's own types for them, with the same contents on 5.x and 6.x.
+
+(Past the core's ~500 lines on purpose: encoding and decoding are one concept, the byte layout
+above, and a reader checking one against the other wants both, with the decoders for each cbor2
+major version, on one page.)
 """
 
 from __future__ import annotations

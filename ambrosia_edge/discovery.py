@@ -17,8 +17,8 @@ from typing import Protocol, runtime_checkable
 
 import anyio
 
-from .config import PeerAddress
 from .errors import ConfigError
+from .kinds import PeerAddress
 
 
 @runtime_checkable
