@@ -23,10 +23,8 @@ through the ``ambrosia_edge.sources`` entry-point group, whose entries name a cl
 
 from __future__ import annotations
 
-import importlib
 import logging
 from collections.abc import Callable
-from importlib.metadata import entry_points
 from typing import Any, Protocol, runtime_checkable
 from urllib.parse import urlsplit
 
@@ -34,6 +32,7 @@ import anyio
 from anyio.abc import TaskStatus
 
 from .errors import ConfigError
+from .registry import load
 
 log = logging.getLogger("ambrosia_edge")
 
@@ -145,29 +144,18 @@ def open_source(url: str) -> ImpulseSource:
     A bare name (``terminal``) is a URL with nothing but the scheme.
     """
     name = urlsplit(url).scheme if ":" in url else url
-    target = REGISTRY.get(name)
-    if target is None:
-        for ep in entry_points(group=ENTRY_POINTS):
-            if ep.name == name:
-                target = ep.value
-                break
-    if target is None:
-        known = ", ".join(sorted(REGISTRY))
-        raise ConfigError(
+    factory = load(
+        name,
+        builtin=REGISTRY,
+        group=ENTRY_POINTS,
+        extras=EXTRAS,
+        what=f"impulse source {name!r}",
+        unknown=lambda known: (
             f"no impulse source named {name!r} in {url!r} (known: {known}; others are "
             f"installed as packages that register in the {ENTRY_POINTS!r} entry-point group)"
-        )
-    module_name, _, attribute = target.partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        extra = EXTRAS.get(name)
-        hint = f"; install it with: pip install 'ambrosia-edge[{extra}]'" if extra else ""
-        raise ConfigError(f"impulse source {name!r} is not available ({exc}){hint}") from exc
-    factory: Any = module
-    for part in attribute.split("."):
-        factory = getattr(factory, part)
+        ),
+    )
     source = getattr(factory, "from_url", factory)(url)
     if not isinstance(source, ImpulseSource):
-        raise ConfigError(f"{target} (impulse source {name!r}) made {source!r}, which has no run()")
+        raise ConfigError(f"impulse source {name!r} made {source!r}, which has no run()")
     return source
