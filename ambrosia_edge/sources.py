@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import importlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from importlib.metadata import entry_points
 from typing import Any, Protocol, runtime_checkable
 from urllib.parse import urlsplit
@@ -131,10 +131,16 @@ class ImpulseSource(Protocol):
 #: ``ambrosia_edge.sources`` entry-point group.
 REGISTRY: dict[str, str] = {
     "terminal": "ambrosia_edge.transports.terminal:TerminalSource",
+    "cpu_temperature": "ambrosia_edge.devices.sensors:CpuTemperature",
+    "load": "ambrosia_edge.devices.sensors:LoadSource",
+    "memory": "ambrosia_edge.devices.sensors:MemorySource",
+    "file": "ambrosia_edge.devices.sensors:FileSource",
+    "command": "ambrosia_edge.devices.sensors:CommandSource",
+    "gpio": "ambrosia_edge.devices.sensors:GpioSource",
 }
 
 #: Optional extras needed by a source, for the install hint when an import fails.
-EXTRAS: dict[str, str] = {}
+EXTRAS: dict[str, str] = {"gpio": "gpio"}
 
 ENTRY_POINTS = "ambrosia_edge.sources"
 
@@ -145,6 +151,34 @@ def open_source(url: str) -> ImpulseSource:
     A bare name (``terminal``) is a URL with nothing but the scheme.
     """
     name = urlsplit(url).scheme if ":" in url else url
+    target, factory = _factory(name, repr(url))
+    source = getattr(factory, "from_url", factory)(url)
+    if not isinstance(source, ImpulseSource):
+        raise ConfigError(f"{target} (impulse source {name!r}) made {source!r}, which has no run()")
+    return source
+
+
+def open_declared(table: Mapping[str, Any]) -> ImpulseSource:
+    """Build the source that a ``[[sources]]`` table of the config file declares.
+
+    ``kind`` names it as a URL's scheme would; the class takes the table in ``from_config``.
+    """
+    name = str(table.get("kind"))
+    target, factory = _factory(name, "[[sources]]")
+    from_config = getattr(factory, "from_config", None)
+    if from_config is None:
+        raise ConfigError(
+            f"impulse source {name!r} cannot be declared in [[sources]] ({target} has no "
+            "from_config); give it to Runtime(sources=...) or impulse_sources() in code"
+        )
+    source = from_config(table)
+    if not isinstance(source, ImpulseSource):
+        raise ConfigError(f"{target} (impulse source {name!r}) made {source!r}, which has no run()")
+    return source
+
+
+def _factory(name: str, where: str) -> tuple[str, Any]:
+    """The registered ``module:Class`` of source ``name``, and the class itself."""
     target = REGISTRY.get(name)
     if target is None:
         for ep in entry_points(group=ENTRY_POINTS):
@@ -154,7 +188,7 @@ def open_source(url: str) -> ImpulseSource:
     if target is None:
         known = ", ".join(sorted(REGISTRY))
         raise ConfigError(
-            f"no impulse source named {name!r} in {url!r} (known: {known}; others are "
+            f"no impulse source named {name!r} in {where} (known: {known}; others are "
             f"installed as packages that register in the {ENTRY_POINTS!r} entry-point group)"
         )
     module_name, _, attribute = target.partition(":")
@@ -167,7 +201,4 @@ def open_source(url: str) -> ImpulseSource:
     factory: Any = module
     for part in attribute.split("."):
         factory = getattr(factory, part)
-    source = getattr(factory, "from_url", factory)(url)
-    if not isinstance(source, ImpulseSource):
-        raise ConfigError(f"{target} (impulse source {name!r}) made {source!r}, which has no run()")
-    return source
+    return target, factory

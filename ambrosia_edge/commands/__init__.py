@@ -44,6 +44,7 @@ BUILTIN: dict[str, str] = {
     "demo": "ambrosia_edge.commands.demo",
     "inspect": "ambrosia_edge.commands.inspect",
     "checkpoint": "ambrosia_edge.commands.checkpoint",
+    "device": "ambrosia_edge.commands.device",
     "version": "ambrosia_edge.commands.version",
 }
 
