@@ -319,7 +319,7 @@ class GpioSource:
         self, feed: ImpulseFeed, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
     ) -> None:
         try:
-            from gpiozero import DigitalInputDevice
+            from gpiozero import DigitalInputDevice  # type: ignore[import-untyped,import-not-found,unused-ignore]
         except ImportError as exc:
             raise ConfigError(
                 f"gpio source: gpiozero is not installed ({exc}); install it with: "
