@@ -179,3 +179,19 @@ async def test_sources_declared_in_the_config_file(tmp_path: Path) -> None:
         '[[sources]]\nkind = "terminal"\nimpulse = "reading"\n'
     )
     assert "expected an array of tables" in complaint('sources = "cpu_temperature"\n')
+
+
+def test_the_docs_config_declares_what_it_says(tmp_path: Path) -> None:
+    text = (Path(__file__).parent.parent / "docs" / "devices.md").read_text()
+    block = text.split("```toml\n", 1)[1].split("```", 1)[0]
+    config = tmp_path / "hub.toml"
+    config.write_text(block)
+    settings = load_settings(config)
+    (temperature, button) = settings.sources
+    assert temperature == {"kind": "cpu_temperature", "impulse": "reading", "every": "5s"}
+    gpio = open_declared(button)
+    assert isinstance(gpio, GpioSource) and (gpio.pin, gpio.pull_up, gpio.bounce) == (
+        17,
+        True,
+        0.02,
+    )
