@@ -20,6 +20,7 @@ replace with a fake tree. GPIO uses gpiozero (the ``gpio`` extra) and sends an i
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import logging
 import re
 import shlex
@@ -300,6 +301,12 @@ class GpioSource:
         bounce: float | str | None = None,
         edges: str = "both",
     ) -> None:
+        if importlib.util.find_spec("gpiozero") is None:
+            raise ConfigError(
+                f"gpio source on pin {pin}: gpiozero is not installed; install it with: "
+                "pip install 'ambrosia-edge[gpio]' (or, on Raspberry Pi OS: apt install "
+                "python3-gpiozero, in a venv made with --system-site-packages)"
+            )
         if edges not in ("both", "active", "inactive"):
             raise ConfigError(f"gpio source: edges must be both, active or inactive, got {edges!r}")
         self.impulse = impulse

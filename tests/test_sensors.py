@@ -181,6 +181,12 @@ async def test_sources_declared_in_the_config_file(tmp_path: Path) -> None:
     assert "expected an array of tables" in complaint('sources = "cpu_temperature"\n')
 
 
+def test_gpio_without_gpiozero_says_how_to_install_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "gpiozero", None)
+    with pytest.raises(ConfigError, match=r"gpiozero is not installed; .*ambrosia-edge\[gpio\]"):
+        open_declared({"kind": "gpio", "impulse": "button", "pin": 17})
+
+
 def test_the_docs_config_declares_what_it_says(tmp_path: Path) -> None:
     text = (Path(__file__).parent.parent / "docs" / "devices.md").read_text()
     block = text.split("```toml\n", 1)[1].split("```", 1)[0]
