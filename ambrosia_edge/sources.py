@@ -24,7 +24,7 @@ through the ``ambrosia_edge.sources`` entry-point group, whose entries name a cl
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol, runtime_checkable
 from urllib.parse import urlsplit
 
@@ -130,10 +130,16 @@ class ImpulseSource(Protocol):
 #: ``ambrosia_edge.sources`` entry-point group.
 REGISTRY: dict[str, str] = {
     "terminal": "ambrosia_edge.transports.terminal:TerminalSource",
+    "cpu_temperature": "ambrosia_edge.devices.sensors:CpuTemperature",
+    "load": "ambrosia_edge.devices.sensors:LoadSource",
+    "memory": "ambrosia_edge.devices.sensors:MemorySource",
+    "file": "ambrosia_edge.devices.sensors:FileSource",
+    "command": "ambrosia_edge.devices.sensors:CommandSource",
+    "gpio": "ambrosia_edge.devices.sensors:GpioSource",
 }
 
 #: Optional extras needed by a source, for the install hint when an import fails.
-EXTRAS: dict[str, str] = {}
+EXTRAS: dict[str, str] = {"gpio": "gpio"}
 
 ENTRY_POINTS = "ambrosia_edge.sources"
 
@@ -144,18 +150,42 @@ def open_source(url: str) -> ImpulseSource:
     A bare name (``terminal``) is a URL with nothing but the scheme.
     """
     name = urlsplit(url).scheme if ":" in url else url
-    factory = load(
+    factory = _factory(name, repr(url))
+    source = getattr(factory, "from_url", factory)(url)
+    if not isinstance(source, ImpulseSource):
+        raise ConfigError(f"impulse source {name!r} made {source!r}, which has no run()")
+    return source
+
+
+def open_declared(table: Mapping[str, Any]) -> ImpulseSource:
+    """Build the source that a ``[[sources]]`` table of the config file declares.
+
+    ``kind`` names it as a URL's scheme would; the class takes the table in ``from_config``.
+    """
+    name = str(table.get("kind"))
+    factory = _factory(name, "[[sources]]")
+    from_config = getattr(factory, "from_config", None)
+    if from_config is None:
+        raise ConfigError(
+            f"impulse source {name!r} cannot be declared in [[sources]] (it has no "
+            "from_config); give it to Runtime(sources=...) or impulse_sources() in code"
+        )
+    source = from_config(table)
+    if not isinstance(source, ImpulseSource):
+        raise ConfigError(f"impulse source {name!r} made {source!r}, which has no run()")
+    return source
+
+
+def _factory(name: str, where: str) -> Any:
+    """The class (or factory) registered as source ``name``."""
+    return load(
         name,
         builtin=REGISTRY,
         group=ENTRY_POINTS,
         extras=EXTRAS,
         what=f"impulse source {name!r}",
         unknown=lambda known: (
-            f"no impulse source named {name!r} in {url!r} (known: {known}; others are "
+            f"no impulse source named {name!r} in {where} (known: {known}; others are "
             f"installed as packages that register in the {ENTRY_POINTS!r} entry-point group)"
         ),
     )
-    source = getattr(factory, "from_url", factory)(url)
-    if not isinstance(source, ImpulseSource):
-        raise ConfigError(f"impulse source {name!r} made {source!r}, which has no run()")
-    return source

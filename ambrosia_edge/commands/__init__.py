@@ -44,6 +44,9 @@ BUILTIN: dict[str, str] = {
     "demo": "ambrosia_edge.commands.demo",
     "inspect": "ambrosia_edge.commands.inspect",
     "checkpoint": "ambrosia_edge.commands.checkpoint",
+    "device": "ambrosia_edge.commands.device",
+    "export": "ambrosia_edge.commands.archive:EXPORT",
+    "import": "ambrosia_edge.commands.archive:IMPORT",
     "version": "ambrosia_edge.commands.version",
 }
 
