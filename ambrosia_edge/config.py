@@ -42,6 +42,7 @@ from .kinds import (
     parse_size,
 )
 from .loader import is_file_module, split_target
+from .mqtt_options import MqttOptions
 from .options import (
     At,
     Kind,
@@ -180,7 +181,7 @@ class SecretSource:
 
 
 @options
-class Settings(CoordinatorOptions, StoreOptions, ProcessOptions):
+class Settings(MqttOptions, CoordinatorOptions, StoreOptions, ProcessOptions):
     """Everything the runtime needs to start one immortal: every component's options in one.
 
     Validated on construction, like each options class; an empty ``log`` means the per-user
@@ -191,6 +192,7 @@ class Settings(CoordinatorOptions, StoreOptions, ProcessOptions):
         if self.log == "" and isinstance(self.name, str) and NAME_RE.fullmatch(self.name):
             object.__setattr__(self, "log", default_log_url(self.name))
         ProcessOptions.__post_init__(self)
+        self.check_routes()
 
 
 #: The options of ``ambrosia-edge run``, grouped as ``--help`` shows them.
@@ -198,6 +200,7 @@ RUN_OPTIONS: tuple[tuple[str, tuple[type, ...]], ...] = (
     ("immortal and peers", (ProcessOptions,)),
     ("log", (StoreOptions,)),
     ("coordinator", (CoordinatorOptions, SecretSource)),
+    ("MQTT (impulses from a broker; see docs/mqtt.md)", (MqttOptions,)),
 )
 
 _TABLE = declared(*(cls for _, classes in RUN_OPTIONS for cls in classes))

@@ -131,12 +131,41 @@ class ImpulseSource(Protocol):
 #: ``ambrosia_edge.sources`` entry-point group.
 REGISTRY: dict[str, str] = {
     "terminal": "ambrosia_edge.transports.terminal:TerminalSource",
+    "mqtt": "ambrosia_edge.transports.mqtt:MqttSource",
+    "mqtts": "ambrosia_edge.transports.mqtt:MqttSource",
 }
 
 #: Optional extras needed by a source, for the install hint when an import fails.
-EXTRAS: dict[str, str] = {}
+EXTRAS: dict[str, str] = {"mqtt": "mqtt", "mqtts": "mqtt"}
 
 ENTRY_POINTS = "ambrosia_edge.sources"
+
+
+def source_factory(name: str) -> Any:
+    """The class (or callable) registered for source ``name``, imported now.
+
+    A missing optional dependency becomes a ConfigError with the extra to install.
+    """
+    target = REGISTRY.get(name)
+    if target is None:
+        raise ConfigError(
+            f"no impulse source named {name!r} (known: {', '.join(sorted(REGISTRY))})"
+        )
+    return _load(name, target)
+
+
+def _load(name: str, target: str) -> Any:
+    module_name, _, attribute = target.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        extra = EXTRAS.get(name)
+        hint = f"; install it with: pip install 'ambrosia-edge[{extra}]'" if extra else ""
+        raise ConfigError(f"impulse source {name!r} is not available ({exc}){hint}") from exc
+    factory: Any = module
+    for part in attribute.split("."):
+        factory = getattr(factory, part)
+    return factory
 
 
 def open_source(url: str) -> ImpulseSource:
@@ -157,16 +186,7 @@ def open_source(url: str) -> ImpulseSource:
             f"no impulse source named {name!r} in {url!r} (known: {known}; others are "
             f"installed as packages that register in the {ENTRY_POINTS!r} entry-point group)"
         )
-    module_name, _, attribute = target.partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        extra = EXTRAS.get(name)
-        hint = f"; install it with: pip install 'ambrosia-edge[{extra}]'" if extra else ""
-        raise ConfigError(f"impulse source {name!r} is not available ({exc}){hint}") from exc
-    factory: Any = module
-    for part in attribute.split("."):
-        factory = getattr(factory, part)
+    factory = _load(name, target)
     source = getattr(factory, "from_url", factory)(url)
     if not isinstance(source, ImpulseSource):
         raise ConfigError(f"{target} (impulse source {name!r}) made {source!r}, which has no run()")
