@@ -316,3 +316,32 @@ def test_paho_is_not_imported_without_mqtt() -> None:
         "assert not [m for m in sys.modules if m.startswith('paho')], 'paho imported'"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_broker_down_at_start_then_back(tmp_path: Path, broker: Broker) -> None:
+    """The immortal runs without its broker, and takes the queued messages once it is back."""
+    make_session(broker, ["sensors/#"])
+    publisher = client(broker, "publisher")
+    try:
+        publish_all(publisher, [("sensors/a", str(n).encode(), f"a/{n}") for n in (1, 2, 3)])
+        broker.stop()
+        sink = MqttChild(tmp_path, broker, ["--subscribe", "sensors/#=reading"])
+        sink.start()
+        try:
+            wait_for(sink.status, 30, "the immortal to run without its broker", sink.output)
+            assert sink.status()["count"] == 0  # type: ignore[index]
+            broker.start()
+            wait_for(publisher.is_connected, 30, "the publisher to reconnect")
+            publish_all(publisher, [("sensors/a", b"4", "a/4")])
+            wait_for(
+                lambda: (s := sink.status()) and s["count"] == 4,
+                60,
+                "the queued readings",
+                sink.output,
+            )
+            assert sink.status()["out_of_order"] == 0  # type: ignore[index]
+        finally:
+            sink.kill()
+    finally:
+        publisher.disconnect()
+        publisher.loop_stop()
