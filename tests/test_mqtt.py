@@ -8,6 +8,7 @@ the count of readings executed and their order per topic.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -345,3 +346,51 @@ def test_broker_down_at_start_then_back(tmp_path: Path, broker: Broker) -> None:
     finally:
         publisher.disconnect()
         publisher.loop_stop()
+
+
+def test_mqtt_311_with_ids_in_json_exactly_once_across_kills(
+    tmp_path: Path, broker: Broker
+) -> None:
+    """MQTT 3.1.1 has no user properties: the id comes from a JSON field; the session persists
+    with clean_session=False."""
+    c = paho.Client(CallbackAPIVersion.VERSION2, client_id="ambrosia-edge-sink",
+                    protocol=paho.MQTTv311, clean_session=False)  # fmt: skip
+    c.connect("127.0.0.1", broker.port)
+    c.loop_start()
+    info = c.subscribe("json/#", 1)
+    wait_for(lambda: c.is_connected() and info, 10, "the subscription")
+    c.disconnect()
+    c.loop_stop()
+    sink = MqttChild(
+        tmp_path,
+        broker,
+        ["--mqtt-protocol", "3.1.1", "--subscribe", "json/#=record:json", "--mqtt-id-field", "id"],
+    )
+    sink.start()
+    publisher = client(broker, "publisher")
+    total = 400
+    try:
+        for part in range(4):
+            numbers = range(part * 100 + 1, part * 100 + 101)
+            publish_all(
+                publisher,
+                [("json/t", json.dumps({"id": n, "n": n}).encode(), None) for n in numbers],
+            )
+            if part < 3:
+                wait_for(
+                    lambda p=part: (s := sink.status()) and len(s["values"]) >= p * 100 + 50,
+                    60,
+                    "progress",
+                    sink.output,
+                )
+                sink.kill()
+                sink.start()
+        wait_for(lambda: (s := sink.status()) and len(s["values"]) >= total, 60, "all", sink.output)
+        publish_all(publisher, [("json/t", b'{"id": "fence", "n": 0}', None)])
+        wait_for(lambda: (s := sink.status()) and len(s["values"]) > total, 60, "the fence")
+        values = sink.status()["values"]  # type: ignore[index]
+        assert [v["n"] for _, v in values] == [*range(1, total + 1), 0]
+    finally:
+        publisher.disconnect()
+        publisher.loop_stop()
+        sink.kill()
