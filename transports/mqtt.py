@@ -8,8 +8,9 @@ deliver the message again; when the publisher gave it an id (the user property `
 or a JSON field), the executor drops the copy already logged (ambrosia_edge/once.py).
 
 paho runs its network loop in a thread of its own. Messages cross to the event loop in batches:
-the paho thread appends to a deque and wakes the loop only when the deque was empty, so a burst
-costs one hop, not one per message. Acknowledgements go the other way through ``client.ack``,
+the paho thread appends to a deque and, only when the deque was empty, writes a byte to a socket
+pair the loop waits on, so a burst costs one wake-up and the paho thread never waits for the
+loop. Acknowledgements go the other way through ``client.ack``,
 which paho guards with its own locks.
 """
 
@@ -19,13 +20,13 @@ import contextlib
 import json
 import logging
 import os
+import socket
 import threading
 from collections import deque
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import anyio
-import anyio.from_thread
 import anyio.lowlevel
 import anyio.to_thread
 import paho.mqtt.client as paho
@@ -128,14 +129,14 @@ class MqttSource:
         port = parts.port or (8883 if parts.scheme == "mqtts" else 1883)
         client_id = o.mqtt_client_id or f"ambrosia-edge-{feed.immortal}"
         client = self._client(client_id)
-        token = anyio.lowlevel.current_token()
         inbox: deque[tuple[int, paho.MQTTMessage]] = deque()
         lock = threading.Lock()
-        wake = anyio.Event()
+        # the paho thread rings by writing a byte, which never blocks it (a call into the
+        # event loop would, once per burst)
+        bell, ringer = socket.socketpair()
+        bell.setblocking(False)
+        ringer.setblocking(False)
         state = {"generation": 0, "stopped": False}
-
-        def ring() -> None:
-            wake.set()
 
         def on_connect(c: paho.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
             if reason.is_failure:
@@ -172,10 +173,8 @@ class MqttSource:
                 was_empty = not inbox
                 inbox.append((state["generation"], message))
             if was_empty and not state["stopped"]:
-                try:
-                    anyio.from_thread.run_sync(ring, token=token)
-                except Exception:
-                    return  # the event loop is gone: the broker redelivers after restart
+                with contextlib.suppress(OSError):  # full: a ring is pending; closed: stopped
+                    ringer.send(b"\0")
 
         client.on_connect = on_connect
         client.on_disconnect = on_disconnect
@@ -192,8 +191,9 @@ class MqttSource:
         task_status.started()
         try:
             while True:
-                await wake.wait()
-                wake = anyio.Event()
+                await anyio.wait_readable(bell)
+                with contextlib.suppress(BlockingIOError):
+                    bell.recv(4096)
                 with lock:
                     batch = list(inbox)
                     inbox.clear()
@@ -204,6 +204,8 @@ class MqttSource:
             state["stopped"] = True
             with anyio.CancelScope(shield=True):
                 await anyio.to_thread.run_sync(_stop, client)
+            bell.close()
+            ringer.close()
 
     def _take(
         self,
