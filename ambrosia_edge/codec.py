@@ -67,7 +67,7 @@ from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
 from fractions import Fraction
 from functools import partial
-from typing import Any, TypeVar
+from typing import Any, TypeGuard, TypeVar
 from uuid import UUID
 
 import cbor2
@@ -341,7 +341,7 @@ def _enum_codec(cls: type[enum.Enum], name: str) -> _Codec:
 _ARRAY = (list, tuple)
 
 
-def _is_array(value: object) -> bool:
+def _is_array(value: object) -> TypeGuard[list[Any] | tuple[Any, ...]]:
     """A decoded CBOR array: a list, or (inside a tag, on cbor2 6.x) a tuple, but never a tuple
     subclass: cbor2 5.x decodes a simple value as a named tuple, which an array check by
     ``isinstance`` took for a one-item array (``d90102e0`` was ``{0}`` there, refused on 6.x)."""

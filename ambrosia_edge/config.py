@@ -43,6 +43,7 @@ from .kinds import (
     parse_size,
 )
 from .loader import is_file_module, split_target
+from .mqtt_options import MqttOptions
 from .options import (
     At,
     Kind,
@@ -254,7 +255,7 @@ class SecretSource:
 
 
 @options
-class Settings(DeviceOptions, CoordinatorOptions, StoreOptions, ProcessOptions):
+class Settings(MqttOptions, DeviceOptions, CoordinatorOptions, StoreOptions, ProcessOptions):
     """Everything the runtime needs to start one immortal: every component's options in one.
 
     Validated on construction, like each options class; an empty ``log`` means the per-user
@@ -265,6 +266,7 @@ class Settings(DeviceOptions, CoordinatorOptions, StoreOptions, ProcessOptions):
         if self.log == "" and isinstance(self.name, str) and NAME_RE.fullmatch(self.name):
             object.__setattr__(self, "log", default_log_url(self.name))
         ProcessOptions.__post_init__(self)
+        self.check_routes()
 
 
 #: The options of ``ambrosia-edge run``, grouped as ``--help`` shows them.
@@ -273,6 +275,7 @@ RUN_OPTIONS: tuple[tuple[str, tuple[type, ...]], ...] = (
     ("log", (StoreOptions,)),
     ("device", (DeviceOptions,)),
     ("coordinator", (CoordinatorOptions, SecretSource)),
+    ("MQTT (impulses from a broker; see docs/mqtt.md)", (MqttOptions,)),
 )
 
 _TABLE = declared(*(cls for _, classes in RUN_OPTIONS for cls in classes))

@@ -29,6 +29,7 @@ from .errors import (
 from .host import Host
 from .immortal import RPC_MARK, Immortal, handlers
 from .messages import Kind
+from .once import ONCE, first_time
 from .outputs import Thunk
 from .proxy import Proxy
 
@@ -336,6 +337,10 @@ class Executor:
         impulse: bool,
     ) -> None:
         role = self._roles.get(method)
+        if impulse and kwargs and ONCE in kwargs and role == "impulse":
+            kwargs = dict(kwargs)
+            if not first_time(self.obj, kwargs.pop(ONCE)):
+                return  # the sender sent it again after it was logged: drop it (once.py)
         if role is not None and (role == "impulse" or not impulse):
             # the common case, kept lean: a fork to a plain handler needs no context at all
             try:

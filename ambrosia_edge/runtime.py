@@ -71,6 +71,10 @@ class Runtime:
         )
         #: run on the primary besides the immortal's own impulse_sources() (sources.py)
         self.sources = list(sources)
+        if settings.mqtt is not None:
+            from .mqtt_options import mqtt_source  # imports paho-mqtt: only when configured
+
+            self.sources.append(mqtt_source(settings))
         #: built by recovery, with the immortal's executor
         self._coordinator: Coordinator | None = None
         self.executor: Executor | None = None

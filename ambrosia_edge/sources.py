@@ -136,12 +136,22 @@ REGISTRY: dict[str, str] = {
     "file": "ambrosia_edge.devices.sensors:FileSource",
     "command": "ambrosia_edge.devices.sensors:CommandSource",
     "gpio": "ambrosia_edge.devices.sensors:GpioSource",
+    "mqtt": "ambrosia_edge.transports.mqtt:MqttSource",
+    "mqtts": "ambrosia_edge.transports.mqtt:MqttSource",
 }
 
 #: Optional extras needed by a source, for the install hint when an import fails.
-EXTRAS: dict[str, str] = {"gpio": "gpio"}
+EXTRAS: dict[str, str] = {"gpio": "gpio", "mqtt": "mqtt", "mqtts": "mqtt"}
 
 ENTRY_POINTS = "ambrosia_edge.sources"
+
+
+def source_factory(name: str) -> Any:
+    """The class (or callable) registered for source ``name``, imported now.
+
+    A missing optional dependency becomes a ConfigError with the extra to install.
+    """
+    return _factory(name, "the settings")
 
 
 def open_source(url: str) -> ImpulseSource:

@@ -45,6 +45,7 @@ OTHER_PROGRAMS = {
     "export": "shell built-in",
     ".": "shell built-in",
     "npm": "installing Restate for the benchmarks",
+    "mosquitto": "the MQTT broker (docs/mqtt.md)",
 }
 EXTRAS = set(
     tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]

@@ -275,3 +275,17 @@ def test_a_source_whose_extra_is_missing_says_how_to_install_it(
     monkeypatch.setitem(registry.EXTRAS, "mqtt", "mqtt")
     with pytest.raises(ConfigError, match=r"pip install 'ambrosia-edge\[mqtt\]'"):
         open_source("mqtt://localhost/sensors")
+
+
+def test_a_redelivered_impulse_is_dropped_by_its_id_within_a_bounded_window() -> None:
+    from ambrosia_edge.once import SEEN, first_time
+
+    class Obj:
+        pass
+
+    obj = Obj()
+    assert [first_time(obj, ["a", 2]), first_time(obj, ["a", 2])] == [True, False]
+    assert first_time(obj, ["b", 2]) and first_time(obj, ["c", 2])  # "a" leaves the window
+    assert list(vars(obj)[SEEN]) == ["b", "c"]
+    assert first_time(obj, ["a", 2])
+    assert first_time(obj, "not ours")

@@ -1,0 +1,57 @@
+"""An immortal fed by MQTT, for the end-to-end tests (run in child processes through the CLI)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from ambrosia_edge import Immortal, impulse, rpc
+
+STATUS_DIR = os.environ.get("AMBROSIA_TEST_STATUS")
+
+
+async def report(obj: Immortal, fields: tuple[str, ...]) -> None:
+    """Publish a few state fields to a file so a test can wait on progress (read-only)."""
+    if not STATUS_DIR:
+        return
+    path = Path(STATUS_DIR) / f"{obj.name}.json"
+    tmp = path.with_suffix(".tmp")
+    while True:
+        data: dict[str, Any] = {f: getattr(obj, f) for f in fields}
+        data["pid"] = os.getpid()
+        tmp.write_text(json.dumps(data))
+        os.replace(tmp, path)
+        await anyio.sleep(0.02)
+
+
+class Sink(Immortal):
+    """Counts numbered readings per topic, and how many came out of order."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.last: dict[str, int] = {}
+        self.out_of_order = 0
+        self.values: list[Any] = []
+
+    @impulse
+    def reading(self, topic: str, payload: bytes) -> None:
+        n = int(payload)
+        self.count += 1
+        if n != self.last.get(topic, 0) + 1:
+            self.out_of_order += 1
+        self.last[topic] = n
+
+    @impulse
+    def record(self, topic: str, value: Any) -> None:
+        self.values.append([topic, value])
+
+    @rpc
+    def not_an_impulse(self, topic: str, payload: bytes) -> None:
+        self.values.append(["rpc", topic])
+
+    async def becoming_primary(self) -> None:
+        self.spawn(report, self, ("count", "last", "out_of_order", "values"))

@@ -1,0 +1,288 @@
+"""MQTT messages as impulses: the ``mqtt`` source, on paho-mqtt 2.x (see docs/mqtt.md).
+
+What a broker hands over must never be lost, so a QoS 1 message is acknowledged (PUBACK) only
+once the impulse it became is durable in the log, on a session the broker keeps while the
+immortal is down (MQTT 5: ``clean_start=False`` on every connect and a session expiry interval;
+3.1.1: ``clean_session=False``). A crash of the immortal before the PUBACK makes the broker
+deliver the message again; when the publisher gave it an id (the user property ``message-id``,
+or a JSON field), the executor drops the copy already logged (ambrosia_edge/once.py).
+
+paho runs its network loop in a thread of its own. Messages cross to the event loop in batches:
+the paho thread appends to a deque and, only when the deque was empty, writes a byte to a socket
+pair the loop waits on, so a burst costs one wake-up and the paho thread never waits for the
+loop. Acknowledgements go the other way through ``client.ack``,
+which paho guards with its own locks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import socket
+import threading
+from collections import deque
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
+
+import anyio
+import anyio.lowlevel
+import anyio.to_thread
+import paho.mqtt.client as paho
+from anyio.abc import TaskStatus
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from ambrosia_edge.errors import ConfigError
+from ambrosia_edge.mqtt_options import MQTT_PASSWORD_ENV, MQTT_USERNAME_ENV, MqttOptions
+from ambrosia_edge.once import ONCE
+from ambrosia_edge.sources import ImpulseFeed
+
+log = logging.getLogger("ambrosia_edge")
+
+__all__ = ["MqttSource"]
+
+
+class MqttSource:
+    """Feeds ``@impulse`` methods from the subscriptions of one MQTT broker."""
+
+    def __init__(self, options: MqttOptions) -> None:
+        if options.mqtt is None:
+            raise ConfigError("the MQTT source needs a broker URL (--mqtt mqtt://HOST:PORT)")
+        if not options.subscribe:
+            raise ConfigError(
+                "--mqtt is given but nothing is subscribed; add --subscribe FILTER=METHOD, "
+                "for example: --subscribe 'home/+/temperature=reading'"
+            )
+        self.options = options
+        self.routes = options.routes()
+        #: messages taken and fed, rejected (bad payload, no such @impulse, too large)
+        self.fed = 0
+        self.rejected = 0
+        self.redelivered = 0
+        self.acknowledged = 0
+        self.connected = False
+
+    @classmethod
+    def from_options(cls, options: Any) -> MqttSource:
+        """From settings (anything with the fields of MqttOptions, such as Settings)."""
+        fields = {name: getattr(options, name) for name in MqttOptions.__dataclass_fields__}
+        return cls(MqttOptions(**fields))
+
+    @classmethod
+    def from_url(cls, url: str) -> MqttSource:
+        """``mqtt://HOST:PORT?subscribe=FILTER%3DMETHOD&qos=1``, for ``impulse_sources``."""
+        parts = urlsplit(url)
+        query = parse_qs(parts.query)
+        known = {"subscribe", "qos", "client_id", "protocol"}
+        unknown = sorted(set(query) - known)
+        if unknown:
+            raise ConfigError(
+                f"MQTT source {url!r}: unknown parameter {unknown[0]!r} "
+                f"(known: {', '.join(sorted(known))})"
+            )
+        broker = parts._replace(query="", fragment="").geturl()
+        try:
+            return cls(
+                MqttOptions(
+                    mqtt=broker,
+                    subscribe=tuple(unquote(s) for s in query.get("subscribe", [])),
+                    mqtt_qos=int(query.get("qos", ["1"])[-1]),
+                    mqtt_client_id=query.get("client_id", [None])[-1],
+                    mqtt_protocol=query.get("protocol", ["5"])[-1],
+                )
+            )
+        except ValueError as exc:
+            raise ConfigError(f"MQTT source {url!r}: {exc}") from None
+
+    # --- the paho side -----------------------------------------------------------------------
+
+    def _client(self, client_id: str) -> paho.Client:
+        o = self.options
+        parts = urlsplit(o.mqtt or "")
+        v5 = o.mqtt_protocol == "5"
+        client = paho.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=client_id,
+            protocol=paho.MQTTv5 if v5 else paho.MQTTv311,
+            clean_session=None if v5 else False,
+            manual_ack=True,
+        )
+        username = o.mqtt_username or (unquote(parts.username) if parts.username else None)
+        username = username or os.environ.get(MQTT_USERNAME_ENV)
+        password = o.mqtt_password or os.environ.get(MQTT_PASSWORD_ENV)
+        if username or password:
+            client.username_pw_set(username, password)
+        if parts.scheme == "mqtts":
+            client.tls_set(ca_certs=o.mqtt_ca)
+        client.reconnect_delay_set(min_delay=1, max_delay=30)
+        return client
+
+    async def run(
+        self, feed: ImpulseFeed, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        o = self.options
+        parts = urlsplit(o.mqtt or "")
+        host = parts.hostname or "127.0.0.1"
+        port = parts.port or (8883 if parts.scheme == "mqtts" else 1883)
+        client_id = o.mqtt_client_id or f"ambrosia-edge-{feed.immortal}"
+        client = self._client(client_id)
+        inbox: deque[tuple[int, paho.MQTTMessage]] = deque()
+        lock = threading.Lock()
+        # the paho thread rings by writing a byte, which never blocks it (a call into the
+        # event loop would, once per burst)
+        bell, ringer = socket.socketpair()
+        bell.setblocking(False)
+        ringer.setblocking(False)
+        state = {"generation": 0, "stopped": False}
+
+        def on_connect(c: paho.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
+            if reason.is_failure:
+                log.warning(
+                    "%s: MQTT broker %s refused the connection: %s", feed.immortal, o.mqtt, reason
+                )
+                return
+            with lock:
+                state["generation"] += 1
+            self.connected = True
+            log.info(
+                "%s: connected to MQTT broker %s as %s (session present: %s; so far fed %d, "
+                "rejected %d, redelivered %d)",
+                feed.immortal,
+                o.mqtt,
+                client_id,
+                _f.session_present,
+                self.fed,
+                self.rejected,
+                self.redelivered,
+            )
+            # again on every connect: the session may predate a route added since
+            c.subscribe([(route.topic_filter, o.mqtt_qos) for route in self.routes])
+
+        def on_disconnect(_c: paho.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
+            self.connected = False
+            if not state["stopped"]:
+                log.warning(
+                    "%s: lost MQTT broker %s (%s); reconnecting", feed.immortal, o.mqtt, reason
+                )
+
+        def on_message(_c: paho.Client, _u: Any, message: paho.MQTTMessage) -> None:
+            with lock:
+                was_empty = not inbox
+                inbox.append((state["generation"], message))
+            if was_empty and not state["stopped"]:
+                with contextlib.suppress(OSError):  # full: a ring is pending; closed: stopped
+                    ringer.send(b"\0")
+
+        client.on_connect = on_connect
+        client.on_disconnect = on_disconnect
+        client.on_message = on_message
+        properties = None
+        if o.mqtt_protocol == "5":
+            properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+            properties.SessionExpiryInterval = o.mqtt_session_expiry
+            properties.ReceiveMaximum = min(o.mqtt_inflight, 65535)
+            client.connect_async(host, port, clean_start=False, properties=properties)
+        else:
+            client.connect_async(host, port)
+        client.loop_start()
+        task_status.started()
+        try:
+            while True:
+                await anyio.wait_readable(bell)
+                with contextlib.suppress(BlockingIOError):
+                    bell.recv(4096)
+                with lock:
+                    batch = list(inbox)
+                    inbox.clear()
+                for generation, message in batch:
+                    self._take(feed, client, generation, message, state)
+                await anyio.lowlevel.checkpoint()
+        finally:
+            state["stopped"] = True
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(_stop, client)
+            bell.close()
+            ringer.close()
+
+    def _take(
+        self,
+        feed: ImpulseFeed,
+        client: paho.Client,
+        generation: int,
+        message: paho.MQTTMessage,
+        state: dict[str, Any],
+    ) -> None:
+        """Feed one message to its route, and acknowledge it once its impulse is durable."""
+        mid, qos = message.mid, message.qos
+        if message.dup:
+            self.redelivered += 1
+
+        def ack(_receipt: object = None) -> None:
+            # an ack of an older connection would name a packet id the broker has reassigned;
+            # the broker redelivers that message instead, and its id makes the copy harmless
+            if qos > 0 and state["generation"] == generation and not state["stopped"]:
+                client.ack(mid, qos)
+                self.acknowledged += 1
+
+        topic = message.topic
+        route = next(
+            (r for r in self.routes if paho.topic_matches_sub(r.topic_filter, topic)), None
+        )
+        problem = None
+        value: object = message.payload
+        if route is None:
+            problem = "no route matches it"
+        elif len(message.payload) > self.options.mqtt_max_payload:
+            size, limit = len(message.payload), self.options.mqtt_max_payload
+            problem = f"its payload of {size} bytes is over --mqtt-max-payload ({limit})"
+        elif route.json:
+            try:
+                value = json.loads(message.payload)
+            except ValueError as exc:
+                problem = f"its payload is not JSON ({exc}) and route {route} wants JSON"
+        if problem is None:
+            assert route is not None
+            key = self._id(message, value)
+            kwargs = {ONCE: [key, self.options.mqtt_dedup_window]} if key is not None else {}
+            try:
+                receipt = feed.send(route.method, topic, value, **kwargs)
+            except Exception as exc:
+                problem = str(exc)
+            else:
+                self.fed += 1
+                receipt.add_done_callback(ack)
+                return
+        self.rejected += 1
+        log.error(
+            "%s: MQTT message on %r rejected, acknowledged and dropped: %s",
+            feed.immortal,
+            topic,
+            problem,
+        )
+        ack()
+
+    def _id(self, message: paho.MQTTMessage, value: object) -> str | None:
+        """The publisher's id of the message, if it gave one."""
+        field = self.options.mqtt_id_field
+        if field is not None:
+            if isinstance(value, dict) and field in value:
+                return str(value[field])
+            return None
+        props = getattr(message, "properties", None)
+        for name, text in getattr(props, "UserProperty", None) or ():
+            if name == self.options.mqtt_id_property:
+                return str(text)
+        return None
+
+    def __repr__(self) -> str:
+        routes = ", ".join(str(r) for r in self.routes)
+        return f"<MQTT source {self.options.mqtt} [{routes}]>"
+
+
+def _stop(client: paho.Client) -> None:
+    with contextlib.suppress(Exception):  # not connected: nothing to say goodbye to
+        client.disconnect()
+    client.loop_stop()
