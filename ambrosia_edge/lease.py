@@ -33,6 +33,10 @@ class LeaseHolder:
     since: str | None
     #: the fencing epoch of this holding, for tiers that fence; None for one that excludes
     epoch: int | None = None
+    #: the holder's listen address (``host:port``), for tiers that record it
+    address: str | None = None
+    #: when the holder last renewed the lease (seconds since the Unix epoch), if it renews
+    renewed: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
