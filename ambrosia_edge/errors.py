@@ -52,6 +52,8 @@ class DeposedError(StoreError):
     one stops at once and nothing it writes from now on becomes part of the log."""
 
     code = "deposed"
+    #: what ``ambrosia-edge run`` exits with, so a supervisor can tell it from a failure
+    exit_code = 3
 
 
 class CorruptLogError(StoreError):

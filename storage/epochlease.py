@@ -247,6 +247,13 @@ class EpochLease:
                 self._write_own(self._record(released=True))
         self._epoch = None
 
+    def announce(self, address: str) -> None:
+        """Record the holder's listen address (for ``status`` and standbys); best effort."""
+        self.address = address
+        if self._epoch is not None and self._deposed is None:
+            with self._mutex, contextlib.suppress(StoreError):
+                self._write_own(self._record())
+
     # -- renewing and fencing ----------------------------------------------------------------------
 
     def _renew_loop(self) -> None:

@@ -44,6 +44,7 @@ BUILTIN: dict[str, str] = {
     "demo": "ambrosia_edge.commands.demo",
     "inspect": "ambrosia_edge.commands.inspect",
     "checkpoint": "ambrosia_edge.commands.checkpoint",
+    "status": "ambrosia_edge.commands.status",
     "version": "ambrosia_edge.commands.version",
 }
 
