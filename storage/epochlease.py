@@ -200,18 +200,21 @@ class EpochLease:
     def _wait_for_lapse(self, epoch: int) -> None:
         """Return once the holder of ``epoch`` has released or lost the lease; else refuse."""
         raw, record = self._read(epoch)
-        deadline = time.monotonic() + self.ttl
+        # the holder's own lease time counts, should it have been started with a longer one
+        theirs = record.get("ttl_s") if record is not None else None
+        ttl = max(self.ttl, theirs if isinstance(theirs, (int, float)) else 0.0)
+        deadline = time.monotonic() + ttl
         while record is not None and not record.get("released"):
             if record.get("host") == socket.gethostname():
                 pid, renewed = record.get("pid"), record.get("renewed")
                 dead = isinstance(pid, int) and not _pid_alive(pid)
-                stale = isinstance(renewed, (int, float)) and time.time() - renewed > self.ttl
+                stale = isinstance(renewed, (int, float)) and time.time() - renewed > ttl
                 if dead or stale:
                     return
                 raise LogLockedError(self._locked_message(record))
             if time.monotonic() >= deadline:
                 return  # unchanged for a whole lease time: the holder is gone
-            time.sleep(min(0.05, self.ttl / 10))
+            time.sleep(min(0.05, ttl / 10))
             again, record = self._read(epoch)
             if again != raw:
                 if record is not None and not record.get("released"):
