@@ -43,7 +43,13 @@ from types import TracebackType
 from typing import Final
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from ambrosia_edge.errors import CheckpointError, ConfigError, CorruptLogError, StoreError
+from ambrosia_edge.errors import (
+    CheckpointError,
+    ConfigError,
+    CorruptLogError,
+    DeposedError,
+    StoreError,
+)
 from ambrosia_edge.records import BytesLike, scan_file
 
 from .diskio import CLOEXEC, describe, flush, flush_data, write_all, write_parts
@@ -404,12 +410,28 @@ class SharedStore:
                 if pause is None or exc.errno not in _TRANSIENT:
                     raise self._append_failed(exc, offset, attempt + 1) from exc
                 time.sleep(pause)
-        try:
-            self.lease.confirm()
-        except BaseException:
-            self._drop_target()
-            raise
+        self._confirm()
         self._offset = offset + size
+
+    def _confirm(self) -> None:
+        """Confirm the lease after a write, retrying a renewal that failed transiently; a
+        deposed writer or a share that stays unreachable drops the append target."""
+        for pause in (*_RETRY_PAUSES, None):
+            try:
+                self.lease.confirm()
+                return
+            except DeposedError:
+                self._drop_target()
+                raise
+            except StoreError as exc:
+                if pause is None:
+                    self._drop_target()
+                    self._failure = f"{exc}: the record was not logged"
+                    raise StoreError(self._failure) from exc
+                time.sleep(pause)
+            except BaseException:
+                self._drop_target()
+                raise
 
     def _no_target(self) -> StoreError:
         deposed = self.lease.deposed
