@@ -195,8 +195,8 @@ class Runtime:
 
                 executor.go_live(spawn, call_from_thread)
                 self.port = await tg.start(self.coordinator.run)
-                await anyio.to_thread.run_sync(self._announce)
                 self._log_recovered()
+                await anyio.to_thread.run_sync(self._announce)
                 # live from here on: what runs only on a primary starts now
                 if self.control is not None:
                     await tg.start(serve_control, self, self.control)
