@@ -121,6 +121,10 @@ class SharedStore:
         self._segment_path = ""
         self._offset = 0
         self._failure: str | None = None
+        # (chunk, newest segment, its valid length) as a completed repair read found them:
+        # resume_chunk seals there, at what the caller replayed, not at a later rescan's end,
+        # which may hold a record a deposed writer appended in between
+        self._verified: tuple[int, Path, int] | None = None
 
     def __repr__(self) -> str:
         return f"SharedStore({str(self.path)!r}, {self.lease!r})"
@@ -268,10 +272,10 @@ class SharedStore:
         segments. ``repair`` cuts the torn tail of the newest segment."""
         if repair:
             self._require_writer("repairing a chunk")
-        return self._typed_records(self.segment_paths(chunk), repair)
+        return self._typed_records(chunk, self.segment_paths(chunk), repair)
 
     def _typed_records(
-        self, segments: list[tuple[Path, int | None]], repair: bool
+        self, chunk: int, segments: list[tuple[Path, int | None]], repair: bool
     ) -> Iterator[tuple[int, int, bytes]]:
         base = 0
         for path, limit in segments:
@@ -294,7 +298,10 @@ class SharedStore:
                             "a copy, or move it aside to recover from the previous checkpoint"
                         )
                     base += limit
-                elif repair and scan.valid_length != size:
+                    continue
+                if repair:
+                    self._verified = (chunk, path, scan.valid_length)
+                if repair and scan.valid_length != size:
                     try:
                         os.ftruncate(fd, scan.valid_length)
                         if self.fsync:
@@ -323,7 +330,11 @@ class SharedStore:
         epoch = self._require_writer("resuming a chunk")
         segments = self.segment_paths(chunk)
         newest, _ = segments[-1]
-        scan_end = self._valid_end(newest)
+        verified, self._verified = self._verified, None
+        if verified is not None and verified[:2] == (chunk, newest):
+            scan_end = verified[2]
+        else:
+            scan_end = self._valid_end(newest)
         m = _SEGMENT_RE.fullmatch(newest.name)
         assert m is not None
         if int(m[2]) == epoch:

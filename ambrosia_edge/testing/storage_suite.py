@@ -495,6 +495,33 @@ class StoreConformance:
             b"third",
         ]
 
+    def test_a_write_between_the_successors_replay_and_its_resume_never_counts(
+        self, store_url: str
+    ) -> None:
+        """A recovering writer replays the last chunk (``read_records(repair=True)``), then
+        resumes it: the deposed writer's append in between must not join the log, or the log
+        would hold a page the new writer's state never saw."""
+        self.need_fencing()
+        first = self.writer(store_url)
+        second = self.make(store_url)
+        try:
+            first.start_chunk(1)
+            first.append(page(b"replayed"))
+            self.expire_lease(first)
+            second.open()
+            assert [body for _, body in second.read_records(1, repair=True)] == [b"replayed"]
+            with pytest.raises(DeposedError):
+                first.append(page(b"in between, from the deposed writer"))
+            second.resume_chunk(1)
+            second.append(page(b"the successor's first"))
+        finally:
+            first.close()
+            second.close()
+        assert [body for _, body in self.make(store_url).read_records(1)] == [
+            b"replayed",
+            b"the successor's first",
+        ]
+
     def test_a_second_writer_is_refused_while_the_first_renews(self, store_url: str) -> None:
         self.need_fencing()
         first = self.writer(store_url)
