@@ -16,12 +16,13 @@ Layout of a log directory::
 A chunk is one file per epoch that wrote it (a *segment*), each created with ``O_EXCL`` under
 a name carrying its epoch; a writer never appends to a file of an earlier epoch. A segment that
 continues a chunk names in its file name the segment it continues and the length of it that
-the new writer replayed: that is the *seal*, made in one step with the file. A writer deposed while paused may
-still append to its own segment after the seal, or start a segment of a later chunk; readers
-ignore both: a chunk is read from its newest segment back along the seals, chunks after the one
-holding the newest segment of all are a deposed writer's, and a checkpoint counts only if no
-earlier chunk has a segment of a later epoch than its own. Every read opens the files afresh
-(close-to-open), so a reader sees the appends flushed before it opened them.
+the new writer replayed: that is the *seal*, made in one step with the file. A writer deposed
+while paused may still append to its own segment after the seal, or start a segment of a later
+chunk; readers ignore both: a chunk is read from its newest segment back along the seals,
+chunks after the one holding the newest segment of all are a deposed writer's, and a
+checkpoint counts only if no earlier chunk has a segment of a later epoch than its own.
+Every read opens the files afresh (close-to-open), so a reader sees the appends flushed before
+it opened them.
 
 Appends are written at a known offset and flushed, then confirmed against the lease (see
 :mod:`.epochlease`); a transient error (a soft mount's time-out, an interrupted call) repeats
