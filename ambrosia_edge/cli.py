@@ -20,7 +20,7 @@ from collections.abc import Callable
 from .commands import load_command, registered_commands
 from .commands.run import build_run_settings
 from .commands.version import PROG, version_text
-from .errors import AmbrosiaError
+from .errors import AmbrosiaError, DeposedError
 
 # build_run_settings: where embedding code (the benchmarks' host) has always found it
 __all__ = ["build_parser", "build_run_settings", "main"]
@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         if debug:
             traceback.print_exc()
         print(f"{PROG}: error: {exc}", file=sys.stderr)
-        return 1
+        return DeposedError.exit_code if isinstance(exc, DeposedError) else 1
     except BrokenPipeError:
         # Output piped into `head` and the reader left: not an error worth a traceback.
         # Point stdout at /dev/null so the interpreter's final flush does not fail again.

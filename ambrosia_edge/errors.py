@@ -7,6 +7,7 @@
     │   └── ListenError              the --listen address cannot be listened on
     ├── StoreError                   a storage tier failed
     │   ├── LogLockedError           another process holds the log (one writer per log)
+    │   ├── DeposedError             a newer writer took the log's lease; this one must stop
     │   ├── CorruptLogError          a record in the middle of a log is damaged
     │   └── CheckpointError          a checkpoint cannot be read or written
     ├── CodecError                   CBOR encoding or decoding failed
@@ -44,6 +45,15 @@ class StoreError(AmbrosiaError):
 
 class LogLockedError(StoreError):
     code = "log-locked"
+
+
+class DeposedError(StoreError):
+    """A writer found a larger epoch on its log's lease: another instance took over, so this
+    one stops at once and nothing it writes from now on becomes part of the log."""
+
+    code = "deposed"
+    #: what ``ambrosia-edge run`` exits with, so a supervisor can tell it from a failure
+    exit_code = 3
 
 
 class CorruptLogError(StoreError):

@@ -8,7 +8,10 @@ so that a writer which lost its lease (paused, partitioned) has its late writes 
 
 A tier that has a lease exposes it as ``store.lease``; :meth:`LogStore.open` acquires it and
 :meth:`LogStore.close` releases it, so callers of the store need not know it exists. Tools that
-only look (``inspect``, ``checkpoint``) read :meth:`Lease.info` without acquiring anything.
+only look (``inspect``, ``checkpoint``, ``status``) read :meth:`Lease.info` without acquiring
+anything. A lease may also offer ``announce(address)``, which records the holder's listen
+address so that ``status`` (and peers looking for the primary) can name it; it is optional, so
+callers look it up with ``getattr``.
 """
 
 from __future__ import annotations
@@ -33,6 +36,10 @@ class LeaseHolder:
     since: str | None
     #: the fencing epoch of this holding, for tiers that fence; None for one that excludes
     epoch: int | None = None
+    #: the holder's listen address (``host:port``), for tiers that record it
+    address: str | None = None
+    #: when the holder last renewed the lease (seconds since the Unix epoch), if it renews
+    renewed: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

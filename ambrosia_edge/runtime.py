@@ -30,10 +30,11 @@ from .config import PeerAddress, Settings
 from .control import log_identity, serve_control, socket_path
 from .coordinator import Coordinator, CoordinatorOptions
 from .discovery import Discovery, open_discovery
-from .errors import AmbrosiaError, ConfigError, StateEncodingError
+from .errors import AmbrosiaError, ConfigError, DeposedError, StateEncodingError
 from .executor import Executor
 from .feed import feed_sources
 from .immortal import Immortal, state_of
+from .lease import lease_of
 from .recovery import Replayer
 from .sources import ImpulseSource, open_declared
 from .store import LogStore, open_store
@@ -199,6 +200,7 @@ class Runtime:
                 executor.go_live(spawn, call_from_thread)
                 self.port = await tg.start(self.coordinator.run)
                 self._log_recovered()
+                await anyio.to_thread.run_sync(self._announce)
                 # live from here on: what runs only on a primary starts now
                 if self.control is not None:
                     await tg.start(serve_control, self, self.control)
@@ -207,6 +209,13 @@ class Runtime:
                 task_status.started(self)
         finally:
             self.store.close()
+
+    def _announce(self) -> None:
+        """Record the listen address in the log's lease, for ``status`` (if the lease can)."""
+        listen = self.settings.listen
+        announce = getattr(lease_of(self.store), "announce", None)
+        if announce is not None and listen is not None and self.port:
+            announce(str(PeerAddress(listen.host, self.port)))
 
     def _log_recovered(self) -> None:
         r = self.recovery
@@ -256,6 +265,11 @@ def run_immortal(settings: Settings) -> int:
         raise ConfigError(f"{settings.target} is not a subclass of ambrosia_edge.Immortal")
     runtime = Runtime(cls, settings, sources=[open_declared(table) for table in settings.sources])
     runtime.control = socket_path(runtime.name, log_identity(runtime.store))
+    lease = lease_of(runtime.store)
+    if lease is not None and hasattr(lease, "on_deposed"):
+        # found by the lease's renewal, between writes: nothing this process does from now on
+        # counts, so it stops at once rather than shutting down (which would try to write)
+        lease.on_deposed = _exit_deposed
 
     async def main() -> None:
         # signals first: a SIGTERM during start-up must stop us cleanly too
@@ -299,6 +313,13 @@ def run_immortal(settings: Settings) -> int:
         sys.stderr.flush()
         os._exit(0)
     return 0
+
+
+def _exit_deposed(exc: AmbrosiaError) -> None:
+    log.error("error: %s", exc)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(DeposedError.exit_code)
 
 
 class _StopRecovering(BaseException):

@@ -87,6 +87,7 @@ class LogStore(Protocol):
 REGISTRY: dict[str, str] = {
     "file": "ambrosia_edge.storage.local:LocalStore",
     "memory": "ambrosia_edge.storage.memory:MemoryStore",
+    "nfs": "ambrosia_edge.storage.shared:SharedStore",
 }
 
 #: Optional extras needed by a scheme, for the install hint when an import fails.

@@ -125,15 +125,17 @@ def _holder_in(data: bytes) -> LeaseHolder | None:
     pid = _pid_in(candidates)
     if pid is None:
         return None
-    host = since = None
+    host = since = address = None
     for candidate in candidates:
         if isinstance(candidate, dict):
             if isinstance(candidate.get("host"), str):
                 host = str(candidate["host"])
             if isinstance(candidate.get("since"), str):
                 since = str(candidate["since"])
+            if isinstance(candidate.get("address"), str):
+                address = str(candidate["address"])
             break
-    return LeaseHolder(pid=pid, host=host, since=since)
+    return LeaseHolder(pid=pid, host=host, since=since, address=address)
 
 
 def _locked_message(directory: Path, holder: LockHolder | None) -> str:
@@ -152,6 +154,7 @@ class FlockLease:
         self.resource = directory.as_uri()
         self.fsync = fsync
         self._fd = -1
+        self._holder: dict[str, object] = {}
 
     def __repr__(self) -> str:
         return f"FlockLease({str(self.directory)!r}, {'held' if self.held else 'not held'})"
@@ -194,7 +197,12 @@ class FlockLease:
         # signal handler that raises may run as soon as the record's flush returns)
         self._fd = fd
         since = datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
-        holder = {"pid": os.getpid(), "host": socket.gethostname(), "since": since}
+        holder: dict[str, object] = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "since": since,
+        }
+        self._holder = holder
         try:
             os.ftruncate(fd, 0)
             write_all(fd, json.dumps(holder).encode() + b"\n", 0)
@@ -205,6 +213,16 @@ class FlockLease:
             os.close(fd)
             what, hint = describe(exc)
             raise StoreError(f"{what} writing {directory / LOCK_NAME}; {hint}") from exc
+
+    def announce(self, address: str) -> None:
+        """Add the holder's listen address to its record (for ``status``); best effort."""
+        if self._fd < 0:
+            return
+        self._holder["address"] = address
+        with contextlib.suppress(OSError):
+            data = json.dumps(self._holder).encode() + b"\n"
+            os.ftruncate(self._fd, 0)
+            write_all(self._fd, data, 0)
 
     def release(self) -> None:
         fd, self._fd = self._fd, -1

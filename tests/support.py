@@ -68,7 +68,7 @@ class Child:
         self,
         target: str,
         name: str,
-        log: Path,
+        log: Path | str,
         port: int,
         peers: dict[str, int],
         status_dir: Path,

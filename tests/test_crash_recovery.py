@@ -22,7 +22,7 @@ CALLS = 300
 FORKS = 100_000
 
 
-def recovered_state(cls: type, name: str, log: Path) -> Any:
+def recovered_state(cls: type, name: str, log: Path | str) -> Any:
     """Rebuild an immortal from its log alone (the processes are stopped)."""
     runtime = Runtime(cls, Settings(target="tests:inprocess", name=name, log=str(log)))
     runtime.recover()
@@ -30,22 +30,43 @@ def recovered_state(cls: type, name: str, log: Path) -> Any:
     return runtime.immortal
 
 
-def pair(tmp_path: Path, client_class: str, env: dict[str, str]) -> tuple[Child, Child]:
+def log_url(tmp_path: Path, name: str, tier: str) -> Path | str:
+    """Where a test's immortal logs: a bare path (the local tier) or a tier's URL."""
+    return tmp_path / name if tier == "file" else f"{tier}://{tmp_path / name}"
+
+
+def pair(
+    tmp_path: Path, client_class: str, env: dict[str, str], tier: str = "file"
+) -> tuple[Child, Child]:
     ps, pc = free_port(), free_port()
     status = tmp_path / "status"
     status.mkdir()
     server = Child(
-        f"{APPS}:Counter", "server", tmp_path / "server", ps, {"client": pc}, status, env
+        f"{APPS}:Counter",
+        "server",
+        log_url(tmp_path, "server", tier),
+        ps,
+        {"client": pc},
+        status,
+        env,
     )
     client = Child(
-        f"{APPS}:{client_class}", "client", tmp_path / "client", pc, {"server": ps}, status, env
+        f"{APPS}:{client_class}",
+        "client",
+        log_url(tmp_path, "client", tier),
+        pc,
+        {"server": ps},
+        status,
+        env,
     )
     return server, client
 
 
-def test_awaited_calls_exactly_once_while_both_sides_are_killed(tmp_path: Path) -> None:
+# nfs: the shared-mount tier on a local directory, its epoch lease in place of flock
+@pytest.mark.parametrize("tier", ["file", "nfs"])
+def test_awaited_calls_exactly_once_while_both_sides_are_killed(tmp_path: Path, tier: str) -> None:
     rng = random.Random(7)
-    server, client = pair(tmp_path, "Client", {"AMBROSIA_TEST_CALLS": str(CALLS)})
+    server, client = pair(tmp_path, "Client", {"AMBROSIA_TEST_CALLS": str(CALLS)}, tier)
     server.start()
     client.start()
     kills = {"server": 0, "client": 0}

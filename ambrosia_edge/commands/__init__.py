@@ -47,6 +47,7 @@ BUILTIN: dict[str, str] = {
     "device": "ambrosia_edge.commands.device",
     "export": "ambrosia_edge.commands.archive:EXPORT",
     "import": "ambrosia_edge.commands.archive:IMPORT",
+    "status": "ambrosia_edge.commands.status",
     "version": "ambrosia_edge.commands.version",
 }
 

@@ -15,7 +15,10 @@
 Every test then runs against the tier. What a tier cannot offer is declared, not detected: a
 tier that cannot show or overwrite a chunk's bytes sets ``raw_chunks = False`` and the tests
 that tear or damage a log on purpose are skipped; one whose lock cannot name its holder's
-process sets ``lock_names_holder = False``. Optional methods of the contract
+process sets ``lock_names_holder = False``. A tier whose lease lapses and fences a deposed
+writer by epoch (shared mounts, object stores) sets ``fencing = True`` and implements
+``expire_lease(store)``, which makes a writer's lease look lapsed as if its process had been
+paused past it; the takeover and fencing tests then run. Optional methods of the contract
 (``read_typed_records``, ``append_parts``) are tested where the tier has them.
 
 This module imports pytest; ``ambrosia_edge.testing`` itself does not.
@@ -30,7 +33,8 @@ from typing import Any
 
 import pytest
 
-from ..errors import CheckpointError, CorruptLogError, LogLockedError, StoreError
+from ..errors import CheckpointError, CorruptLogError, DeposedError, LogLockedError, StoreError
+from ..lease import lease_of
 from ..records import RecordType, encode_record
 from ..store import LogStore, open_store
 
@@ -63,6 +67,9 @@ class StoreConformance:
     raw_chunks: bool = True
     #: LogLockedError names the holder's pid and host, and says to stop it or pass another --log.
     lock_names_holder: bool = True
+    #: The lease lapses when not renewed, and a writer deposed by a newer epoch is fenced out
+    #: (``expire_lease`` must then be implemented).
+    fencing: bool = False
 
     @pytest.fixture
     def store_url(self) -> str:
@@ -79,6 +86,10 @@ class StoreConformance:
 
     def write_chunk_bytes(self, store: LogStore, chunk: int, data: bytes) -> None:
         """Replace ``chunk``'s bytes with ``data``, as a crash or a bad disk would."""
+        raise NotImplementedError
+
+    def expire_lease(self, store: LogStore) -> None:
+        """Make ``store``'s lease look lapsed, as if its process had been paused past it."""
         raise NotImplementedError
 
     def chunk_source(self, store: LogStore, chunk: int) -> str:
@@ -403,6 +414,125 @@ class StoreConformance:
             b"still the writer",
             b"the new writer",
         ]
+
+    # -- fencing ---------------------------------------------------------------------------------
+
+    def need_fencing(self) -> None:
+        if not self.fencing:
+            pytest.skip("the tier's lease does not lapse nor fence by epoch (fencing = False)")
+
+    def test_a_lapsed_lease_is_taken_over_in_a_larger_epoch(self, store_url: str) -> None:
+        self.need_fencing()
+        first = self.writer(store_url)
+        second = self.make(store_url)
+        try:
+            first.start_chunk(1)
+            first.append(page(b"first writer"))
+            self.expire_lease(first)
+            second.open()
+            old, new = lease_of(first), lease_of(second)
+            assert old is not None and new is not None
+            assert old.epoch is not None and new.epoch is not None and new.epoch > old.epoch
+            info = new.info()
+            assert info.state == "held" and info.holder is not None
+            assert info.holder.epoch == new.epoch
+            second.resume_chunk(1)
+            second.append(page(b"second writer"))
+        finally:
+            second.close()
+            first.close()
+        assert [body for _, body in self.make(store_url).read_records(1)] == [
+            b"first writer",
+            b"second writer",
+        ]
+
+    def test_a_deposed_writers_writes_never_become_part_of_the_log(self, store_url: str) -> None:
+        self.need_fencing()
+        first = self.writer(store_url)
+        second = self.make(store_url)
+        try:
+            first.start_chunk(1)
+            first.append(page(b"before"))
+            self.expire_lease(first)
+            second.open()
+            second.resume_chunk(1)
+            second.append(page(b"after the takeover"))
+            # the first writer wakes up: every write it tries is refused, saying why
+            with pytest.raises(DeposedError, match="deposed") as info:
+                first.append(page(b"late, from the deposed writer"))
+            assert info.value.code == "deposed"
+            attempts: list[Callable[[], object]] = [
+                lambda: first.append(page(b"later still")),
+                lambda: first.start_chunk(2),
+                lambda: first.write_checkpoint(3, b"deposed checkpoint"),
+            ]
+            for attempt in attempts:
+                with pytest.raises(DeposedError):
+                    attempt()
+            second.append(page(b"the new writer goes on"))
+        finally:
+            first.close()
+            second.close()
+        reader = self.make(store_url)
+        assert reader.list_chunks() == [1]
+        assert [body for _, body in reader.read_records(1)] == [
+            b"before",
+            b"after the takeover",
+            b"the new writer goes on",
+        ]
+        assert 3 not in reader.list_checkpoints()  # the deposed writer's checkpoint
+        third = self.writer(store_url)
+        try:
+            assert [body for _, body in third.read_records(1, repair=True)][-1] == (
+                b"the new writer goes on"
+            )
+            third.resume_chunk(1)
+            third.append(page(b"third"))
+        finally:
+            third.close()
+        assert [body for _, body in self.make(store_url).read_records(1)][-2:] == [
+            b"the new writer goes on",
+            b"third",
+        ]
+
+    def test_a_write_between_the_successors_replay_and_its_resume_never_counts(
+        self, store_url: str
+    ) -> None:
+        """A recovering writer replays the last chunk (``read_records(repair=True)``), then
+        resumes it: the deposed writer's append in between must not join the log, or the log
+        would hold a page the new writer's state never saw."""
+        self.need_fencing()
+        first = self.writer(store_url)
+        second = self.make(store_url)
+        try:
+            first.start_chunk(1)
+            first.append(page(b"replayed"))
+            self.expire_lease(first)
+            second.open()
+            assert [body for _, body in second.read_records(1, repair=True)] == [b"replayed"]
+            with pytest.raises(DeposedError):
+                first.append(page(b"in between, from the deposed writer"))
+            second.resume_chunk(1)
+            second.append(page(b"the successor's first"))
+        finally:
+            first.close()
+            second.close()
+        assert [body for _, body in self.make(store_url).read_records(1)] == [
+            b"replayed",
+            b"the successor's first",
+        ]
+
+    def test_a_second_writer_is_refused_while_the_first_renews(self, store_url: str) -> None:
+        self.need_fencing()
+        first = self.writer(store_url)
+        try:
+            first.start_chunk(1)
+            for n in range(3):
+                with pytest.raises(LogLockedError):
+                    self.make(store_url).open()
+                first.append(page(f"still the writer {n}".encode()))
+        finally:
+            first.close()
 
     # -- what a tier may offer besides -----------------------------------------------------------
 

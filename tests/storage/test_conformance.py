@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from ambrosia_edge.storage.local import LocalStore
 from ambrosia_edge.storage.memory import MemoryStore, reset_memory_stores
+from ambrosia_edge.storage.shared import SharedStore
 
 from ambrosia_edge.store import LogStore
 from ambrosia_edge.testing.storage_suite import StoreConformance
@@ -60,3 +61,40 @@ class TestATierThatOffersLess(StoreConformance):
     def store_url(self) -> Iterator[str]:
         yield f"memory://less-{uuid.uuid4().hex}"
         reset_memory_stores()
+
+
+class TestSharedStore(StoreConformance):
+    """The shared-mount tier on a local directory (its fencing needs no lock from the share)."""
+
+    fencing = True
+
+    @pytest.fixture
+    def store_url(self, tmp_path: Path) -> str:
+        return f"nfs://{tmp_path / 'log'}?lease=0.4"
+
+    def _segments(self, store: LogStore, chunk: int) -> list[tuple[Path, int | None]]:
+        assert isinstance(store, SharedStore)
+        return store.segment_paths(chunk)
+
+    def read_chunk_bytes(self, store: LogStore, chunk: int) -> bytes:
+        data = b""
+        for path, limit in self._segments(store, chunk):
+            data += path.read_bytes()[:limit]
+        return data
+
+    def write_chunk_bytes(self, store: LogStore, chunk: int, data: bytes) -> None:
+        # one segment of the newest epoch that wrote the chunk, holding all of ``data``
+        segments = self._segments(store, chunk)
+        newest = segments[-1][0]
+        for path, _ in segments:
+            path.unlink()
+        newest.with_name(newest.name.split(".after-")[0].removesuffix(".log") + ".log").write_bytes(
+            data
+        )
+
+    def chunk_source(self, store: LogStore, chunk: int) -> str:
+        return str(self._segments(store, chunk)[-1][0])
+
+    def expire_lease(self, store: LogStore) -> None:
+        assert isinstance(store, SharedStore)
+        store.lease.expire()
