@@ -22,6 +22,10 @@ class Link(Protocol):
         """Bytes received and not yet returned by ``receive``: 0 means the next ``receive``
         waits for the network, so what was received so far is all there is for now."""
 
+    def authenticated(self) -> None:
+        """The handshake is done: lift the limits on a peer not yet known (frames of at most
+        wire.PREAUTH_MAX_FRAME bytes, and buffers to match), with which every link starts."""
+
     async def send(self, data: bytes) -> None:
         """Send already-framed bytes (one or more frames)."""
 

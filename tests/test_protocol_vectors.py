@@ -614,6 +614,9 @@ class ScriptedLink:
         ftype, payload = await self.receive()
         return ftype, payload[:head], payload[head:]
 
+    def authenticated(self) -> None:
+        pass
+
     async def aclose(self) -> None:
         pass
 

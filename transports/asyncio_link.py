@@ -11,17 +11,29 @@ frames are cut from one reusable buffer. On trio, links are anyio streams (trans
 from __future__ import annotations
 
 import asyncio
+import copy
 import sys
 from collections import deque
 from typing import Any, cast
 
 from ambrosia_edge.errors import BrokenByPeer, ClosedByUs, ProtocolError
-from ambrosia_edge.wire import DATA_HEAD_SIZE, FRAME_HEAD_SIZE, Frame, parse_head
+from ambrosia_edge.wire import (
+    DATA_HEAD_SIZE,
+    FRAME_HEAD_SIZE,
+    MAX_FRAME,
+    PREAUTH_MAX_FRAME,
+    Frame,
+    parse_head,
+)
 
 #: Bodies from this size on are read straight into their own bytes object.
 LARGE_BODY = 64 * 1024
 #: The buffer small frames are received into; a small frame's body is under LARGE_BODY.
 _BUFFER = 256 * 1024
+#: The buffer before the handshake: room for two frames of PREAUTH_MAX_FRAME (so a whole one
+#: always fits after the unparsed rest is moved to the front), and an idle stranger costs
+#: 8 KiB, not 256.
+_PREAUTH_BUFFER = 2 * (FRAME_HEAD_SIZE + PREAUTH_MAX_FRAME)
 #: Parsed frames not yet taken by the coordinator, in bytes, beyond which reading pauses (the
 #: coordinator stops taking frames while its next page is full).
 _PAUSE_AT = 8 * 1024 * 1024
@@ -98,8 +110,9 @@ class FrameProtocol(asyncio.BufferedProtocol):
         self.transport: asyncio.Transport | None = None
         self.frames: deque[tuple[Frame, bytes, bytes]] = deque()
         self.held = 0  # what ``frames`` holds, in bytes: payloads, and _FRAME_COST each
-        self._buffer = bytearray(_BUFFER)
+        self._buffer = bytearray(_PREAUTH_BUFFER)
         self._view = memoryview(self._buffer)
+        self.max_frame = PREAUTH_MAX_FRAME  # until authenticated()
         self._start = 0  # unparsed bytes are _buffer[_start:_end]
         self._end = 0
         self._body: _Body | None = None
@@ -113,6 +126,18 @@ class FrameProtocol(asyncio.BufferedProtocol):
     def buffered(self) -> int:
         body = self._body
         return self.held + self._end - self._start + (body.filled if body is not None else 0)
+
+    def authenticated(self) -> None:
+        """Lift the limits of a peer that has not authenticated: frames up to MAX_FRAME, and
+        the full-size buffer (what is unparsed in the small one moves over)."""
+        if self.max_frame == MAX_FRAME:
+            return
+        self.max_frame = MAX_FRAME
+        rest = self._end - self._start
+        buffer = bytearray(max(_BUFFER, rest))
+        buffer[:rest] = self._view[self._start : self._end]
+        self._buffer, self._view = buffer, memoryview(buffer)
+        self._start, self._end = 0, rest
 
     # -- asyncio's side --------------------------------------------------------------------------
 
@@ -155,6 +180,12 @@ class FrameProtocol(asyncio.BufferedProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._fail(exc or ConnectionResetError("the connection closed"))
+        # Nothing more can arrive: a half-received body (up to 64 MiB) and the buffer go now,
+        # even if an exception's traceback keeps this protocol alive until a collection.
+        self._body = None
+        self._buffer = bytearray()
+        self._view = memoryview(self._buffer)
+        self._start = self._end = 0
         if self._writable is not None and not self._writable.done():
             self._writable.set_result(None)
 
@@ -169,9 +200,9 @@ class FrameProtocol(asyncio.BufferedProtocol):
     # -- parsing ---------------------------------------------------------------------------------
 
     def _parse(self) -> None:
-        view, start, end = self._view, self._start, self._end
+        view, start, end, limit = self._view, self._start, self._end, self.max_frame
         while end - start >= FRAME_HEAD_SIZE:
-            length, ftype = parse_head(bytes(view[start : start + FRAME_HEAD_SIZE]))
+            length, ftype = parse_head(bytes(view[start : start + FRAME_HEAD_SIZE]), limit)
             split = _SPLIT.get(ftype, 0)
             if length < split:
                 split = 0  # too short for its fixed head: delivered whole, for the link to refuse
@@ -226,7 +257,10 @@ class FrameProtocol(asyncio.BufferedProtocol):
             if self.closed:
                 raise ClosedByUs("closed")
             if self.error is not None:
-                raise self.error
+                # a copy: raising the stored error would give it a traceback through this
+                # frame, and so a cycle (error, traceback, frame, protocol, error) that keeps
+                # the protocol and what it holds until the cycle collector runs
+                raise copy.copy(self.error)
             self._waiter = asyncio.get_running_loop().create_future()
             try:
                 await self._waiter
@@ -268,6 +302,9 @@ class AsyncioLink:
     @property
     def buffered(self) -> int:
         return self._protocol.buffered
+
+    def authenticated(self) -> None:
+        self._protocol.authenticated()
 
     async def send(self, data: bytes) -> None:
         self._check_open()

@@ -16,15 +16,18 @@ import anyio.abc
 from anyio.abc import SocketAttribute, SocketStream
 
 from ambrosia_edge.errors import BrokenByPeer, ClosedByUs, ListenError
-from ambrosia_edge.wire import FRAME_HEAD_SIZE, Frame, parse_head
+from ambrosia_edge.wire import FRAME_HEAD_SIZE, MAX_FRAME, PREAUTH_MAX_FRAME, Frame, parse_head
 
 from . import asyncio_link
 from .asyncio_link import AsyncioLink
 
 _BROKEN = (anyio.EndOfStream, anyio.BrokenResourceError, anyio.IncompleteRead, OSError)
-#: accept() errors that pass once connections close; retried after _ACCEPT_BACKOFF seconds
+#: accept() errors that pass once connections close; retried after _ACCEPT_BACKOFF seconds,
+#: doubling up to _MAX_ACCEPT_BACKOFF while they last (the connections waiting to be accepted
+#: keep the socket readable: without a pause the loop would spin)
 _OUT_OF_RESOURCES = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 _ACCEPT_BACKOFF = 0.1
+_MAX_ACCEPT_BACKOFF = 1.0
 #: accept() errors about the pending connection itself (Linux passes them on): skip it
 _PEER_GONE = frozenset(
     getattr(errno, name)
@@ -68,6 +71,10 @@ class _FrameReader:
     def buffered(self) -> int:
         return self._size
 
+    def drop(self) -> None:
+        self._chunks.clear()
+        self._start = self._size = 0
+
     async def read(self, n: int) -> bytes:
         chunks = self._chunks
         while self._size < n:
@@ -103,6 +110,7 @@ class TcpLink:
     def __init__(self, stream: SocketStream) -> None:
         self._stream = stream
         self._reader = _FrameReader(stream)
+        self._max_frame = PREAUTH_MAX_FRAME  # until authenticated()
         try:
             stream.extra(SocketAttribute.raw_socket).setsockopt(
                 socket.IPPROTO_TCP, socket.TCP_NODELAY, 1
@@ -115,6 +123,9 @@ class TcpLink:
     @property
     def buffered(self) -> int:
         return self._reader.buffered
+
+    def authenticated(self) -> None:
+        self._max_frame = MAX_FRAME
 
     async def send(self, data: bytes) -> None:
         try:
@@ -134,7 +145,7 @@ class TcpLink:
     async def receive_split(self, head: int) -> tuple[Frame, bytes, bytes]:
         read = self._reader.read
         try:
-            length, ftype = parse_head(await read(FRAME_HEAD_SIZE))
+            length, ftype = parse_head(await read(FRAME_HEAD_SIZE), self._max_frame)
             if length <= head:
                 return ftype, await read(length) if length else b"", b""
             first = await read(head) if head else b""
@@ -145,6 +156,9 @@ class TcpLink:
             raise BrokenByPeer(f"link to {self.peer} broke: {exc or type(exc).__name__}") from None
 
     async def aclose(self) -> None:
+        # what was received of a frame not yet whole (up to 64 MiB) goes now, even if an
+        # exception's traceback keeps this link alive until a collection
+        self._reader.drop()
         with contextlib.suppress(*_BROKEN):
             await self._stream.aclose()
 
@@ -218,6 +232,8 @@ async def _accept(
     InvalidStateError when it is cancelled just as a connection arrives (CPython issue
     153761), an error the loop reports while the server is being stopped.
     """
+    backoff = 0.0  # while accept() fails for want of resources: the pause before retrying
+    failures = 0
     while True:
         await anyio.wait_readable(sock)
         try:
@@ -230,10 +246,25 @@ async def _accept(
             if exc.errno not in _OUT_OF_RESOURCES:
                 raise
             # too many connections at once (a flood, or a descriptor limit set low): the
-            # links already up go on, and new ones are taken again when some have closed
-            log.warning("cannot accept a connection on %s: %s", sock.getsockname(), exc)
-            await anyio.sleep(_ACCEPT_BACKOFF)
+            # links already up go on, and new ones are taken again when some have closed;
+            # said once, not at every retry
+            if not failures:
+                log.warning(
+                    "cannot accept connections on %s: %s; retrying, links already up go on",
+                    sock.getsockname(),
+                    exc,
+                )
+            failures += 1
+            backoff = min(max(backoff * 2, _ACCEPT_BACKOFF), _MAX_ACCEPT_BACKOFF)
+            await anyio.sleep(backoff)
             continue
+        if failures:
+            log.warning(
+                "accepting connections on %s again, after %d failed attempts",
+                sock.getsockname(),
+                failures,
+            )
+            backoff, failures = 0.0, 0
         try:
             if asyncio_link.on_asyncio():
                 link: TcpLink | AsyncioLink = await asyncio_link.accepted(conn)
