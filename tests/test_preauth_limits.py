@@ -249,7 +249,7 @@ async def test_out_of_descriptors_the_server_waits_and_its_peer_carries_on(
                     await read_frame(stream)
                     continue
                 break
-            assert len(strangers) <= 24
+            assert len(strangers) - 1 <= 24  # accepted ones: at most the spare descriptors
             for _ in range(5):  # more waiting to be accepted
                 strangers.append(await anyio.connect_tcp("127.0.0.1", ps))
             before = _cpu_seconds(child.pid)
