@@ -7,7 +7,7 @@ here: the coordinator asks its :class:`~ambrosia_edge.discovery.Discovery`.
 
 from __future__ import annotations
 
-from .kinds import COUNT, LISTEN, SECONDS, SECRET, SIZE, PeerAddress
+from .kinds import COUNT, FILE, LISTEN, SECONDS, SECRET, SIZE, PeerAddress
 from .options import option, options, pick
 
 __all__ = ["CoordinatorOptions"]
@@ -75,6 +75,29 @@ class CoordinatorOptions:
         flag="--max-handshakes",
         help="accept at most N connections at once that have not finished the handshake",
         example=64,
+    )
+
+    # TLS between coordinators (ambrosia_edge/tls.py): all three, or none.
+    tls_cert: str | None = option(
+        default=None,
+        kind=FILE,
+        flag="--tls-cert",
+        help="this immortal's TLS certificate (PEM), for its name; with --tls-key and --tls-ca",
+        example="server.pem",
+    )
+    tls_key: str | None = option(
+        default=None,
+        kind=FILE,
+        flag="--tls-key",
+        help="the private key of --tls-cert (PEM)",
+        example="server.key",
+    )
+    tls_ca: str | None = option(
+        default=None,
+        kind=FILE,
+        flag="--tls-ca",
+        help="the CA (PEM) that peers' certificates must be signed by",
+        example="ca.pem",
     )
 
     @classmethod

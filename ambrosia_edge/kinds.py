@@ -22,6 +22,7 @@ from .options import At, Kind
 
 __all__ = [
     "COUNT",
+    "FILE",
     "LISTEN",
     "LOCATION",
     "NAME",
@@ -405,6 +406,8 @@ PEERS = Kind(
 SIZE = Kind(_size, _positive, metavar="SIZE", show=format_size)
 COUNT = Kind(_count, _positive, metavar="N")
 SECONDS = Kind(_seconds, _seconds_in_code, metavar="SECONDS")
+#: a path; in a config file, relative to the file
+FILE = Kind(_location, check_text, metavar="FILE", in_file=_location_in_file)
 SWITCH = Kind(_bool, _bool_in_code, switch=True)
 SECRET = Kind(_secret, _secret)
 TEXT = Kind(check_text, check_text)

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 import anyio
 
-from . import handshake, wire
+from . import handshake, tls, wire
 from .config import PeerAddress
 from .errors import AuthenticationError, ConnectionClosed, ProtocolError
 from .transport import Link, Transport
@@ -100,7 +100,7 @@ class Peers:
             try:
                 # resolved on every attempt: an immortal that moved is found where it is now
                 addresses = await self.discovery.resolve(destination)
-                link, address = await _connect(self.transport, addresses)
+                link, address = await _connect(self.transport, addresses, destination)
                 total, replayable = await handshake.initiate(
                     link,
                     name=self.name,
@@ -224,6 +224,7 @@ class Peers:
             source = hello.source
             secret = self.options.secret
             handshake.check(hello, name=self.name, secret=secret, peer=link.peer)
+            tls.check_claim(link.certificate_names, source, link.peer)
             link.authenticated()
             authenticated = True
             self._handshaking -= 1
@@ -327,14 +328,16 @@ async def _until_first_ends(*halves: Callable[[], Awaitable[None]]) -> None:
             del error
 
 
-async def _connect(transport: Transport, addresses: list[PeerAddress]) -> tuple[Link, PeerAddress]:
+async def _connect(
+    transport: Transport, addresses: list[PeerAddress], name: str
+) -> tuple[Link, PeerAddress]:
     """A connection to the first of ``addresses`` that answers; the last failure if none does."""
     if not addresses:
         raise ConnectionError("no address is known for it")
     failure: BaseException | None = None
     for address in addresses:
         try:
-            return await transport.connect(address.host, address.port), address
+            return await transport.connect(address.host, address.port, name=name), address
         except (ConnectionClosed, OSError) as exc:
             failure = exc
     assert failure is not None

@@ -16,6 +16,8 @@ class Link(Protocol):
     """
 
     peer: str  # a printable address, for messages
+    #: the names in the peer's TLS certificate, or None on a link without TLS
+    certificate_names: frozenset[str] | None
 
     @property
     def buffered(self) -> int:
@@ -45,7 +47,9 @@ class Link(Protocol):
 
 
 class Transport(Protocol):
-    async def connect(self, host: str, port: int) -> Link: ...
+    async def connect(self, host: str, port: int, *, name: str | None = None) -> Link:
+        """A link to ``host:port``, where immortal ``name`` is expected (with TLS, its
+        certificate must be for that name)."""
 
     async def serve(
         self,

@@ -590,6 +590,7 @@ class ScriptedLink:
     sends."""
 
     peer = "scripted"
+    certificate_names = None
     buffered = 0
 
     def __init__(self, *frames: bytes) -> None:

@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import ssl
 import sys
 from collections import deque
 from typing import Any, cast
 
 from ambrosia_edge.errors import BrokenByPeer, ClosedByUs, ProtocolError
+from ambrosia_edge.tls import certificate_names
 from ambrosia_edge.wire import (
     DATA_HEAD_SIZE,
     FRAME_HEAD_SIZE,
@@ -293,6 +295,9 @@ class AsyncioLink:
         self._protocol = protocol
         address = transport.get_extra_info("peername")
         self.peer = f"{address[0]}:{address[1]}" if isinstance(address, tuple) else "?"
+        self.certificate_names: frozenset[str] | None = None
+        if transport.get_extra_info("sslcontext") is not None:
+            self.certificate_names = certificate_names(transport.get_extra_info("peercert"))
         # writelines is a gathered write on uvloop and on Python 3.12+, but before 3.12.9
         # and 3.13.2 the latter never paused the writer (CPython issue 127655)
         self._gather = type(transport).__module__.startswith("uvloop") or (
@@ -369,17 +374,30 @@ def on_asyncio() -> bool:
     return True
 
 
-async def connect(host: str, port: int) -> AsyncioLink:
+async def connect(
+    host: str, port: int, *, tls: ssl.SSLContext | None = None, name: str | None = None
+) -> AsyncioLink:
+    """A link to ``host:port``; with ``tls``, over TLS to a peer whose certificate is for
+    ``name``."""
     loop = asyncio.get_running_loop()
     try:
-        transport, protocol = await loop.create_connection(FrameProtocol, host, port)
-    except OSError as exc:
+        if tls is None:
+            transport, protocol = await loop.create_connection(FrameProtocol, host, port)
+        else:
+            transport, protocol = await loop.create_connection(
+                FrameProtocol, host, port, ssl=tls, server_hostname=name
+            )
+    except OSError as exc:  # ssl.SSLError and ssl.CertificateError among them
         raise BrokenByPeer(f"cannot connect to {host}:{port}: {exc}") from None
     return AsyncioLink(transport, protocol)
 
 
-async def accepted(sock: Any) -> AsyncioLink:
-    """The link of a connection just accepted (raises OSError if it is already gone)."""
+async def accepted(sock: Any, *, tls: ssl.SSLContext | None = None) -> AsyncioLink:
+    """The link of a connection just accepted (raises OSError if it is already gone, or if
+    the TLS handshake fails)."""
     loop = asyncio.get_running_loop()
-    transport, protocol = await loop.connect_accepted_socket(FrameProtocol, sock)
+    if tls is None:
+        transport, protocol = await loop.connect_accepted_socket(FrameProtocol, sock)
+    else:
+        transport, protocol = await loop.connect_accepted_socket(FrameProtocol, sock, ssl=tls)
     return AsyncioLink(transport, protocol)

@@ -7,15 +7,19 @@ import contextlib
 import errno
 import logging
 import socket
+import ssl
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
+from functools import partial
 from typing import Any
 
 import anyio
 import anyio.abc
 from anyio.abc import SocketAttribute, SocketStream
+from anyio.streams.tls import TLSAttribute, TLSStream
 
 from ambrosia_edge.errors import BrokenByPeer, ClosedByUs, ListenError
+from ambrosia_edge.tls import TlsFiles, certificate_names
 from ambrosia_edge.wire import FRAME_HEAD_SIZE, MAX_FRAME, PREAUTH_MAX_FRAME, Frame, parse_head
 
 from . import asyncio_link
@@ -61,7 +65,7 @@ class _FrameReader:
     bytes again: three copies, which at 64 KiB messages cost more than the rest of receiving.)
     """
 
-    def __init__(self, stream: SocketStream) -> None:
+    def __init__(self, stream: anyio.abc.ByteStream) -> None:
         self._stream = stream
         self._chunks: deque[bytes] = deque()
         self._start = 0  # where the unread part of the first chunk starts
@@ -105,10 +109,15 @@ class _FrameReader:
 
 
 class TcpLink:
-    """A framed TCP connection; foreign exceptions are translated at this boundary."""
+    """A framed TCP connection (over TLS or not); foreign exceptions are translated at this
+    boundary."""
 
-    def __init__(self, stream: SocketStream) -> None:
+    def __init__(self, stream: anyio.abc.ByteStream) -> None:
         self._stream = stream
+        self.certificate_names: frozenset[str] | None = None
+        if isinstance(stream, TLSStream):
+            cert = stream.extra(TLSAttribute.peer_certificate, None)
+            self.certificate_names = certificate_names(cert)
         self._reader = _FrameReader(stream)
         self._max_frame = PREAUTH_MAX_FRAME  # until authenticated()
         try:
@@ -164,13 +173,35 @@ class TcpLink:
 
 
 class TcpTransport:
-    async def connect(self, host: str, port: int) -> TcpLink | AsyncioLink:
+    """TCP links; with ``tls`` (ambrosia_edge/tls.py), TLS links with mutual authentication,
+    whose TLS handshake on accepting must end within ``handshake_timeout`` seconds."""
+
+    def __init__(self, *, tls: TlsFiles | None = None, handshake_timeout: float = 10.0) -> None:
+        self._server_tls = tls.server_context() if tls is not None else None
+        self._client_tls = tls.client_context() if tls is not None else None
+        self._handshake_timeout = handshake_timeout
+
+    async def connect(
+        self, host: str, port: int, *, name: str | None = None
+    ) -> TcpLink | AsyncioLink:
+        tls = self._client_tls
         if asyncio_link.on_asyncio():
-            return await asyncio_link.connect(host, port)
+            return await asyncio_link.connect(host, port, tls=tls, name=name)
         try:
-            stream = await anyio.connect_tcp(host, port)
+            stream: anyio.abc.ByteStream = await anyio.connect_tcp(host, port)
         except _BROKEN as exc:
             raise BrokenByPeer(f"cannot connect to {host}:{port}: {exc}") from None
+        if tls is not None:
+            try:
+                stream = await TLSStream.wrap(
+                    stream, hostname=name, ssl_context=tls, standard_compatible=False
+                )
+            except BaseException as exc:
+                with anyio.CancelScope(shield=True):
+                    await anyio.aclose_forcefully(stream)
+                if isinstance(exc, (*_BROKEN, ssl.SSLError)):
+                    raise BrokenByPeer(f"cannot connect to {host}:{port}: {exc}") from None
+                raise
         return TcpLink(stream)
 
     async def serve(
@@ -197,9 +228,13 @@ class TcpTransport:
             finally:
                 await link.aclose()
 
+        secure = None
+        if self._server_tls is not None:
+            secure = partial(_secure, self._server_tls, self._handshake_timeout, accepted)
         async with listener, anyio.create_task_group() as tg:
             for one in listeners:
-                tg.start_soon(_accept, one.extra(SocketAttribute.raw_socket), accepted, tg)
+                raw = one.extra(SocketAttribute.raw_socket)
+                tg.start_soon(_accept, raw, accepted, tg, secure)
             task_status.started(bound)
 
 
@@ -221,10 +256,47 @@ def _listen_error(host: str, port: int, exc: OSError) -> ListenError:
     return ListenError(f"cannot listen on {where}: {reason}" + (f" ({hint})" if hint else ""))
 
 
+async def _secure(
+    context: ssl.SSLContext,
+    timeout: float,
+    accepted: Callable[[TcpLink | AsyncioLink], Coroutine[Any, Any, None]],
+    conn: socket.socket,
+) -> None:
+    """The TLS handshake of an accepted connection, in its own task (a slow or silent peer must
+    not hold up accepting others), then ``accepted``. A failure is logged and the connection
+    closed: nothing from it reaches the coordinator."""
+    try:
+        where = "{}:{}".format(*conn.getpeername()[:2])
+    except OSError:
+        where = "?"
+    link: TcpLink | AsyncioLink | None = None
+    try:
+        with anyio.fail_after(timeout):
+            if asyncio_link.on_asyncio():
+                link = await asyncio_link.accepted(conn, tls=context)
+            else:
+                stream = await SocketStream.from_socket(conn)
+                link = TcpLink(
+                    await TLSStream.wrap(
+                        stream, server_side=True, ssl_context=context, standard_compatible=False
+                    )
+                )
+    except (*_BROKEN, ssl.SSLError, ValueError) as exc:
+        reason = "no TLS handshake in time" if isinstance(exc, TimeoutError) else str(exc)
+        log.warning("refused a connection from %s: TLS: %s", where, reason or type(exc).__name__)
+        conn.close()
+        return
+    except BaseException:  # cancelled: the server stops
+        conn.close()
+        raise
+    await accepted(link)
+
+
 async def _accept(
     sock: socket.socket,
     accepted: Callable[[TcpLink | AsyncioLink], Coroutine[Any, Any, None]],
     tg: anyio.abc.TaskGroup,
+    secure: Callable[[socket.socket], Coroutine[Any, Any, None]] | None = None,
 ) -> None:
     """Accept connections on a listening socket, each handled in a task of its own.
 
@@ -265,6 +337,9 @@ async def _accept(
                 failures,
             )
             backoff, failures = 0.0, 0
+        if secure is not None:
+            tg.start_soon(secure, conn)  # the TLS handshake, then ``accepted``
+            continue
         try:
             if asyncio_link.on_asyncio():
                 link: TcpLink | AsyncioLink = await asyncio_link.accepted(conn)
