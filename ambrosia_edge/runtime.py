@@ -243,7 +243,11 @@ def default_transport(settings: Settings | None = None) -> Transport:
         transport: Transport = kind()
         return transport
     assert settings is not None
-    transport = kind(tls=files, handshake_timeout=settings.handshake_timeout)
+    transport = kind(
+        tls=files,
+        handshake_timeout=settings.handshake_timeout,
+        max_handshakes=settings.max_handshakes,
+    )
     return transport
 
 

@@ -139,3 +139,48 @@ def test_tls_needs_all_three_files(tmp_path: Path) -> None:
         default_transport(
             settings("a", tmp_path, free_port(), {}, tls_cert="a", tls_key="b", tls_ca="c")
         )
+
+
+async def test_strangers_past_the_cap_on_tls_handshakes_are_closed_and_a_peer_carries_on(
+    tmp_path: Path, ca: Any
+) -> None:
+    """The TLS handshake comes before the HELLO, so the transport caps it: connections that
+    never start one hold at most ``max_handshakes`` slots, the next are closed at once."""
+    ps, pc = free_port(), free_port()
+    limits = {"max_handshakes": 3, "handshake_timeout": 120.0}
+    async with anyio.create_task_group() as tg:
+        server = Instance(
+            tg,
+            Counter,
+            settings("server", tmp_path / "s", ps, {}, **files(tmp_path, ca, "server"), **limits),
+        )
+        client = Instance(
+            tg,
+            Counter,
+            settings("client", tmp_path / "c", pc, {"server": ps}, **files(tmp_path, ca, "client")),
+        )
+        await server.start()
+        sender = await client.start()
+        assert sender.executor is not None
+        proxy = sender.executor.proxy("server")
+        for n in range(1, 11):
+            proxy.fork.reading(float(n))
+        await eventually(lambda: len(server.obj.readings) == 10, "10 calls")
+        silent = [await anyio.connect_tcp("127.0.0.1", ps) for _ in range(3)]
+        transport = server.runtime.transport if server.runtime else None
+        await eventually(lambda: transport._handshaking == 3, "3 TLS handshakes under way")  # type: ignore[union-attr]
+        for _ in range(2):
+            async with await anyio.connect_tcp("127.0.0.1", ps) as late:
+                with (
+                    anyio.fail_after(5),
+                    pytest.raises((anyio.EndOfStream, anyio.BrokenResourceError)),
+                ):
+                    await late.receive()
+        for n in range(11, 21):
+            proxy.fork.reading(float(n))
+        await eventually(lambda: len(server.obj.readings) == 20, "10 more calls")
+        assert server.obj.readings == [float(n) for n in range(1, 21)]
+        for stream in silent:
+            await stream.aclose()
+        await eventually(lambda: transport._handshaking == 0, "the slots to be free")  # type: ignore[union-attr]
+        tg.cancel_scope.cancel()

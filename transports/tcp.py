@@ -174,12 +174,22 @@ class TcpLink:
 
 class TcpTransport:
     """TCP links; with ``tls`` (ambrosia_edge/tls.py), TLS links with mutual authentication,
-    whose TLS handshake on accepting must end within ``handshake_timeout`` seconds."""
+    whose TLS handshake on accepting must end within ``handshake_timeout`` seconds, at most
+    ``max_handshakes`` at once (more are closed as they arrive: they come before the HELLO, so
+    the coordinator's own cap cannot see them)."""
 
-    def __init__(self, *, tls: TlsFiles | None = None, handshake_timeout: float = 10.0) -> None:
+    def __init__(
+        self,
+        *,
+        tls: TlsFiles | None = None,
+        handshake_timeout: float = 10.0,
+        max_handshakes: int = 64,
+    ) -> None:
         self._server_tls = tls.server_context() if tls is not None else None
         self._client_tls = tls.client_context() if tls is not None else None
         self._handshake_timeout = handshake_timeout
+        self._max_handshakes = max_handshakes
+        self._handshaking = 0  # TLS handshakes under way on accepted connections
 
     async def connect(
         self, host: str, port: int, *, name: str | None = None
@@ -230,12 +240,31 @@ class TcpTransport:
 
         secure = None
         if self._server_tls is not None:
-            secure = partial(_secure, self._server_tls, self._handshake_timeout, accepted)
+            secure = partial(self._secure, self._server_tls, accepted)
         async with listener, anyio.create_task_group() as tg:
             for one in listeners:
                 raw = one.extra(SocketAttribute.raw_socket)
                 tg.start_soon(_accept, raw, accepted, tg, secure)
             task_status.started(bound)
+
+    async def _secure(
+        self,
+        context: ssl.SSLContext,
+        accepted: Callable[[TcpLink | AsyncioLink], Coroutine[Any, Any, None]],
+        conn: socket.socket,
+    ) -> None:
+        """The TLS handshake of an accepted connection, in its own task (a slow or silent peer
+        must not hold up accepting others), then ``accepted``."""
+        if self._handshaking >= self._max_handshakes:
+            conn.close()  # a flood: the TLS handshakes under way are enough
+            return
+        self._handshaking += 1
+        try:
+            link = await _tls_link(context, self._handshake_timeout, conn)
+        finally:
+            self._handshaking -= 1
+        if link is not None:
+            await accepted(link)
 
 
 #: what to do about the bind() errors a user can cause with ``--listen``
@@ -256,15 +285,11 @@ def _listen_error(host: str, port: int, exc: OSError) -> ListenError:
     return ListenError(f"cannot listen on {where}: {reason}" + (f" ({hint})" if hint else ""))
 
 
-async def _secure(
-    context: ssl.SSLContext,
-    timeout: float,
-    accepted: Callable[[TcpLink | AsyncioLink], Coroutine[Any, Any, None]],
-    conn: socket.socket,
-) -> None:
-    """The TLS handshake of an accepted connection, in its own task (a slow or silent peer must
-    not hold up accepting others), then ``accepted``. A failure is logged and the connection
-    closed: nothing from it reaches the coordinator."""
+async def _tls_link(
+    context: ssl.SSLContext, timeout: float, conn: socket.socket
+) -> TcpLink | AsyncioLink | None:
+    """The link of ``conn`` after the TLS handshake as its server; None if that failed, which
+    is logged, and the connection closed: nothing from it reaches the coordinator."""
     try:
         where = "{}:{}".format(*conn.getpeername()[:2])
     except OSError:
@@ -285,11 +310,11 @@ async def _secure(
         reason = "no TLS handshake in time" if isinstance(exc, TimeoutError) else str(exc)
         log.warning("refused a connection from %s: TLS: %s", where, reason or type(exc).__name__)
         conn.close()
-        return
+        return None
     except BaseException:  # cancelled: the server stops
         conn.close()
         raise
-    await accepted(link)
+    return link
 
 
 async def _accept(
