@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import trustme
 from apps.counting import Client, Counter
 from support import APPS, Child, free_port, wait_for
 
@@ -30,7 +31,9 @@ def recovered_state(cls: type, name: str, log: Path) -> Any:
     return runtime.immortal
 
 
-def pair(tmp_path: Path, client_class: str, env: dict[str, str]) -> tuple[Child, Child]:
+def pair(
+    tmp_path: Path, client_class: str, env: dict[str, str], *, tls: bool = False
+) -> tuple[Child, Child]:
     ps, pc = free_port(), free_port()
     status = tmp_path / "status"
     status.mkdir()
@@ -40,12 +43,24 @@ def pair(tmp_path: Path, client_class: str, env: dict[str, str]) -> tuple[Child,
     client = Child(
         f"{APPS}:{client_class}", "client", tmp_path / "client", pc, {"server": ps}, status, env
     )
+    if tls:
+        ca = trustme.CA()
+        ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+        for child in (server, client):
+            cert = ca.issue_cert(child.name)
+            cert.cert_chain_pems[0].write_to_path(str(tmp_path / f"{child.name}.pem"))
+            cert.private_key_pem.write_to_path(str(tmp_path / f"{child.name}.key"))
+            child.args += ["--tls-cert", str(tmp_path / f"{child.name}.pem")]
+            child.args += ["--tls-key", str(tmp_path / f"{child.name}.key")]
+            child.args += ["--tls-ca", str(tmp_path / "ca.pem")]
     return server, client
 
 
-def test_awaited_calls_exactly_once_while_both_sides_are_killed(tmp_path: Path) -> None:
+@pytest.mark.parametrize("link", ["tcp", "tls"])
+def test_awaited_calls_exactly_once_while_both_sides_are_killed(tmp_path: Path, link: str) -> None:
     rng = random.Random(7)
-    server, client = pair(tmp_path, "Client", {"AMBROSIA_TEST_CALLS": str(CALLS)})
+    env = {"AMBROSIA_TEST_CALLS": str(CALLS)}
+    server, client = pair(tmp_path, "Client", env, tls=link == "tls")
     server.start()
     client.start()
     kills = {"server": 0, "client": 0}
