@@ -184,3 +184,22 @@ async def test_strangers_past_the_cap_on_tls_handshakes_are_closed_and_a_peer_ca
             await stream.aclose()
         await eventually(lambda: transport._handshaking == 0, "the slots to be free")  # type: ignore[union-attr]
         tg.cancel_scope.cancel()
+
+
+def test_tls_files_in_a_config_file_are_relative_to_it(tmp_path: Path) -> None:
+    from ambrosia_edge.config import load_settings
+
+    config = tmp_path / "conf" / "server.toml"
+    config.parent.mkdir()
+    config.write_text(
+        'target = "x.py:X"\nname = "server"\n'
+        'tls_cert = "tls/server.pem"\ntls_key = "tls/server.key"\ntls_ca = "/etc/ca.pem"\n'
+        "handshake_timeout = 2.5\nmax_handshakes = 8\n"
+    )
+    loaded = load_settings(config)
+    assert loaded.tls_cert == str(config.parent / "tls" / "server.pem")
+    assert loaded.tls_key == str(config.parent / "tls" / "server.key")
+    assert loaded.tls_ca == "/etc/ca.pem"
+    assert (loaded.handshake_timeout, loaded.max_handshakes) == (2.5, 8)
+    flags = load_settings(None, target="x.py:X", handshake_timeout="500ms")
+    assert flags.handshake_timeout == 0.5
