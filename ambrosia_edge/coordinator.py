@@ -116,7 +116,14 @@ class Coordinator(Committer, Dispatcher, Checkpointing, Peers):
         self.dispatched: dict[str, tuple[int, int]] = {}  # executed (what a checkpoint holds)
         self._wake_sender: dict[str, Wakeup] = {}
         self._output_room = Wakeup()
-        self.stats = {"pages": 0, "messages": 0, "refused": 0, "sealed_ahead": 0}
+        self.stats = {
+            "pages": 0,
+            "messages": 0,
+            "refused": 0,
+            "sealed_ahead": 0,
+            "timed_out": 0,  # connections closed for taking too long over the handshake
+            "turned_away": 0,  # connections refused because too many were in the handshake
+        }
         self._init_committer(store, log_writer, clock)
         self._init_dispatcher()
         self._init_checkpointing()

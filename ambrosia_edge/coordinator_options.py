@@ -7,7 +7,7 @@ here: the coordinator asks its :class:`~ambrosia_edge.discovery.Discovery`.
 
 from __future__ import annotations
 
-from .kinds import COUNT, LISTEN, SECRET, SIZE, PeerAddress
+from .kinds import COUNT, FILE, LISTEN, SECONDS, SECRET, SIZE, PeerAddress
 from .options import option, options, pick
 
 __all__ = ["CoordinatorOptions"]
@@ -58,6 +58,46 @@ class CoordinatorOptions:
         kind=SIZE,
         flag="--buffer-bytes",
         help="unacknowledged output kept per peer before callers wait",
+    )
+
+    # Limits on connections that have not been through the handshake (docs/protocol.md 4.6):
+    # a stranger on the network can open them, so they must not cost much or last.
+    handshake_timeout: float = option(
+        default=10.0,
+        kind=SECONDS,
+        flag="--handshake-timeout",
+        help="close a connection whose peer has not authenticated within SECONDS",
+        example=10,
+    )
+    max_handshakes: int = option(
+        default=64,
+        kind=COUNT,
+        flag="--max-handshakes",
+        help="accept at most N connections at once that have not finished the handshake",
+        example=64,
+    )
+
+    # TLS between coordinators (ambrosia_edge/tls.py): all three, or none.
+    tls_cert: str | None = option(
+        default=None,
+        kind=FILE,
+        flag="--tls-cert",
+        help="this immortal's TLS certificate (PEM), for its name; with --tls-key and --tls-ca",
+        example="server.pem",
+    )
+    tls_key: str | None = option(
+        default=None,
+        kind=FILE,
+        flag="--tls-key",
+        help="the private key of --tls-cert (PEM)",
+        example="server.key",
+    )
+    tls_ca: str | None = option(
+        default=None,
+        kind=FILE,
+        flag="--tls-ca",
+        help="the CA (PEM) that peers' certificates must be signed by",
+        example="ca.pem",
     )
 
     @classmethod

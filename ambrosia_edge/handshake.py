@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import hmac
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -20,7 +21,7 @@ from typing import Any
 import anyio
 
 from . import wire
-from .errors import AuthenticationError, ConnectionClosed, ProtocolError
+from .errors import AuthenticationError, BrokenByPeer, ConnectionClosed, ProtocolError
 from .transport import Link
 from .wire import Frame
 
@@ -54,10 +55,18 @@ async def initiate(
     epoch: int,
     secret: str | None,
     nonce: NonceSource,
+    timeout: float = math.inf,
 ) -> tuple[int, int]:
     """The sender's side: answer the challenge; return the receiver's watermarks of our output
-    (total, replayable), which it holds durably."""
-    ftype, payload = await link.receive()
+    (total, replayable), which it holds durably.
+
+    ``timeout`` bounds the wait for the challenge, which any listener sends at once. Not the
+    wait for WELCOME: the receiver sends it only once what it announces is durable."""
+    with anyio.move_on_after(timeout):
+        ftype, payload = await link.receive()
+        timeout = 0
+    if timeout:
+        raise BrokenByPeer(f"{destination} at {link.peer} sent no challenge within {timeout:g} s")
     if ftype is not Frame.CHALLENGE:
         raise ProtocolError(f"{destination} did not open with a challenge")
     challenge = wire.parse_control(payload, "v", "nonce")

@@ -22,12 +22,14 @@ from .options import At, Kind
 
 __all__ = [
     "COUNT",
+    "FILE",
     "LISTEN",
     "LOCATION",
     "NAME",
     "NAME_RE",
     "NAME_RULE",
     "PEERS",
+    "SECONDS",
     "SECRET",
     "SIZE",
     "SWITCH",
@@ -253,6 +255,28 @@ def _count(value: object, at: At) -> int:
     return _positive(value, at)
 
 
+def _seconds_in_code(value: object, at: At) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < 1e9:
+        raise at.bad("expected a positive number of seconds", value)
+    return float(value)
+
+
+def _seconds(value: object, at: At) -> float:
+    """``2.5`` or ``"2.5"``, and ``"2.5s"`` or ``"500ms"`` as a user may write them."""
+    if isinstance(value, str):
+        text = value.strip().lower()
+        scale = 1.0
+        if text.endswith("ms"):
+            text, scale = text[:-2], 0.001
+        elif text.endswith("s"):
+            text = text[:-1]
+        try:
+            value = float(text.strip()) * scale
+        except ValueError:
+            raise at.bad("expected seconds, such as 10, 2.5s or 500ms", value) from None
+    return _seconds_in_code(value, at)
+
+
 def _bool(value: object, at: At) -> bool:
     if not isinstance(value, bool):
         raise at.bad("expected true or false", value)
@@ -381,6 +405,9 @@ PEERS = Kind(
 )
 SIZE = Kind(_size, _positive, metavar="SIZE", show=format_size)
 COUNT = Kind(_count, _positive, metavar="N")
+SECONDS = Kind(_seconds, _seconds_in_code, metavar="SECONDS")
+#: a path; in a config file, relative to the file
+FILE = Kind(_location, check_text, metavar="FILE", in_file=_location_in_file)
 SWITCH = Kind(_bool, _bool_in_code, switch=True)
 SECRET = Kind(_secret, _secret)
 TEXT = Kind(check_text, check_text)

@@ -13,13 +13,14 @@ everything the immortal executes.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import TYPE_CHECKING
 
 import anyio
 
-from . import handshake, wire
+from . import handshake, tls, wire
 from .errors import AuthenticationError, ConnectionClosed, ProtocolError
 from .kinds import PeerAddress
 from .transport import Link, Transport
@@ -84,6 +85,8 @@ class Peers:
         self._nonce = nonce
         self._ack_wanted: dict[str, Wakeup] = {}
         self._inbound: dict[str, Link] = {}
+        self._handshaking = 0  # inbound connections not yet through the handshake
+        self._turned_away_said = -math.inf  # when we last logged that the cap was reached
 
     # --- outbound links ---------------------------------------------------------------------
 
@@ -97,7 +100,7 @@ class Peers:
             try:
                 # resolved on every attempt: an immortal that moved is found where it is now
                 addresses = await self.discovery.resolve(destination)
-                link, address = await _connect(self.transport, addresses)
+                link, address = await _connect(self.transport, addresses, destination)
                 total, replayable = await handshake.initiate(
                     link,
                     name=self.name,
@@ -105,7 +108,9 @@ class Peers:
                     epoch=self.epoch,
                     secret=self.options.secret,
                     nonce=self._nonce,
+                    timeout=self.options.handshake_timeout,
                 )
+                link.authenticated()
                 if out.rebase_pending:
                     out.rebase(total, replayable)
                 else:
@@ -191,13 +196,38 @@ class Peers:
     # --- inbound links ----------------------------------------------------------------------
 
     async def serve_link(self, link: Link) -> None:
-        """Handle one connection from a sender: authenticate, handshake, log what it sends."""
+        """Handle one connection from a sender: authenticate, handshake, log what it sends.
+
+        Until it has authenticated, a connection is a stranger's: its frames are small (the
+        link's own limit), it has ``handshake_timeout`` seconds, and at most ``max_handshakes``
+        such connections are served at once; the others are refused as they arrive.
+        """
+        if self._handshaking >= self.options.max_handshakes:
+            await self._turn_away(link)
+            return
+        self._handshaking += 1
+        authenticated = False
         source = "?"
         try:
-            hello = await handshake.accept(link, nonce=self._nonce)
+            hello: handshake.Hello | None = None
+            with anyio.move_on_after(self.options.handshake_timeout):
+                hello = await handshake.accept(link, nonce=self._nonce)
+            if hello is None:
+                self.stats["timed_out"] += 1
+                log.warning(
+                    "%s: closed the connection from %s: no handshake within %g s",
+                    self.name,
+                    link.peer,
+                    self.options.handshake_timeout,
+                )
+                return
             source = hello.source
             secret = self.options.secret
             handshake.check(hello, name=self.name, secret=secret, peer=link.peer)
+            tls.check_claim(link.certificate_names, source, link.peer)
+            link.authenticated()
+            authenticated = True
+            self._handshaking -= 1
             previous = self._inbound.get(source)
             self._inbound[source] = link  # a newer connection from the same sender wins
             if previous is not None:
@@ -221,8 +251,28 @@ class Peers:
         except ConnectionClosed as exc:
             log.debug("%s: link from %s closed: %s", self.name, source, exc)
         finally:
+            if not authenticated:
+                self._handshaking -= 1
             if self._inbound.get(source) is link:
                 del self._inbound[source]
+
+    async def _turn_away(self, link: Link) -> None:
+        """Refuse a connection because too many others are in the handshake (a flood, or a
+        scan): said in the log once a minute at most, counted in ``stats["turned_away"]``."""
+        self.stats["turned_away"] += 1
+        cap = self.options.max_handshakes
+        now = anyio.current_time()
+        if now - self._turned_away_said >= 60:
+            self._turned_away_said = now
+            log.warning(
+                "%s: refusing connections: %d are in the handshake, the most allowed "
+                "(--max-handshakes); %d refused so far",
+                self.name,
+                cap,
+                self.stats["turned_away"],
+            )
+        busy = ProtocolError(f"{self.name} has {cap} connections in the handshake; retry later")
+        await handshake.refuse(link, busy)
 
     async def _read_data(self, link: Link, source: str) -> None:
         while True:
@@ -268,17 +318,26 @@ async def _until_first_ends(*halves: Callable[[], Awaitable[None]]) -> None:
         for half in halves:
             tg.start_soon(run, half)
     if failures:
-        raise failures[0]
+        error = failures[0]
+        failures.clear()
+        try:
+            raise error
+        finally:
+            # no cycle (error, traceback, this frame, error): it would keep the link and
+            # what it holds alive until the cycle collector runs
+            del error
 
 
-async def _connect(transport: Transport, addresses: list[PeerAddress]) -> tuple[Link, PeerAddress]:
+async def _connect(
+    transport: Transport, addresses: list[PeerAddress], name: str
+) -> tuple[Link, PeerAddress]:
     """A connection to the first of ``addresses`` that answers; the last failure if none does."""
     if not addresses:
         raise ConnectionError("no address is known for it")
     failure: BaseException | None = None
     for address in addresses:
         try:
-            return await transport.connect(address.host, address.port), address
+            return await transport.connect(address.host, address.port, name=name), address
         except (ConnectionClosed, OSError) as exc:
             failure = exc
     assert failure is not None

@@ -240,7 +240,7 @@ def _set_attributes(obj: object, state: dict[str, Any]) -> None:
 class _Offline:
     """The transport of an offline replay: replay neither connects nor listens."""
 
-    async def connect(self, host: str, port: int) -> Link:
+    async def connect(self, host: str, port: int, *, name: str | None = None) -> Link:
         raise ConfigError("an offline replay does not connect to other immortals")
 
     async def serve(self, host: str, port: int, handler: Any, *, task_status: Any = None) -> None:

@@ -38,6 +38,7 @@ from .lease import lease_of
 from .recovery import Replayer
 from .sources import ImpulseSource, open_declared
 from .store import LogStore, open_store
+from .tls import tls_files
 from .transport import TRANSPORTS, Transport
 
 log = logging.getLogger("ambrosia_edge")
@@ -66,7 +67,7 @@ class Runtime:
         self.settings = settings
         self.name = settings.name
         self.store = store if store is not None else open_store(settings.log, fsync=settings.fsync)
-        self.transport = transport if transport is not None else default_transport()
+        self.transport = transport if transport is not None else default_transport(settings)
         self.discovery = (
             discovery if discovery is not None else open_discovery(peers=settings.peers)
         )
@@ -244,9 +245,22 @@ async def _guarded(name: str, fn: Callable[..., Awaitable[Any]], *args: Any) -> 
         )
 
 
-def default_transport() -> Transport:
+def default_transport(settings: Settings | None = None) -> Transport:
+    """TCP, with TLS if the settings name its files (ConfigError if they cannot be loaded)."""
     module, _, attr = TRANSPORTS["tcp"].partition(":")
-    transport: Transport = getattr(importlib.import_module(module), attr)()
+    kind = getattr(importlib.import_module(module), attr)
+    files = None
+    if settings is not None:
+        files = tls_files(settings.tls_cert, settings.tls_key, settings.tls_ca)
+    if files is None:
+        transport: Transport = kind()
+        return transport
+    assert settings is not None
+    transport = kind(
+        tls=files,
+        handshake_timeout=settings.handshake_timeout,
+        max_handshakes=settings.max_handshakes,
+    )
     return transport
 
 

@@ -16,11 +16,17 @@ class Link(Protocol):
     """
 
     peer: str  # a printable address, for messages
+    #: the names in the peer's TLS certificate, or None on a link without TLS
+    certificate_names: frozenset[str] | None
 
     @property
     def buffered(self) -> int:
         """Bytes received and not yet returned by ``receive``: 0 means the next ``receive``
         waits for the network, so what was received so far is all there is for now."""
+
+    def authenticated(self) -> None:
+        """The handshake is done: lift the limits on a peer not yet known (frames of at most
+        wire.PREAUTH_MAX_FRAME bytes, and buffers to match), with which every link starts."""
 
     async def send(self, data: bytes) -> None:
         """Send already-framed bytes (one or more frames)."""
@@ -41,7 +47,9 @@ class Link(Protocol):
 
 
 class Transport(Protocol):
-    async def connect(self, host: str, port: int) -> Link: ...
+    async def connect(self, host: str, port: int, *, name: str | None = None) -> Link:
+        """A link to ``host:port``, where immortal ``name`` is expected (with TLS, its
+        certificate must be for that name)."""
 
     async def serve(
         self,

@@ -20,6 +20,9 @@ from .errors import ProtocolError
 
 PROTOCOL_VERSION = 1
 MAX_FRAME = 64 * 1024 * 1024
+#: The longest frame a link reads before the handshake completes (docs/protocol.md 4.6): a
+#: HELLO is a few hundred bytes, and a stranger must not make us hold 64 MiB for it.
+PREAUTH_MAX_FRAME = 4096
 
 _FRAME_HEAD = struct.Struct("<IB")
 _DATA_HEAD = struct.Struct("<QII")
@@ -43,11 +46,17 @@ def frame(ftype: Frame, payload: bytes | bytearray | memoryview) -> bytes:
     return _FRAME_HEAD.pack(len(payload) + 1, ftype) + payload
 
 
-def parse_head(head: bytes) -> tuple[int, Frame]:
-    """Validate a 5-byte frame head; returns (payload length, type)."""
+def parse_head(head: bytes, limit: int = MAX_FRAME) -> tuple[int, Frame]:
+    """Validate a 5-byte frame head; returns (payload length, type). ``limit`` is lower than
+    MAX_FRAME on a link that has not been through the handshake (PREAUTH_MAX_FRAME)."""
     length, ftype = _FRAME_HEAD.unpack(head)
-    if length < 1 or length > MAX_FRAME:
-        raise ProtocolError(f"frame length {length} is outside 1..{MAX_FRAME}")
+    if length < 1 or length > limit:
+        if length > limit < MAX_FRAME:
+            raise ProtocolError(
+                f"frame length {length} before the handshake completed; at most {limit} "
+                "bytes are read from a peer that has not authenticated"
+            )
+        raise ProtocolError(f"frame length {length} is outside 1..{limit}")
     try:
         return length - 1, Frame(ftype)
     except ValueError:

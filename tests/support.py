@@ -83,6 +83,7 @@ class Child:
         self.env = env or {}
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
+        self.args: list[str] = []  # more flags for ``ambrosia-edge run``
 
     def start(self) -> None:
         args = [
@@ -100,6 +101,7 @@ class Child:
         ]
         for peer, port in self.peers.items():
             args += ["--peer", f"{peer}=127.0.0.1:{port}"]
+        args += self.args
         env = dict(os.environ, AMBROSIA_TEST_STATUS=str(self.status_dir), **self.env)
         (self.status_dir / f"{self.name}.json").unlink(missing_ok=True)
         with open(self.status_dir / f"{self.name}.{self.starts}.log", "wb") as out:

@@ -58,6 +58,7 @@ class Transport:
 def connected() -> tuple[FrameProtocol, Transport]:
     protocol, transport = FrameProtocol(), Transport()
     protocol.connection_made(transport)  # type: ignore[arg-type]
+    protocol.authenticated()
     return protocol, transport
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import trustme
 from apps.counting import Client, Counter
 from support import APPS, Child, free_port, wait_for
 
@@ -36,7 +37,12 @@ def log_url(tmp_path: Path, name: str, tier: str) -> Path | str:
 
 
 def pair(
-    tmp_path: Path, client_class: str, env: dict[str, str], tier: str = "file"
+    tmp_path: Path,
+    client_class: str,
+    env: dict[str, str],
+    tier: str = "file",
+    *,
+    tls: bool = False,
 ) -> tuple[Child, Child]:
     ps, pc = free_port(), free_port()
     status = tmp_path / "status"
@@ -59,14 +65,28 @@ def pair(
         status,
         env,
     )
+    if tls:
+        ca = trustme.CA()
+        ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+        for child in (server, client):
+            cert = ca.issue_cert(child.name)
+            cert.cert_chain_pems[0].write_to_path(str(tmp_path / f"{child.name}.pem"))
+            cert.private_key_pem.write_to_path(str(tmp_path / f"{child.name}.key"))
+            child.args += ["--tls-cert", str(tmp_path / f"{child.name}.pem")]
+            child.args += ["--tls-key", str(tmp_path / f"{child.name}.key")]
+            child.args += ["--tls-ca", str(tmp_path / "ca.pem")]
     return server, client
 
 
-# nfs: the shared-mount tier on a local directory, its epoch lease in place of flock
-@pytest.mark.parametrize("tier", ["file", "nfs"])
-def test_awaited_calls_exactly_once_while_both_sides_are_killed(tmp_path: Path, tier: str) -> None:
+# nfs: the shared-mount tier on a local directory, its epoch lease in place of flock; tls:
+# the links between the two over mutually authenticated TLS
+@pytest.mark.parametrize(("tier", "link"), [("file", "tcp"), ("nfs", "tcp"), ("file", "tls")])
+def test_awaited_calls_exactly_once_while_both_sides_are_killed(
+    tmp_path: Path, tier: str, link: str
+) -> None:
     rng = random.Random(7)
-    server, client = pair(tmp_path, "Client", {"AMBROSIA_TEST_CALLS": str(CALLS)}, tier)
+    env = {"AMBROSIA_TEST_CALLS": str(CALLS)}
+    server, client = pair(tmp_path, "Client", env, tier, tls=link == "tls")
     server.start()
     client.start()
     kills = {"server": 0, "client": 0}

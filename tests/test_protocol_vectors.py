@@ -590,6 +590,7 @@ class ScriptedLink:
     sends."""
 
     peer = "scripted"
+    certificate_names = None
     buffered = 0
 
     def __init__(self, *frames: bytes) -> None:
@@ -613,6 +614,9 @@ class ScriptedLink:
     async def receive_split(self, head: int) -> tuple[Frame, bytes, bytes]:
         ftype, payload = await self.receive()
         return ftype, payload[:head], payload[head:]
+
+    def authenticated(self) -> None:
+        pass
 
     async def aclose(self) -> None:
         pass

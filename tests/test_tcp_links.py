@@ -26,12 +26,14 @@ async def test_frames_sent_whole_or_in_pieces_arrive_as_sent() -> None:
     received: list[tuple[Frame, bytes, bytes]] = []
 
     async def handler(link: Link) -> None:
+        link.authenticated()
         while len(received) < 2 * len(batches):
             received.append(await link.receive_split(wire.DATA_HEAD_SIZE))
 
     async with anyio.create_task_group() as tg:
         port = await tg.start(TcpTransport().serve, "127.0.0.1", 0, handler)
         link = await TcpTransport().connect("127.0.0.1", port)
+        link.authenticated()
         for n, batch in enumerate(batches, start=1):
             await link.send_parts(wire.data_parts(n, len(batch), len(batch), batch))
             await link.send(wire.ack(n, n))

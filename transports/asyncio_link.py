@@ -11,17 +11,31 @@ frames are cut from one reusable buffer. On trio, links are anyio streams (trans
 from __future__ import annotations
 
 import asyncio
+import copy
+import ssl
 import sys
 from collections import deque
 from typing import Any, cast
 
 from ambrosia_edge.errors import BrokenByPeer, ClosedByUs, ProtocolError
-from ambrosia_edge.wire import DATA_HEAD_SIZE, FRAME_HEAD_SIZE, Frame, parse_head
+from ambrosia_edge.tls import certificate_names
+from ambrosia_edge.wire import (
+    DATA_HEAD_SIZE,
+    FRAME_HEAD_SIZE,
+    MAX_FRAME,
+    PREAUTH_MAX_FRAME,
+    Frame,
+    parse_head,
+)
 
 #: Bodies from this size on are read straight into their own bytes object.
 LARGE_BODY = 64 * 1024
 #: The buffer small frames are received into; a small frame's body is under LARGE_BODY.
 _BUFFER = 256 * 1024
+#: The buffer before the handshake: room for two frames of PREAUTH_MAX_FRAME (so a whole one
+#: always fits after the unparsed rest is moved to the front), and an idle stranger costs
+#: 8 KiB, not 256.
+_PREAUTH_BUFFER = 2 * (FRAME_HEAD_SIZE + PREAUTH_MAX_FRAME)
 #: Parsed frames not yet taken by the coordinator, in bytes, beyond which reading pauses (the
 #: coordinator stops taking frames while its next page is full).
 _PAUSE_AT = 8 * 1024 * 1024
@@ -98,8 +112,9 @@ class FrameProtocol(asyncio.BufferedProtocol):
         self.transport: asyncio.Transport | None = None
         self.frames: deque[tuple[Frame, bytes, bytes]] = deque()
         self.held = 0  # what ``frames`` holds, in bytes: payloads, and _FRAME_COST each
-        self._buffer = bytearray(_BUFFER)
+        self._buffer = bytearray(_PREAUTH_BUFFER)
         self._view = memoryview(self._buffer)
+        self.max_frame = PREAUTH_MAX_FRAME  # until authenticated()
         self._start = 0  # unparsed bytes are _buffer[_start:_end]
         self._end = 0
         self._body: _Body | None = None
@@ -113,6 +128,18 @@ class FrameProtocol(asyncio.BufferedProtocol):
     def buffered(self) -> int:
         body = self._body
         return self.held + self._end - self._start + (body.filled if body is not None else 0)
+
+    def authenticated(self) -> None:
+        """Lift the limits of a peer that has not authenticated: frames up to MAX_FRAME, and
+        the full-size buffer (what is unparsed in the small one moves over)."""
+        if self.max_frame == MAX_FRAME:
+            return
+        self.max_frame = MAX_FRAME
+        rest = self._end - self._start
+        buffer = bytearray(max(_BUFFER, rest))
+        buffer[:rest] = self._view[self._start : self._end]
+        self._buffer, self._view = buffer, memoryview(buffer)
+        self._start, self._end = 0, rest
 
     # -- asyncio's side --------------------------------------------------------------------------
 
@@ -155,6 +182,12 @@ class FrameProtocol(asyncio.BufferedProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._fail(exc or ConnectionResetError("the connection closed"))
+        # Nothing more can arrive: a half-received body (up to 64 MiB) and the buffer go now,
+        # even if an exception's traceback keeps this protocol alive until a collection.
+        self._body = None
+        self._buffer = bytearray()
+        self._view = memoryview(self._buffer)
+        self._start = self._end = 0
         if self._writable is not None and not self._writable.done():
             self._writable.set_result(None)
 
@@ -169,9 +202,9 @@ class FrameProtocol(asyncio.BufferedProtocol):
     # -- parsing ---------------------------------------------------------------------------------
 
     def _parse(self) -> None:
-        view, start, end = self._view, self._start, self._end
+        view, start, end, limit = self._view, self._start, self._end, self.max_frame
         while end - start >= FRAME_HEAD_SIZE:
-            length, ftype = parse_head(bytes(view[start : start + FRAME_HEAD_SIZE]))
+            length, ftype = parse_head(bytes(view[start : start + FRAME_HEAD_SIZE]), limit)
             split = _SPLIT.get(ftype, 0)
             if length < split:
                 split = 0  # too short for its fixed head: delivered whole, for the link to refuse
@@ -226,7 +259,10 @@ class FrameProtocol(asyncio.BufferedProtocol):
             if self.closed:
                 raise ClosedByUs("closed")
             if self.error is not None:
-                raise self.error
+                # a copy: raising the stored error would give it a traceback through this
+                # frame, and so a cycle (error, traceback, frame, protocol, error) that keeps
+                # the protocol and what it holds until the cycle collector runs
+                raise copy.copy(self.error)
             self._waiter = asyncio.get_running_loop().create_future()
             try:
                 await self._waiter
@@ -259,6 +295,9 @@ class AsyncioLink:
         self._protocol = protocol
         address = transport.get_extra_info("peername")
         self.peer = f"{address[0]}:{address[1]}" if isinstance(address, tuple) else "?"
+        self.certificate_names: frozenset[str] | None = None
+        if transport.get_extra_info("sslcontext") is not None:
+            self.certificate_names = certificate_names(transport.get_extra_info("peercert"))
         # writelines is a gathered write on uvloop and on Python 3.12+, but before 3.12.9
         # and 3.13.2 the latter never paused the writer (CPython issue 127655)
         self._gather = type(transport).__module__.startswith("uvloop") or (
@@ -268,6 +307,9 @@ class AsyncioLink:
     @property
     def buffered(self) -> int:
         return self._protocol.buffered
+
+    def authenticated(self) -> None:
+        self._protocol.authenticated()
 
     async def send(self, data: bytes) -> None:
         self._check_open()
@@ -332,17 +374,30 @@ def on_asyncio() -> bool:
     return True
 
 
-async def connect(host: str, port: int) -> AsyncioLink:
+async def connect(
+    host: str, port: int, *, tls: ssl.SSLContext | None = None, name: str | None = None
+) -> AsyncioLink:
+    """A link to ``host:port``; with ``tls``, over TLS to a peer whose certificate is for
+    ``name``."""
     loop = asyncio.get_running_loop()
     try:
-        transport, protocol = await loop.create_connection(FrameProtocol, host, port)
-    except OSError as exc:
+        if tls is None:
+            transport, protocol = await loop.create_connection(FrameProtocol, host, port)
+        else:
+            transport, protocol = await loop.create_connection(
+                FrameProtocol, host, port, ssl=tls, server_hostname=name
+            )
+    except OSError as exc:  # ssl.SSLError and ssl.CertificateError among them
         raise BrokenByPeer(f"cannot connect to {host}:{port}: {exc}") from None
     return AsyncioLink(transport, protocol)
 
 
-async def accepted(sock: Any) -> AsyncioLink:
-    """The link of a connection just accepted (raises OSError if it is already gone)."""
+async def accepted(sock: Any, *, tls: ssl.SSLContext | None = None) -> AsyncioLink:
+    """The link of a connection just accepted (raises OSError if it is already gone, or if
+    the TLS handshake fails)."""
     loop = asyncio.get_running_loop()
-    transport, protocol = await loop.connect_accepted_socket(FrameProtocol, sock)
+    if tls is None:
+        transport, protocol = await loop.connect_accepted_socket(FrameProtocol, sock)
+    else:
+        transport, protocol = await loop.connect_accepted_socket(FrameProtocol, sock, ssl=tls)
     return AsyncioLink(transport, protocol)

@@ -30,6 +30,7 @@ runs as a strict xfail. This module imports pytest; ``ambrosia_edge.testing`` it
 from __future__ import annotations
 
 import random
+import struct
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from typing import ClassVar
@@ -70,8 +71,15 @@ def _raises(kind: type[BaseException] | tuple[type[BaseException], ...]) -> Iter
 
 
 @asynccontextmanager
-async def _pair(make_pair: MakePair) -> AsyncIterator[tuple[Link, Link]]:
+async def _pair(
+    make_pair: MakePair, *, authenticated: bool = True
+) -> AsyncIterator[tuple[Link, Link]]:
+    """Two links, through the handshake as far as the links know (``authenticated()``) unless
+    a check is about strangers."""
     one, other = await make_pair()
+    if authenticated:
+        one.authenticated()
+        other.authenticated()
     try:
         yield one, other
     finally:
@@ -333,6 +341,17 @@ async def check_a_receive_cancelled_mid_frame_loses_nothing(make_pair: MakePair)
         assert await other.receive() == (Frame.ACK, b"next")
 
 
+async def check_a_stranger_gets_small_frames_only(make_pair: MakePair) -> None:
+    """Before ``authenticated()`` a frame may be at most wire.PREAUTH_MAX_FRAME long: a head
+    announcing more is a ProtocolError at once, without waiting for (or holding) its body."""
+    async with _pair(make_pair, authenticated=False) as (one, other):
+        largest = wire.frame(Frame.HELLO, bytes(wire.PREAUTH_MAX_FRAME - 1))
+        await one.send(largest + struct.pack("<IB", MAX_FRAME, Frame.DATA))
+        assert await other.receive() == (Frame.HELLO, largest[wire.FRAME_HEAD_SIZE :])
+        with anyio.fail_after(5), _raises(ProtocolError):
+            await other.receive()
+
+
 async def check_the_peer_is_printable(make_pair: MakePair) -> None:
     async with _pair(make_pair) as (one, other):
         assert isinstance(one.peer, str) and one.peer
@@ -356,6 +375,7 @@ LINK_CHECKS: dict[str, Callable[[MakePair], Awaitable[None]]] = {
         check_sending_and_receiving_at_once,
         check_a_cancelled_receive_leaves_the_link_usable,
         check_a_receive_cancelled_mid_frame_loses_nothing,
+        check_a_stranger_gets_small_frames_only,
         check_the_peer_is_printable,
     )
 }
