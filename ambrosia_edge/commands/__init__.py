@@ -44,6 +44,8 @@ BUILTIN: dict[str, str] = {
     "demo": "ambrosia_edge.commands.demo",
     "inspect": "ambrosia_edge.commands.inspect",
     "checkpoint": "ambrosia_edge.commands.checkpoint",
+    "replay": "ambrosia_edge.commands.replay",
+    "retrotest": "ambrosia_edge.commands.retrotest",
     "version": "ambrosia_edge.commands.version",
 }
 

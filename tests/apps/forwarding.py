@@ -1,0 +1,85 @@
+"""A forwarder and its variants: the recorded log of the time-travel and retrotest tests.
+
+``Forwarder`` is the code that ran live; the others are "new versions" tried against its log.
+"""
+
+from __future__ import annotations
+
+from ambrosia_edge import Immortal, rpc
+
+#: A probe outside the state: the forwarder's running total after each forward, as it ran.
+PROBE: dict[int, int] = {}
+#: The value on which ChangedBranch behaves differently: forward(12_331) is message 12,345 of
+#: the forwarder's log (its start, then 1,000 forwards and one sum() at a time).
+ODD_ONE = 12_331
+
+
+class Forwarder(Immortal):
+    def __init__(self) -> None:
+        self.count = 0
+        self.total = 0
+        self.seen: dict[str, int] = {}
+
+    @rpc
+    def forward(self, i: int) -> None:
+        self.count += 1
+        self.total += i
+        self.seen[str(i % 7)] = i
+        PROBE[self.count] = self.total
+        self.proxy("sink").fork.put(i * 2)
+
+    @rpc
+    def sum(self) -> int:
+        return self.total
+
+
+class SameCode(Forwarder):
+    """Another class, the same behaviour."""
+
+
+class ChangedBranch(Forwarder):
+    """A branch that changes what one message sends."""
+
+    @rpc
+    def forward(self, i: int) -> None:
+        self.count += 1
+        self.total += i
+        self.seen[str(i % 7)] = i
+        self.proxy("sink").fork.put(i * 2 if i != ODD_ONE else -1)
+
+
+class ChangedState(Forwarder):
+    """Sends the same, keeps something else: only --compare-state sees it."""
+
+    @rpc
+    def forward(self, i: int) -> None:
+        self.count += 1
+        self.total += i
+        self.seen[str(i % 7)] = i if i != ODD_ONE else 0
+        self.proxy("sink").fork.put(i * 2)
+
+
+class Sink(Immortal):
+    def __init__(self) -> None:
+        self.got = 0
+
+    @rpc
+    def put(self, n: int) -> None:
+        self.got += 1
+
+
+class Client(Immortal):
+    """Sends FORWARDS forks, and an awaited sum() after every 1,000 (and at the end)."""
+
+    FORWARDS = 13_000
+
+    def __init__(self) -> None:
+        self.result: int | None = None
+
+    async def on_first_start(self) -> None:
+        fwd = self.proxy("fwd")
+        for i in range(self.FORWARDS):
+            fwd.fork.forward(i)
+            if i % 1000 == 999:
+                await fwd.sum()
+        self.result = await fwd.sum()
