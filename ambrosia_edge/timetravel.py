@@ -66,9 +66,11 @@ def replay(
     checkpoint names. ``checkpoint`` as in :class:`~ambrosia_edge.recovery.Replayer`: -1 the
     newest, ``n`` checkpoint ``n``, None the whole log from its start.
     """
-    replayer = open_replay(log, target, checkpoint=checkpoint)
     if until is not None and until_message is not None:
         raise ConfigError("stop at a page or at a message, not both")
+    replayer = open_replay(
+        log, target, checkpoint=checkpoint, until=until, until_message=until_message
+    )
     drive(replayer, until_page=until, until_message=until_message)
     return replayer
 
@@ -78,9 +80,17 @@ def open_replay(
     target: str | type[Immortal] | None = None,
     *,
     checkpoint: int | None = -1,
+    until: int | None = None,
+    until_message: int | None = None,
 ) -> Replayer:
-    """A read-only replay of ``log`` positioned at its checkpoint, nothing run yet."""
+    """A read-only replay of ``log`` positioned at its checkpoint, nothing run yet.
+
+    With ``checkpoint=-1`` and a stopping point (page ``until`` or message ``until_message``),
+    the newest checkpoint before that point; a checkpoint named explicitly must be before it.
+    """
     store = open_store(log) if isinstance(log, str) else log
+    if checkpoint == -1 and (until is not None or until_message is not None):
+        checkpoint = _newest_before(store, until, until_message)
     name, class_path = _identity(store, checkpoint)
     if target is None:
         if class_path is None:
@@ -90,7 +100,33 @@ def open_replay(
             )
         target = class_path
     cls = _load(target) if isinstance(target, str) else target
-    return Replayer(cls, store, name=name, checkpoint=checkpoint, read_only=True)
+    replayer = Replayer(cls, store, name=name, checkpoint=checkpoint, read_only=True)
+    past = None
+    if until is not None and replayer.coordinator.next_page > until + 1:
+        past = f"page {until}"
+    if until_message is not None and replayer.messages > until_message:
+        past = f"message {until_message}"
+    if past is not None:
+        raise CheckpointError(
+            f"checkpoint {replayer.checkpoint_number} of {store.url} is past {past} (it "
+            f"starts after page {replayer.coordinator.next_page - 1}, message "
+            f"{replayer.messages}); start from an earlier one, or leave --checkpoint out to "
+            "start from the newest before it"
+        )
+    return replayer
+
+
+def _newest_before(store: LogStore, until: int | None, until_message: int | None) -> int | None:
+    """The newest checkpoint at or before page ``until`` / message ``until_message``; None
+    (the log's start) when every checkpoint is past it."""
+    for n in reversed(store.list_checkpoints()):
+        cp = decode_checkpoint(store.read_checkpoint(n), f"checkpoint {n} of {store.url}")
+        if until is not None and cp.next_page > until + 1:
+            continue
+        if until_message is not None and sum(t for t, _ in cp.inputs.values()) > until_message:
+            continue
+        return n
+    return None
 
 
 def _load(target: str) -> type[Immortal]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import sys
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
@@ -54,7 +55,8 @@ def add_parser(
         metavar="N",
         type=_checkpoint,
         default=-1,
-        help="start from checkpoint N, or 'none' for the log's start (default: the newest)",
+        help="start from checkpoint N, or 'none' for the log's start (default: the newest "
+        "before the stopping point)",
     )
     until = replay.add_mutually_exclusive_group()
     until.add_argument(
@@ -133,11 +135,17 @@ def main(args: argparse.Namespace) -> int:
         raise ConfigError(
             "--pdb stops before the handler of one message: name it with --until-message K"
         )
-    replayer = open_replay(log_url(args.log), args.target, checkpoint=args.checkpoint)
+    until_message = args.until_message - 1 if args.pdb else args.until_message
+    replayer = open_replay(
+        log_url(args.log),
+        args.target,
+        checkpoint=args.checkpoint,
+        until=args.until,
+        until_message=until_message,
+    )
     show_calls = "calls" in args.show
     start = replayer.messages
     on_message = (lambda m: print(describe(m), flush=False)) if show_calls else None
-    until_message = args.until_message - 1 if args.pdb else args.until_message
     with _progress(replayer, enabled=not show_calls and not args.pdb) as on_page:
         drive(
             replayer,
@@ -210,7 +218,13 @@ def _progress(replayer: Replayer, *, enabled: bool) -> Iterator[Any]:
 
     def breakpoint_hook(*args: Any, **kwargs: Any) -> Any:
         progress.stop()
-        return hook(*args, **kwargs)
+        if hook is not sys.__breakpointhook__ or os.environ.get("PYTHONBREAKPOINT"):
+            return hook(*args, **kwargs)
+        import pdb
+
+        # what the default hook does, but in the frame that called breakpoint(), not here
+        pdb.Pdb().set_trace(sys._getframe(1))
+        return None
 
     def on_page(r: Replayer) -> None:
         if r.pages % 64 == 0:

@@ -59,6 +59,19 @@ class ChangedState(Forwarder):
         self.proxy("sink").fork.put(i * 2)
 
 
+class Stopping(Forwarder):
+    """Stops in the debugger at forward(ODD_ONE), as a developer's breakpoint() would."""
+
+    @rpc
+    def forward(self, i: int) -> None:
+        self.count += 1
+        self.total += i
+        if i == ODD_ONE:
+            breakpoint()
+        self.seen[str(i % 7)] = i
+        self.proxy("sink").fork.put(i * 2)
+
+
 class Sink(Immortal):
     def __init__(self) -> None:
         self.got = 0
