@@ -186,11 +186,16 @@ def _summary(replayer: Replayer, start: int) -> None:
     origin = "the log's start" if n is None else f"checkpoint {n}"
     done = replayer.peek_is_page_boundary and replayer.peek() is None
     where = "at the end of the log" if done else "where asked"
+    sys.stdout.flush()
     print(
-        f"replayed {replayer.pages} pages, messages {start + 1} to {replayer.messages} from "
+        f"replayed {_pages(replayer.pages)}, messages {start + 1} to {replayer.messages} from "
         f"{origin}; stopped {where}",
         file=sys.stderr,
     )
+
+
+def _pages(n: int) -> str:
+    return f"{n} whole page" if n == 1 else f"{n} whole pages"
 
 
 @contextlib.contextmanager
