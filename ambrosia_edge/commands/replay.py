@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib
 import os
 import sys
 from collections.abc import Iterator
@@ -206,16 +207,16 @@ def _progress(replayer: Replayer, *, enabled: bool) -> Iterator[Any]:
     if not enabled or not sys.stderr.isatty():
         yield None
         return
-    try:
-        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+    try:  # by name: rich is optional, and type checkers need not know it
+        bars: Any = importlib.import_module("rich.progress")
     except ImportError:
         yield None
         return
-    progress = Progress(
-        TextColumn("replaying {task.description}"),
-        BarColumn(),
-        TextColumn("chunk {task.completed}/{task.total}"),
-        TimeElapsedColumn(),
+    progress = bars.Progress(
+        bars.TextColumn("replaying {task.description}"),
+        bars.BarColumn(),
+        bars.TextColumn("chunk {task.completed}/{task.total}"),
+        bars.TimeElapsedColumn(),
         transient=True,
     )
     task = progress.add_task("", total=replayer.chunks_to_read)
