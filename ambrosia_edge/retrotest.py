@@ -13,6 +13,7 @@ checkpoint's state on the way in, as a live upgrade would.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -218,19 +219,29 @@ def retrotest(
         open_store(url) if isinstance(log, str) else log, old, checkpoint=checkpoint
     )
     after = open_replay(open_store(url), new, checkpoint=checkpoint)
+    old_cls, new_cls = type(before.obj), type(after.obj)
+
+    def old_state() -> dict[str, Any]:
+        """The old replay's state, upgraded to the new class's version if it has another (a
+        copy: an upgrade may change what it is given)."""
+        if old_cls.version == new_cls.version:
+            return before.state
+        return new_cls.upgrade(copy.deepcopy(before.state), old_cls.version)
+
     if compare_state:
-        diffs = state_diff(before.state, after.state)
+        diffs = state_diff(old_state(), after.state)
         if diffs:
             raise ConfigError(
-                "the two classes start from different states (an upgrade that changes them?), "
-                f"so --compare-state would report every message: {diffs[0][0]} differs first"
+                "the two classes start from different states (after the new class's upgrade(), "
+                "if their versions differ), so --compare-state would report every message: "
+                f"{diffs[0][0]} differs first"
             )
     old_tap, new_tap = Tap(before.executor), Tap(after.executor)
     for message in _lockstep(before, after):
         if on_message is not None:
             on_message(message)
         a, b = old_tap.take(), new_tap.take()
-        diffs = state_diff(before.state, after.state) if compare_state else []
+        diffs = state_diff(old_state(), after.state) if compare_state else []
         if a != b or diffs:
             return Divergence(message, a, b, diffs), before, after
     return None, before, after

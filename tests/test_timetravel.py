@@ -23,7 +23,7 @@ import anyio
 import pytest
 from ambrosia_edge.storage.local import LocalStore
 from apps import forwarding
-from apps.forwarding import Client, Forwarder, Sink
+from apps.forwarding import Client, Forwarder, MillionClient, Sink
 
 import ambrosia_edge
 from ambrosia_edge.cli import main
@@ -47,7 +47,7 @@ class Recorded:
         self.live: dict[int, int] = {}
 
 
-async def record(root: Path) -> Recorded:
+async def record(root: Path, client: type[Client] = Client) -> Recorded:
     recorded = Recorded(root)
     forwarding.PROBE.clear()
     async with Cluster(root, checkpoint_bytes=64 * 1024, keep_checkpoints=100, fsync=False) as c:
@@ -55,17 +55,17 @@ async def record(root: Path) -> Recorded:
             c.port(name)  # all known ahead: nobody is restarted to learn of another
         await c.start(Sink, "sink")
         await c.start(Forwarder, "fwd")
-        await c.start(Client, "client")
+        await c.start(client, "client")
 
         def done() -> bool:
-            client = c["client"].obj
-            return client.result is not None and c["sink"].obj.got == Client.FORWARDS
+            obj = c["client"].obj
+            return obj.result is not None and c["sink"].obj.got == client.FORWARDS
 
-        await eventually(done, "every forward delivered and summed")
+        await eventually(done, "every forward delivered and summed", timeout=600)
         for name in ("client", "fwd", "sink"):
             await c.crash(name)
     recorded.live = dict(forwarding.PROBE)
-    assert len(recorded.live) == Client.FORWARDS
+    assert len(recorded.live) == client.FORWARDS
     return recorded
 
 
@@ -114,6 +114,21 @@ def test_replay_to_a_message_gives_the_state_the_live_run_had(
     count = forwards_up_to(k)
     assert replayer.state["count"] == count
     assert replayer.state["total"] == recorded.live[count]
+
+
+@pytest.mark.skipif(
+    not os.environ.get("AMBROSIA_TEST_MILLION"),
+    reason="records a 1-million-message log (about a minute): set AMBROSIA_TEST_MILLION=1",
+)
+def test_a_million_message_log_replayed_to_exact_messages(tmp_path: Path) -> None:
+    recorded = anyio.run(record, tmp_path, MillionClient)
+    last = 1 + MillionClient.FORWARDS + MillionClient.FORWARDS // 1000
+    for k in (2, 123_457, 999_999, last - 1):
+        replayer = ambrosia_edge.replay(str(recorded.log), until_message=k)
+        count = forwards_up_to(k)
+        assert replayer.messages == k and replayer.state["count"] == count
+        assert replayer.state["total"] == recorded.live[count]
+    assert ambrosia_edge.replay(str(recorded.log)).messages == last + 1
 
 
 def test_stepping_message_by_message(recorded: Recorded) -> None:
@@ -329,6 +344,30 @@ def test_a_changed_branch_is_found_at_its_message(
     ]
 
 
+def test_a_different_return_value_or_exception_is_reported(
+    recorded: Recorded, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out = retro(
+        capsys, str(recorded.log), "apps.forwarding:ChangedReply", "--checkpoint", "1"
+    )
+    assert code == 1
+    assert out.splitlines() == [
+        "first divergence at message 1002 (page 2, from client #1001): sum() [awaited, call 1]",
+        "  old (apps.forwarding:Forwarder):",
+        "  ->returns 499500 to client (call 1)",
+        "  new (apps.forwarding:ChangedReply):",
+        "  ->returns 499501 to client (call 1)",
+    ]
+    code, out = retro(capsys, str(recorded.log), "apps.forwarding:Raising", "--checkpoint", "3")
+    assert code == 1
+    assert out.splitlines()[1:] == [
+        "  old (apps.forwarding:Forwarder):",
+        "  ->calls sink.put(24662) [fork]",
+        "  new (apps.forwarding:Raising):",
+        "  ->raises ValueError: cannot forward 12331 in forward (a fork: logged, nobody told)",
+    ]
+
+
 def test_a_change_in_state_only_needs_compare_state(
     recorded: Recorded, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -343,6 +382,19 @@ def test_a_change_in_state_only_needs_compare_state(
         "new (apps.forwarding:ChangedState)):",
         "    seen['4']: 12331 / 0",
     ]
+
+
+def test_a_new_version_is_upgraded_from_the_checkpoint_then_compared(
+    recorded: Recorded, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A renamed field: upgrade() converts the checkpoint's state, and behaviour is the same."""
+    divergence, old, new = retrotest(str(recorded.log), "apps.forwarding:Renamed", checkpoint=2)
+    assert divergence is None
+    assert new.state["running_total"] == old.state["total"] == recorded.live[Client.FORWARDS]
+    assert "total" not in new.state
+    args = [str(recorded.log), "apps.forwarding:Renamed", "--checkpoint", "2"]
+    code, out = retro(capsys, *args, "--compare-state")  # the old state upgraded, then compared
+    assert code == 0 and "states included" in out, out
 
 
 def test_retrotest_says_what_stops_it_with_exit_status_2(

@@ -5,6 +5,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from ambrosia_edge import Immortal, rpc
 
 #: A probe outside the state: the forwarder's running total after each forward, as it ran.
@@ -59,6 +61,52 @@ class ChangedState(Forwarder):
         self.proxy("sink").fork.put(i * 2)
 
 
+class ChangedReply(Forwarder):
+    """Returns something else to an awaited call."""
+
+    @rpc
+    def sum(self) -> int:
+        return self.total + 1
+
+
+class Raising(Forwarder):
+    """Raises on one message instead of forwarding it."""
+
+    @rpc
+    def forward(self, i: int) -> None:
+        if i == ODD_ONE:
+            raise ValueError(f"cannot forward {i}")
+        super().forward(i)
+
+
+class Renamed(Forwarder):
+    """Version 2: ``total`` renamed ``running_total``; behaves the same."""
+
+    version = 2
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.running_total = 0
+        self.seen: dict[str, int] = {}
+
+    @classmethod
+    def upgrade(cls, old_state: dict[str, Any], old_version: int) -> dict[str, Any]:
+        state = dict(old_state)
+        state["running_total"] = state.pop("total")
+        return state
+
+    @rpc
+    def forward(self, i: int) -> None:
+        self.count += 1
+        self.running_total += i
+        self.seen[str(i % 7)] = i
+        self.proxy("sink").fork.put(i * 2)
+
+    @rpc
+    def sum(self) -> int:
+        return self.running_total
+
+
 class Stopping(Forwarder):
     """Stops in the debugger at forward(ODD_ONE), as a developer's breakpoint() would."""
 
@@ -96,3 +144,7 @@ class Client(Immortal):
             if i % 1000 == 999:
                 await fwd.sum()
         self.result = await fwd.sum()
+
+
+class MillionClient(Client):
+    FORWARDS = 1_000_000
