@@ -126,6 +126,14 @@ def _newest_before(store: LogStore, until: int | None, until_message: int | None
         if until_message is not None and sum(t for t, _ in cp.inputs.values()) > until_message:
             continue
         return n
+    chunks = store.list_chunks()
+    if chunks and chunks[0] != 1:
+        point = f"page {until}" if until is not None else f"message {until_message}"
+        raise CheckpointError(
+            f"{store.url} no longer holds {point}: the chunks before its oldest checkpoint were "
+            "deleted once later checkpoints covered them, so a replay can start no earlier "
+            "(run the immortal with a larger --keep-checkpoints to keep more history)"
+        )
     return None
 
 

@@ -47,10 +47,13 @@ class Recorded:
         self.live: dict[int, int] = {}
 
 
-async def record(root: Path, client: type[Client] = Client) -> Recorded:
+async def record(
+    root: Path, client: type[Client] = Client, checkpoint_bytes: int = 64 * 1024
+) -> Recorded:
     recorded = Recorded(root)
     forwarding.PROBE.clear()
-    async with Cluster(root, checkpoint_bytes=64 * 1024, keep_checkpoints=100, fsync=False) as c:
+    settings = {"checkpoint_bytes": checkpoint_bytes, "keep_checkpoints": 100, "fsync": False}
+    async with Cluster(root, **settings) as c:
         for name in ("client", "fwd", "sink"):
             c.port(name)  # all known ahead: nobody is restarted to learn of another
         await c.start(Sink, "sink")
@@ -121,7 +124,7 @@ def test_replay_to_a_message_gives_the_state_the_live_run_had(
     reason="records a 1-million-message log (about a minute): set AMBROSIA_TEST_MILLION=1",
 )
 def test_a_million_message_log_replayed_to_exact_messages(tmp_path: Path) -> None:
-    recorded = anyio.run(record, tmp_path, MillionClient)
+    recorded = anyio.run(record, tmp_path, MillionClient, 4 * 1024 * 1024)
     last = 1 + MillionClient.FORWARDS + MillionClient.FORWARDS // 1000
     for k in (2, 123_457, 999_999, last - 1):
         replayer = ambrosia_edge.replay(str(recorded.log), until_message=k)
@@ -227,6 +230,16 @@ def test_a_log_without_checkpoint_needs_a_target(log: Path) -> None:
         ambrosia_edge.replay(str(log))
     replayer = ambrosia_edge.replay(str(log), Forwarder, checkpoint=None)
     assert replayer.state["count"] == Client.FORWARDS
+
+
+def test_history_deleted_after_checkpoints_is_named(log: Path) -> None:
+    (log / "chunk-00000001.log").unlink()
+    (log / "checkpoint-00000001.cbor").unlink()
+    with pytest.raises(CheckpointError, match="no longer holds message 2: the chunks before"):
+        ambrosia_edge.replay(str(log), until_message=2)
+    assert ambrosia_edge.replay(str(log), until_message=4_006).state["count"] == forwards_up_to(
+        4_006
+    )
 
 
 def test_replay_and_retrotest_leave_a_log_in_use_untouched(log: Path) -> None:
