@@ -158,6 +158,7 @@ class Replayer:
                 f"the checkpoint in {self.store.url} belongs to immortal {checkpoint.immortal!r}, "
                 f"not {self.name!r}; check --name and --log"
             )
+        check_version(self.cls, checkpoint, self.store.url)
         executor = self.executor
         state = codec.decode(checkpoint.state, proxy_factory=executor.proxy)
         if checkpoint.class_version != self.cls.version:
@@ -325,6 +326,33 @@ class Replayer:
         else:
             coordinator.checkpoint_requested = True  # the next chunk opens with a checkpoint
         coordinator.new_epoch()
+
+
+def check_version(cls: type[Immortal], checkpoint: Checkpoint, url: str) -> None:
+    """Refuse, before anything runs or is written, a class that cannot take over the state of
+    ``checkpoint``: a version older than the one that wrote it, or a newer one without an
+    ``upgrade`` of its own (the identity inherited from Immortal would pass an old state off
+    as a new one)."""
+    version, old = cls.version, checkpoint.class_version
+    where = f"{cls.__module__}:{cls.__qualname__}"
+    if type(version) is not int or version < 1:
+        raise ConfigError(f"{where}.version must be a whole number from 1, not {version!r}")
+    if version < old:
+        raise CheckpointError(
+            f"{url} was checkpointed by version {old} of {checkpoint.class_path}, and {where} is "
+            f"version {version}: a version cannot go backwards (its upgrade() only converts "
+            f"older states); run version {old} or later"
+        )
+    if version > old and getattr(cls.upgrade, "__func__", None) is _INHERITED_UPGRADE:
+        raise CheckpointError(
+            f"{url} was checkpointed by version {old} of {checkpoint.class_path}; {where} is "
+            f"version {version} but defines no upgrade() to convert that state: add "
+            "@classmethod def upgrade(cls, old_state, old_version) -> dict (return old_state "
+            "unchanged if the state's shape did not change)"
+        )
+
+
+_INHERITED_UPGRADE = Immortal.upgrade.__func__  # type: ignore[attr-defined]
 
 
 def _set_attributes(obj: object, state: dict[str, Any]) -> None:

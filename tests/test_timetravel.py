@@ -26,8 +26,10 @@ from apps import forwarding
 from apps.forwarding import Client, Forwarder, MillionClient, Sink
 
 import ambrosia_edge
+from ambrosia_edge.checkpoint import Checkpoint
 from ambrosia_edge.cli import main
 from ambrosia_edge.errors import CheckpointError, ConfigError
+from ambrosia_edge.recovery import check_version
 from ambrosia_edge.retrotest import retrotest, state_diff
 from ambrosia_edge.testing import Cluster, eventually
 
@@ -440,3 +442,47 @@ def test_state_diff_names_paths() -> None:
         ("gone", "0", "<missing>"),
         ("added", "<missing>", "0"),
     ]
+
+
+# --- version checks before anything runs ---------------------------------------------------
+
+
+def checkpoint_of_version(version: int) -> Checkpoint:
+    return Checkpoint("fwd", "apps.forwarding:Forwarder", version, 1, 1, 1, b"", 1)
+
+
+def test_a_version_going_backwards_or_without_upgrade_is_refused() -> None:
+    check_version(Forwarder, checkpoint_of_version(1), "log")
+    check_version(forwarding.Renamed, checkpoint_of_version(1), "log")
+    with pytest.raises(CheckpointError, match="a version cannot go backwards"):
+        check_version(Forwarder, checkpoint_of_version(2), "log")
+    with pytest.raises(CheckpointError, match="defines no upgrade"):
+        check_version(forwarding.NoUpgrade, checkpoint_of_version(1), "log")
+
+
+def test_starting_new_code_without_upgrade_on_an_old_log_writes_nothing(log: Path) -> None:
+    before = digest(log)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ambrosia_edge",
+            "run",
+            "apps.forwarding:NoUpgrade",
+            "--name",
+            "fwd",
+            "--log",
+            str(log),
+            "--listen",
+            "127.0.0.1:0",
+        ],
+        env=child_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode != 0
+    assert "defines no upgrade() to convert that state" in done.stderr
+    after = digest(log)
+    after.pop("LOCK"), before.pop("LOCK")  # who last held the lock: not the log
+    assert after == before

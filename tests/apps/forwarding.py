@@ -107,6 +107,12 @@ class Renamed(Forwarder):
         return self.running_total
 
 
+class NoUpgrade(Forwarder):
+    """Version 2 without an upgrade(): refused on a version-1 log."""
+
+    version = 2
+
+
 class Stopping(Forwarder):
     """Stops in the debugger at forward(ODD_ONE), as a developer's breakpoint() would."""
 
