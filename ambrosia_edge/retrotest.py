@@ -27,7 +27,7 @@ from .recovery import LoggedMessage, Replayer
 from .store import LogStore, open_store
 from .timetravel import decode_message, describe, open_replay
 
-__all__ = ["Divergence", "Tap", "retrotest", "state_diff"]
+__all__ = ["Divergence", "Tap", "decoded", "render", "retrotest", "state_diff"]
 
 #: One thing a message made the immortal do, in comparable form (see Tap.behaviour).
 Event = tuple[Any, ...]
@@ -55,7 +55,9 @@ class Tap:
         executor._finish = noting_finish  # type: ignore[method-assign]
 
     def send(self, destination: str, message: bytes, *, impulse: bool) -> None:
-        self.events.append(_event(destination, message))
+        # kept as bytes: equal messages are equal bytes (call ids included, which both
+        # replays number alike up to the first divergence), and decoding is for the report
+        self.events.append(("send", destination, message))
         self._out.send(destination, message, impulse=impulse)
 
     def send_thunk_to_self(self, thunk: Thunk) -> None:
@@ -63,9 +65,15 @@ class Tap:
         self._out.send_thunk_to_self(thunk)
 
     def take(self) -> list[Event]:
-        taken = list(self.events)
+        """The events since the last call, as recorded (see :func:`decoded`)."""
+        taken = self.events[:]
         self.events.clear()
         return taken
+
+
+def decoded(event: Event) -> Event:
+    """A recorded event in comparable, readable form: a sent message decoded."""
+    return _event(event[1], event[2]) if event[0] == "send" else event
 
 
 def _event(destination: str, message: bytes) -> Event:
@@ -243,7 +251,8 @@ def retrotest(
         a, b = old_tap.take(), new_tap.take()
         diffs = state_diff(old_state(), after.state) if compare_state else []
         if a != b or diffs:
-            return Divergence(message, a, b, diffs), before, after
+            old_events, new_events = list(map(decoded, a)), list(map(decoded, b))
+            return Divergence(message, old_events, new_events, diffs), before, after
     return None, before, after
 
 
