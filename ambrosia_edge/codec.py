@@ -50,6 +50,10 @@ nesting deeper than :data:`MAX_DEPTH`.  Type names under tag 27, with argument:
 
 Values the table does not have but CBOR does (undefined, simple values, a map used as a map
 key) decode to the cbor2 in use's own types for them, with the same contents on 5.x and 6.x.
+
+(Past the core's ~500 lines on purpose: encoding and decoding are one concept, the byte layout
+above, and a reader checking one against the other wants both, with the decoders for each cbor2
+major version, on one page.)
 """
 
 from __future__ import annotations
@@ -333,8 +337,19 @@ def _enum_codec(cls: type[enum.Enum], name: str) -> _Codec:
     return (name, encode_member), (cls, build)
 
 
+#: marks "an array" where ``_expect`` takes the kinds an argument may have
+_ARRAY = (list, tuple)
+
+
+def _is_array(value: object) -> bool:
+    """A decoded CBOR array: a list, or (inside a tag, on cbor2 6.x) a tuple, but never a tuple
+    subclass: cbor2 5.x decodes a simple value as a named tuple, which an array check by
+    ``isinstance`` took for a one-item array (``d90102e0`` was ``{0}`` there, refused on 6.x)."""
+    return type(value) is list or type(value) is tuple
+
+
 def _expect(arg: object, kinds: Any, name: str) -> Any:
-    if not isinstance(arg, kinds):
+    if not (_is_array(arg) if kinds is _ARRAY else isinstance(arg, kinds)):
         raise CodecError(f"malformed {name!r} object: its argument is a {type(arg).__name__}")
     return arg
 
@@ -350,7 +365,7 @@ def _parsed(kind: str, parse: Callable[[str], object]) -> Callable[[object], obj
 
 
 _BUILTIN: dict[str, Callable[[object], object]] = {
-    "tuple": lambda arg: tuple(_expect(arg, list | tuple, "tuple")),
+    "tuple": lambda arg: tuple(_expect(arg, _ARRAY, "tuple")),
     "frozenset": lambda arg: frozenset(_expect(arg, set | frozenset, "frozenset")),
     "datetime": _parsed("datetime", datetime.fromisoformat),
     "decimal": _parsed("decimal", Decimal),
@@ -359,7 +374,7 @@ _BUILTIN: dict[str, Callable[[object], object]] = {
 
 def _builder(proxy_factory: Callable[[str], object] | None) -> Callable[[Any], object]:
     def build(value: Any) -> object:
-        if not isinstance(value, list | tuple) or len(value) != 2 or type(value[0]) is not str:
+        if not _is_array(value) or len(value) != 2 or type(value[0]) is not str:
             raise CodecError("malformed tag 27: expected [type name, argument]")
         name, arg = value
         builtin = _BUILTIN.get(name)
@@ -422,7 +437,7 @@ def _bignum(value: object) -> int:
 
 
 def _fraction(value: object) -> Fraction:
-    if isinstance(value, list | tuple) and len(value) == 2:
+    if _is_array(value) and len(value) == 2:
         numerator, denominator = value
         if type(numerator) is int and type(denominator) is int and denominator:
             return Fraction(numerator, denominator)
@@ -436,7 +451,7 @@ def _uuid(value: object) -> UUID:
 
 
 def _set(value: object) -> set[object]:
-    if not isinstance(value, list | tuple):
+    if not _is_array(value):
         raise CodecError("malformed tag 258 set: its content is not an array")
     try:
         return set(value)

@@ -1,8 +1,9 @@
 """Settings of one immortal process, from a TOML file, the command line and the environment.
 
-Precedence, lowest to highest: built-in defaults, the config file, ``AMBROSIA_EDGE_SECRET``,
-command-line flags. Peers merge by name instead of replacing the whole table, so a shared
-deployment file can list every address and a flag can still move one peer.
+Precedence, lowest to highest: built-in defaults, the device profile's defaults (a Raspberry
+Pi, a laptop or a server, see :mod:`ambrosia_edge.devices.profiles`), the config file,
+``AMBROSIA_EDGE_SECRET``, command-line flags. Peers merge by name instead of replacing the whole
+table, so a shared deployment file can list every address and a flag can still move one peer.
 
 Each component declares its own settings once, as fields of a small options class
 (:class:`ProcessOptions`, :class:`StoreOptions`, :class:`CoordinatorOptions`); the flags of
@@ -59,6 +60,7 @@ __all__ = [
     "RUN_OPTIONS",
     "SECRET_ENV",
     "CoordinatorOptions",
+    "DeviceOptions",
     "PeerAddress",
     "ProcessOptions",
     "SecretSource",
@@ -106,6 +108,58 @@ def _target_in_file(target: str, base: Path) -> str:
 
 
 TARGET = Kind(_target, _target, in_file=_target_in_file)
+
+
+def _profile(value: object, at: At) -> str:
+    from ambrosia_edge.devices.profiles import PROFILES
+
+    text = check_text(value, at)
+    if text not in PROFILES:
+        raise at.bad(f"expected one of {', '.join(PROFILES)}", value)
+    return text
+
+
+PROFILE = Kind(_profile, _profile, metavar="{auto,pi,laptop,server}")
+
+#: Keys of a declared source that name files: relative to the config file, like ``log``.
+_SOURCE_PATHS = ("path", "root")
+
+
+def _sources(value: object, at: At) -> tuple[dict[str, Any], ...]:
+    if not isinstance(value, list | tuple):
+        raise at.bad("expected an array of tables ([[sources]])", value)
+    out = []
+    for number, table in enumerate(value, 1):
+        if not isinstance(table, dict):
+            raise at.bad(f"source {number} is not a table", table)
+        kind = table.get("kind")
+        impulse = table.get("impulse")
+        if not isinstance(kind, str) or not kind:
+            raise at.bad(f"source {number} has no kind", table)
+        if not isinstance(impulse, str) or not impulse.isidentifier():
+            raise at.bad(f"source {number} ({kind}) names no @impulse method to feed", table)
+        out.append(dict(table))
+    return tuple(out)
+
+
+def _sources_in_file(sources: tuple[dict[str, Any], ...], base: Path) -> tuple[dict[str, Any], ...]:
+    return tuple(
+        {
+            key: str(base / Path(value).expanduser())
+            if key in _SOURCE_PATHS and isinstance(value, str)
+            else value
+            for key, value in table.items()
+        }
+        for table in sources
+    )
+
+
+SOURCES = Kind(
+    _sources,
+    _sources,
+    in_file=_sources_in_file,
+    toml=lambda key, example: '[[sources]]\n  kind = "cpu_temperature"\n  impulse = "reading"',
+)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -166,6 +220,26 @@ class StoreOptions:
 
 
 @options
+class DeviceOptions:
+    """What kind of machine this is, and the sensors that feed the immortal on it."""
+
+    profile: str = option(
+        default="auto",
+        kind=PROFILE,
+        flag="--profile",
+        help="device profile whose defaults (page, buffer and checkpoint sizes) apply under "
+        "the config file and flags; auto detects a Raspberry Pi, a laptop or a server",
+    )
+    sources: tuple[dict[str, Any], ...] = option(
+        default=(),
+        kind=SOURCES,
+        help="impulse sources to run on the primary, as [[sources]] tables "
+        "(kind, impulse, every, ...)",
+        example=({"kind": "cpu_temperature", "impulse": "reading", "every": "5s"},),
+    )
+
+
+@options
 class SecretSource:
     """Where the secret comes from; read once by :func:`load_settings`, never kept."""
 
@@ -180,7 +254,7 @@ class SecretSource:
 
 
 @options
-class Settings(CoordinatorOptions, StoreOptions, ProcessOptions):
+class Settings(DeviceOptions, CoordinatorOptions, StoreOptions, ProcessOptions):
     """Everything the runtime needs to start one immortal: every component's options in one.
 
     Validated on construction, like each options class; an empty ``log`` means the per-user
@@ -197,6 +271,7 @@ class Settings(CoordinatorOptions, StoreOptions, ProcessOptions):
 RUN_OPTIONS: tuple[tuple[str, tuple[type, ...]], ...] = (
     ("immortal and peers", (ProcessOptions,)),
     ("log", (StoreOptions,)),
+    ("device", (DeviceOptions,)),
     ("coordinator", (CoordinatorOptions, SecretSource)),
 )
 
@@ -280,11 +355,21 @@ def load_settings(config_file: Path | None, **cli_overrides: object) -> Settings
                 f"({derived!r}: {NAME_RULE}); for example: --name server"
             )
         merged["name"] = derived
+    _apply_profile(merged)
     flag_peers: dict[str, PeerAddress] = from_flags.get("peers", {})
     for peer, address in merged.get("peers", {}).items():
         at = At(_FLAG if peer in flag_peers else file_where, _TABLE["peers"])
         check_peer(peer, address, merged["name"], at)
     return Settings(**merged)
+
+
+def _apply_profile(merged: dict[str, Any]) -> None:
+    """Fill in the profile's defaults for what neither the file nor a flag set."""
+    from ambrosia_edge.devices.profiles import profile_named
+
+    profile = profile_named(merged.get("profile", "auto"))
+    for key, value in profile.defaults.items():
+        merged.setdefault(key, value)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -36,12 +36,12 @@ from . import wire
 from .checkpoint import CoordinatorState
 from .checkpointing import CheckpointBuilder, Checkpointing
 from .committer import Clock, Committer, LogWriterFactory
-from .config import PeerAddress
 from .coordinator_options import CoordinatorOptions
 from .discovery import Discovery, StaticDiscovery
 from .dispatcher import Dispatcher, Runner
 from .errors import CodecError
 from .handshake import NonceSource
+from .kinds import PeerAddress
 from .logwriter import LogWriter
 from .outputs import Output, Thunk
 from .peers import Peers

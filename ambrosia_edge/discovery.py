@@ -10,15 +10,13 @@ attempt. The ``--peer`` table is the first implementation (:class:`StaticDiscove
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import AsyncIterator, Mapping
-from importlib.metadata import entry_points
 from typing import Protocol, runtime_checkable
 
 import anyio
 
-from .config import PeerAddress
-from .errors import ConfigError
+from .kinds import PeerAddress
+from .registry import load
 
 
 @runtime_checkable
@@ -101,22 +99,13 @@ def open_discovery(spec: str = "static", *, peers: Mapping[str, PeerAddress] = {
     given to all of them, so an explicit address can stand beside discovered ones.
     """
     scheme = spec.partition("://")[0] if "://" in spec else spec
-    target = REGISTRY.get(scheme)
-    if target is None:
-        for ep in entry_points(group="ambrosia_edge.discovery"):
-            if ep.name == scheme:
-                target = ep.value
-                break
-    if target is None:
-        known = ", ".join(sorted(REGISTRY))
-        raise ConfigError(f"no discovery called {scheme!r} (known: {known})")
-    module_name, _, class_name = target.partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        extra = EXTRAS.get(scheme)
-        hint = f"; install it with: pip install 'ambrosia-edge[{extra}]'" if extra else ""
-        raise ConfigError(f"discovery {scheme!r} is not available ({exc}){hint}") from exc
-    cls = getattr(module, class_name)
+    cls = load(
+        scheme,
+        builtin=REGISTRY,
+        group="ambrosia_edge.discovery",
+        extras=EXTRAS,
+        what=f"discovery {scheme!r}",
+        unknown=lambda known: f"no discovery called {scheme!r} (known: {known})",
+    )
     discovery: Discovery = cls(spec, peers=peers)
     return discovery

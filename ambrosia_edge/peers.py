@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING
 import anyio
 
 from . import handshake, wire
-from .config import PeerAddress
 from .errors import AuthenticationError, ConnectionClosed, ProtocolError
+from .kinds import PeerAddress
 from .transport import Link, Transport
 from .wakeup import Wakeup
 from .wire import Frame

@@ -35,7 +35,7 @@ from .executor import Executor
 from .feed import feed_sources
 from .immortal import Immortal, state_of
 from .recovery import Replayer
-from .sources import ImpulseSource
+from .sources import ImpulseSource, open_declared
 from .store import LogStore, open_store
 from .transport import TRANSPORTS, Transport
 
@@ -250,7 +250,7 @@ def run_immortal(settings: Settings) -> int:
     cls = load_class(settings.target)
     if not (isinstance(cls, type) and issubclass(cls, Immortal)):
         raise ConfigError(f"{settings.target} is not a subclass of ambrosia_edge.Immortal")
-    runtime = Runtime(cls, settings)
+    runtime = Runtime(cls, settings, sources=[open_declared(table) for table in settings.sources])
     runtime.control = socket_path(runtime.name, log_identity(runtime.store))
 
     async def main() -> None:

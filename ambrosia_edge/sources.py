@@ -23,10 +23,8 @@ through the ``ambrosia_edge.sources`` entry-point group, whose entries name a cl
 
 from __future__ import annotations
 
-import importlib
 import logging
-from collections.abc import Callable
-from importlib.metadata import entry_points
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol, runtime_checkable
 from urllib.parse import urlsplit
 
@@ -34,6 +32,7 @@ import anyio
 from anyio.abc import TaskStatus
 
 from .errors import ConfigError
+from .registry import load
 
 log = logging.getLogger("ambrosia_edge")
 
@@ -131,10 +130,16 @@ class ImpulseSource(Protocol):
 #: ``ambrosia_edge.sources`` entry-point group.
 REGISTRY: dict[str, str] = {
     "terminal": "ambrosia_edge.transports.terminal:TerminalSource",
+    "cpu_temperature": "ambrosia_edge.devices.sensors:CpuTemperature",
+    "load": "ambrosia_edge.devices.sensors:LoadSource",
+    "memory": "ambrosia_edge.devices.sensors:MemorySource",
+    "file": "ambrosia_edge.devices.sensors:FileSource",
+    "command": "ambrosia_edge.devices.sensors:CommandSource",
+    "gpio": "ambrosia_edge.devices.sensors:GpioSource",
 }
 
 #: Optional extras needed by a source, for the install hint when an import fails.
-EXTRAS: dict[str, str] = {}
+EXTRAS: dict[str, str] = {"gpio": "gpio"}
 
 ENTRY_POINTS = "ambrosia_edge.sources"
 
@@ -145,29 +150,42 @@ def open_source(url: str) -> ImpulseSource:
     A bare name (``terminal``) is a URL with nothing but the scheme.
     """
     name = urlsplit(url).scheme if ":" in url else url
-    target = REGISTRY.get(name)
-    if target is None:
-        for ep in entry_points(group=ENTRY_POINTS):
-            if ep.name == name:
-                target = ep.value
-                break
-    if target is None:
-        known = ", ".join(sorted(REGISTRY))
-        raise ConfigError(
-            f"no impulse source named {name!r} in {url!r} (known: {known}; others are "
-            f"installed as packages that register in the {ENTRY_POINTS!r} entry-point group)"
-        )
-    module_name, _, attribute = target.partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        extra = EXTRAS.get(name)
-        hint = f"; install it with: pip install 'ambrosia-edge[{extra}]'" if extra else ""
-        raise ConfigError(f"impulse source {name!r} is not available ({exc}){hint}") from exc
-    factory: Any = module
-    for part in attribute.split("."):
-        factory = getattr(factory, part)
+    factory = _factory(name, repr(url))
     source = getattr(factory, "from_url", factory)(url)
     if not isinstance(source, ImpulseSource):
-        raise ConfigError(f"{target} (impulse source {name!r}) made {source!r}, which has no run()")
+        raise ConfigError(f"impulse source {name!r} made {source!r}, which has no run()")
     return source
+
+
+def open_declared(table: Mapping[str, Any]) -> ImpulseSource:
+    """Build the source that a ``[[sources]]`` table of the config file declares.
+
+    ``kind`` names it as a URL's scheme would; the class takes the table in ``from_config``.
+    """
+    name = str(table.get("kind"))
+    factory = _factory(name, "[[sources]]")
+    from_config = getattr(factory, "from_config", None)
+    if from_config is None:
+        raise ConfigError(
+            f"impulse source {name!r} cannot be declared in [[sources]] (it has no "
+            "from_config); give it to Runtime(sources=...) or impulse_sources() in code"
+        )
+    source = from_config(table)
+    if not isinstance(source, ImpulseSource):
+        raise ConfigError(f"impulse source {name!r} made {source!r}, which has no run()")
+    return source
+
+
+def _factory(name: str, where: str) -> Any:
+    """The class (or factory) registered as source ``name``."""
+    return load(
+        name,
+        builtin=REGISTRY,
+        group=ENTRY_POINTS,
+        extras=EXTRAS,
+        what=f"impulse source {name!r}",
+        unknown=lambda known: (
+            f"no impulse source named {name!r} in {where} (known: {known}; others are "
+            f"installed as packages that register in the {ENTRY_POINTS!r} entry-point group)"
+        ),
+    )

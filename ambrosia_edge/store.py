@@ -29,13 +29,11 @@ copying every byte of them once more; without it the coordinator joins the piece
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Iterator
-from importlib.metadata import entry_points
 from typing import Protocol, runtime_checkable
 from urllib.parse import urlsplit
 
-from .errors import ConfigError
+from .registry import load
 
 
 @runtime_checkable
@@ -102,22 +100,15 @@ def open_store(url: str, *, fsync: bool = True) -> LogStore:
     loses nothing, a crash of the machine may. Every tier's constructor takes the keyword.
     """
     scheme = urlsplit(url).scheme if "://" in url else "file"
-    target = REGISTRY.get(scheme)
-    if target is None:
-        for ep in entry_points(group="ambrosia_edge.storage"):
-            if ep.name == scheme:
-                target = ep.value
-                break
-    if target is None:
-        known = ", ".join(sorted(REGISTRY))
-        raise ConfigError(f"no storage tier for {scheme}:// in log URL {url!r} (known: {known})")
-    module_name, _, class_name = target.partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        extra = EXTRAS.get(scheme)
-        hint = f"; install it with: pip install 'ambrosia-edge[{extra}]'" if extra else ""
-        raise ConfigError(f"storage tier for {scheme}:// is not available ({exc}){hint}") from exc
-    cls = getattr(module, class_name)
+    cls = load(
+        scheme,
+        builtin=REGISTRY,
+        group="ambrosia_edge.storage",
+        extras=EXTRAS,
+        what=f"storage tier for {scheme}://",
+        unknown=lambda known: (
+            f"no storage tier for {scheme}:// in log URL {url!r} (known: {known})"
+        ),
+    )
     store: LogStore = cls(url, fsync=fsync)
     return store

@@ -15,6 +15,7 @@ from ambrosia_edge.transports.terminal import TerminalSource
 from anyio.abc import TaskGroup, TaskStatus
 
 from ambrosia_edge import Immortal, NotAnImpulseError, UnknownMethodError, impulse, rpc
+from ambrosia_edge import registry as plugins
 from ambrosia_edge import sources as registry
 from ambrosia_edge.config import Settings
 from ambrosia_edge.errors import ConfigError
@@ -261,7 +262,7 @@ def test_a_source_is_found_by_entry_point(monkeypatch: pytest.MonkeyPatch) -> No
     target = "ambrosia_edge.transports.terminal:TerminalSource"
     found = [EntryPoint(name="keyboard", value=target, group=group)]
     monkeypatch.setattr(
-        registry, "entry_points", lambda group: found if group == registry.ENTRY_POINTS else []
+        plugins, "entry_points", lambda group: found if group == registry.ENTRY_POINTS else []
     )
     source = open_source("keyboard:note")
     assert isinstance(source, TerminalSource) and source.method == "note"
