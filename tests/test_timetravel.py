@@ -200,6 +200,23 @@ def test_show_calls_prints_each_message_decoded(
     )
 
 
+def test_show_sends_prints_what_each_message_sent(
+    recorded: Recorded, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["replay", str(recorded.log), "--checkpoint", "none", "--until-message", "1002"]
+    assert main([*argv, "--show", "sends"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[:3] == [
+        "message 1 (page 1, from fwd #1): on_first_start()",
+        "message 2 (page 2, from client #1): forward(0)",
+        "    calls sink.put(0) [fork]",
+    ]
+    assert lines[-2:] == [
+        "message 1002 (page 2, from client #1001): sum() [awaited, call 1]",
+        "    returns 499500 to client (call 1)",
+    ]
+
+
 def test_show_state_after_a_page(recorded: Recorded, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["replay", str(recorded.log), "--checkpoint", "1", "--until", "3"]) == 0
     out, err = capsys.readouterr()

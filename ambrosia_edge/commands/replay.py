@@ -7,14 +7,14 @@ import contextlib
 import importlib
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError
 from . import log_url
 
 if TYPE_CHECKING:
-    from ..recovery import Replayer
+    from ..recovery import LoggedMessage, Replayer
 
 __all__ = ["add_parser", "main"]
 
@@ -29,7 +29,7 @@ Messages are numbered from the log's start, all sources together, in the order t
 (--show calls prints the numbers). The log records no time, so there is no stopping at an
 instant."""
 
-SHOW = ("calls", "state")
+SHOW = ("calls", "sends", "state")
 
 
 def add_parser(
@@ -84,8 +84,8 @@ def add_parser(
         metavar="WHAT",
         type=_show,
         default=(),
-        help="comma-separated: 'calls' prints each message as it is replayed, 'state' the "
-        "state at the end",
+        help="comma-separated: 'calls' prints each message as it is replayed, 'sends' that "
+        "and what each one sent (calls, replies), 'state' the state at the end",
     )
     replay.add_argument(
         "--pdb",
@@ -144,15 +144,21 @@ def main(args: argparse.Namespace) -> int:
         until=args.until,
         until_message=until_message,
     )
-    show_calls = "calls" in args.show
+    show_calls = "calls" in args.show or "sends" in args.show
     start = replayer.messages
-    on_message = (lambda m: print(describe(m), flush=False)) if show_calls else None
+    sent = _sends(replayer) if "sends" in args.show else None
+
+    def on_message(message: LoggedMessage) -> None:
+        if sent is not None:
+            sent()
+        print(describe(message), flush=False)
+
     with _progress(replayer, enabled=not show_calls and not args.pdb) as on_page:
         drive(
             replayer,
             until_page=args.until,
             until_message=until_message,
-            on_message=on_message,
+            on_message=on_message if show_calls else None,
             on_page=on_page,
         )
     if args.pdb:
@@ -163,13 +169,28 @@ def main(args: argparse.Namespace) -> int:
                 f"{args.until_message} to stop before"
             )
         if show_calls:
-            print(describe(message))
+            on_message(message)
         step_into(replayer)
+    if sent is not None:
+        sent()
     sys.stdout.flush()
     if "state" in args.show:
         _print_state(replayer)
     _summary(replayer, start)
     return 0
+
+
+def _sends(replayer: Replayer) -> Callable[[], None]:
+    """Note what each message sends; the function returned prints it (indented) and forgets."""
+    from ..retrotest import Tap, decoded, render
+
+    tap = Tap(replayer.executor)
+
+    def show() -> None:
+        for event in tap.take():
+            print(f"    {render(decoded(event))}")
+
+    return show
 
 
 def _print_state(replayer: Replayer) -> None:
