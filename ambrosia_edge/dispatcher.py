@@ -73,7 +73,15 @@ class Dispatcher:
 
     def apply_page(self, page: Page) -> None:
         """Execute one durable page: the same code for replay and for live operation."""
+        self.begin_page(page)
         executor = self.executor
+        for entry in page.entries:
+            executor.dispatch_batch(entry.source, entry.batch, entry.count)
+        self.end_page(page)
+
+    def begin_page(self, page: Page) -> None:
+        """What :meth:`apply_page` does before the page's messages run (a replay that runs
+        them one at a time calls this, the messages, then :meth:`end_page`)."""
         if self._applied_page and page.number != self._applied_page + 1:
             # Executing out of log order would break exactly-once silently; stop loudly.
             raise RuntimeError(
@@ -84,8 +92,9 @@ class Dispatcher:
         if not self.live:
             for destination, replayable in page.trims.items():
                 self.output(destination).trim_replayable(replayable)
-        for entry in page.entries:
-            executor.dispatch_batch(entry.source, entry.batch, entry.count)
+
+    def end_page(self, page: Page) -> None:
+        """What :meth:`apply_page` does once the page's messages have run."""
         self.dispatched.update(page.inputs)
         self.stats["pages"] += 1
         if not self.live:

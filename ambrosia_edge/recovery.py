@@ -11,16 +11,18 @@ a growing log) steps it.
 from __future__ import annotations
 
 import inspect
+from collections import deque
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
-from . import codec, messages
+from . import codec, messages, wire
 from .checkpoint import Checkpoint, decode_checkpoint
 from .coordinator import Coordinator
 from .errors import CheckpointError, ConfigError, CorruptLogError
 from .executor import Executor
-from .immortal import Immortal
+from .immortal import Immortal, state_of
 from .page import Page, chunk_header, decode_chunk_header, decode_page
 from .records import RecordType, encode_record
 from .store import LogStore
@@ -29,6 +31,24 @@ from .transport import Link
 #: Builds the coordinator to replay into, given the executor factory it must be built with
 #: (``Coordinator(..., executor=executor)``): a runtime's gets its transport and options.
 CoordinatorFactory = Callable[[Callable[[Coordinator], Executor]], Coordinator]
+
+
+@dataclass(frozen=True, slots=True)
+class LoggedMessage:
+    """One input as the log holds it, where it is: what a replay message by message yields."""
+
+    #: its number in the log, from 1, all sources together, in the order it ran
+    index: int
+    page: int
+    source: str
+    #: its sequence number from ``source`` (the link's total count, impulses included)
+    sequence: int
+    head: int  # the message's first byte: kind and IMPULSE bit
+    body: bytes
+
+    @property
+    def message(self) -> bytes:
+        return bytes([self.head]) + self.body
 
 
 class Replayer:
@@ -43,6 +63,10 @@ class Replayer:
 
     Nothing is sent or logged while replaying (outputs only fill the send buffers), so a
     replay may stop anywhere; :meth:`finish` is what makes the result a primary.
+
+    Pages go through the executor whole (the fast path of recovery); :meth:`step_message`
+    runs the next page one message at a time instead, for a debugger to stop between two
+    messages. :attr:`messages` counts the messages run, from the log's start.
     """
 
     def __init__(
@@ -64,6 +88,8 @@ class Replayer:
         if not read_only:
             store.open()
         self._chunks = chunks = store.list_chunks()
+        #: the number of the checkpoint started from, None for the log's start
+        self.checkpoint_number: int | None = None
         self.checkpoint: Checkpoint | None = self._load_checkpoint(checkpoint)
         if self.checkpoint is None and chunks and chunks[0] != 1:
             raise CheckpointError(
@@ -89,8 +115,16 @@ class Replayer:
             self._replay = chunks
         self.executor.replaying = True
         self._have_header = False  # of the chunk being read
+        #: of the chunks to replay (``chunks_to_read``), how many have been read whole
+        self.chunks_read = 0
+        self.chunks_to_read = len(self._replay)
         self._pages = self._read_pages()
         self._next: Page | None = None
+        #: the number of the last message run, counted from the log's start (the checkpoint
+        #: knows how many each source had sent)
+        self.messages = sum(total for total, _ in self.coordinator.dispatched.values())
+        self._current: Page | None = None  # a page being run message by message
+        self._queue: deque[LoggedMessage] = deque()
 
     # --- loading -------------------------------------------------------------------------------
 
@@ -107,7 +141,7 @@ class Replayer:
             checkpoints = checkpoints[: checkpoints.index(which) + 1]
         if not checkpoints:
             return None
-        n = checkpoints[-1]
+        n = self.checkpoint_number = checkpoints[-1]
         return decode_checkpoint(store.read_checkpoint(n), f"checkpoint {n} of {store.url}")
 
     def _construct(self) -> Immortal:
@@ -124,6 +158,7 @@ class Replayer:
                 f"the checkpoint in {self.store.url} belongs to immortal {checkpoint.immortal!r}, "
                 f"not {self.name!r}; check --name and --log"
             )
+        check_version(self.cls, checkpoint, self.store.url)
         executor = self.executor
         state = codec.decode(checkpoint.state, proxy_factory=executor.proxy)
         if checkpoint.class_version != self.cls.version:
@@ -139,7 +174,8 @@ class Replayer:
         checkpoint = self.checkpoint
         coordinator = self.coordinator
         chunks = self._chunks
-        for chunk in self._replay:
+        for number, chunk in enumerate(self._replay):
+            self.chunks_read = number  # chunks read whole, for a progress bar
             last = chunk == chunks[-1]
             self._have_header = False
             for offset, body in store.read_records(chunk, repair=last and not self.read_only):
@@ -165,20 +201,88 @@ class Replayer:
         return self._next
 
     def step(self) -> Page | None:
-        """Apply the next page; None (and nothing applied) at the end of the log."""
+        """Apply the next page (or the rest of one begun by :meth:`step_message`); None (and
+        nothing applied) at the end of the log."""
+        current = self._current
+        if current is not None:
+            while self._current is current:
+                self.step_message()
+            return current
         page = self.peek()
         if page is not None:
             self._next = None
             self.coordinator.apply_page(page)
             self.pages += 1
+            self.messages += sum(entry.count for entry in page.entries)
         return page
+
+    @property
+    def peek_is_page_boundary(self) -> bool:
+        """No page is half run (by :meth:`step_message`)."""
+        return self._current is None
+
+    def peek_message(self) -> LoggedMessage | None:
+        """The next message to run, not run yet; None at the end of the log.
+
+        The page holding it is begun (its trims applied), so the replay is then between two
+        messages of that page.
+        """
+        while not self._queue:
+            page = self.peek()
+            if page is None:
+                return None
+            self._next = None
+            self.coordinator.begin_page(page)
+            self._current = page
+            self._queue.extend(self._split(page))
+            if not self._queue:
+                self._end_page()
+        return self._queue[0]
+
+    def step_message(self) -> LoggedMessage | None:
+        """Run the next message alone; None (and nothing run) at the end of the log."""
+        message = self.peek_message()
+        if message is None:
+            return None
+        self._queue.popleft()
+        self.executor.dispatch_all(message.source, ((message.head, message.body),))
+        self.messages = message.index
+        if not self._queue:
+            self._end_page()
+        return message
+
+    def run_to_message(self, index: int) -> None:
+        """Run messages up to and including the one numbered ``index`` (whole pages while
+        they end before it, as fast as recovery); stop early at the end of the log."""
+        while self._current is None and self.messages < index:
+            page = self.peek()
+            if page is None or self.messages + sum(e.count for e in page.entries) > index:
+                break
+            self.step()
+        while self.messages < index and self.step_message() is not None:
+            pass
+
+    def _split(self, page: Page) -> Iterator[LoggedMessage]:
+        index = self.messages
+        for entry in page.entries:
+            sequence = entry.first_total
+            for head, body in wire.message_parts(entry.batch, entry.count):
+                index += 1
+                yield LoggedMessage(index, page.number, entry.source, sequence, head, body)
+                sequence += 1
+
+    def _end_page(self) -> None:
+        assert self._current is not None
+        self.coordinator.end_page(self._current)
+        self._current = None
+        self.pages += 1
 
     def run(self, *, until_page: int | None = None) -> int:
         """Apply pages up to and including ``until_page`` (all of them by default); return how
         many were applied by this call."""
         applied = 0
         while True:
-            page = self.peek()
+            page = self._current or self.peek()
             if page is None or (until_page is not None and page.number > until_page):
                 return applied
             self.step()
@@ -186,8 +290,13 @@ class Replayer:
 
     @property
     def state(self) -> dict[str, Any]:
-        """The immortal's attributes now."""
-        return vars(self.executor.obj)
+        """The immortal's state now: its attributes, as a checkpoint would hold them."""
+        return state_of(self.executor.obj)
+
+    @property
+    def obj(self) -> Immortal:
+        """The immortal object itself, as replayed so far."""
+        return self.executor.obj
 
     # --- ending --------------------------------------------------------------------------------
 
@@ -195,7 +304,7 @@ class Replayer:
         """End the replay as a recovery does, at the end of the log: number the next chunk
         and, unless read-only, make this process the log's writer (append to the last chunk,
         or open the next with a checkpoint); then a new epoch."""
-        if self.peek() is not None:
+        if self._current is not None or self.peek() is not None:
             raise RuntimeError(f"{self.name}: replay stopped before the end of the log")
         store = self.store
         coordinator = self.coordinator
@@ -217,6 +326,33 @@ class Replayer:
         else:
             coordinator.checkpoint_requested = True  # the next chunk opens with a checkpoint
         coordinator.new_epoch()
+
+
+def check_version(cls: type[Immortal], checkpoint: Checkpoint, url: str) -> None:
+    """Refuse, before anything runs or is written, a class that cannot take over the state of
+    ``checkpoint``: a version older than the one that wrote it, or a newer one without an
+    ``upgrade`` of its own (the identity inherited from Immortal would pass an old state off
+    as a new one)."""
+    version, old = cls.version, checkpoint.class_version
+    where = f"{cls.__module__}:{cls.__qualname__}"
+    if type(version) is not int or version < 1:
+        raise ConfigError(f"{where}.version must be a whole number from 1, not {version!r}")
+    if version < old:
+        raise CheckpointError(
+            f"{url} was checkpointed by version {old} of {checkpoint.class_path}, and {where} is "
+            f"version {version}: a version cannot go backwards (its upgrade() only converts "
+            f"older states); run version {old} or later"
+        )
+    if version > old and getattr(cls.upgrade, "__func__", None) is _INHERITED_UPGRADE:
+        raise CheckpointError(
+            f"{url} was checkpointed by version {old} of {checkpoint.class_path}; {where} is "
+            f"version {version} but defines no upgrade() to convert that state: add "
+            "@classmethod def upgrade(cls, old_state, old_version) -> dict (return old_state "
+            "unchanged if the state's shape did not change)"
+        )
+
+
+_INHERITED_UPGRADE = Immortal.upgrade.__func__  # type: ignore[attr-defined]
 
 
 def _set_attributes(obj: object, state: dict[str, Any]) -> None:

@@ -48,6 +48,8 @@ BUILTIN: dict[str, str] = {
     "export": "ambrosia_edge.commands.archive:EXPORT",
     "import": "ambrosia_edge.commands.archive:IMPORT",
     "status": "ambrosia_edge.commands.status",
+    "replay": "ambrosia_edge.commands.replay",
+    "retrotest": "ambrosia_edge.commands.retrotest",
     "version": "ambrosia_edge.commands.version",
 }
 
