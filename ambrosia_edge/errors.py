@@ -8,7 +8,8 @@
     ├── StoreError                   a storage tier failed
     │   ├── LogLockedError           another process holds the log (one writer per log)
     │   ├── CorruptLogError          a record in the middle of a log is damaged
-    │   └── CheckpointError          a checkpoint cannot be read or written
+    │   ├── CheckpointError          a checkpoint cannot be read or written
+    │   ├── DeposedError             a newer writer took the log over (epoch fencing)
     ├── CodecError                   CBOR encoding or decoding failed
     │   └── StateEncodingError       an immortal's attribute cannot be checkpointed
     ├── ProtocolError                a peer sent a malformed or unexpected frame
@@ -54,6 +55,10 @@ class CorruptLogError(StoreError):
 
 class CheckpointError(StoreError):
     code = "checkpoint"
+
+
+class DeposedError(StoreError):
+    code = "deposed"
 
 
 class CodecError(AmbrosiaError):
