@@ -331,7 +331,10 @@ class ObjectLease:
                     if watched is not None:  # it was renewed while we watched: it lives
                         raise LogLockedError(self._locked_message(record))
                     watched = (etag, now)
-                if now - watched[1] < self.ttl:
+                ttl = record.get("ttl")
+                # the holder renews at its own pace: wait for the longer of the two
+                wait = max(self.ttl, ttl if isinstance(ttl, int | float) else 0.0)
+                if now - watched[1] < wait:
                     time.sleep(min(0.05, self.ttl / 8))
                     continue
             epoch = int((record or {}).get("epoch", 0)) + 1
@@ -341,6 +344,7 @@ class ObjectLease:
                 "epoch": epoch,
                 "holding": holding,
                 "holder": {"pid": os.getpid(), "host": socket.gethostname(), "since": _now()},
+                "ttl": self.ttl,
                 "renewals": 0,
             }
             mode: Any = "create" if etag is None else {"e_tag": etag}
@@ -374,36 +378,42 @@ class ObjectLease:
     def _renew_loop(self) -> None:
         stop = self._stop
         while not stop.wait(self.ttl / 4):
-            with self._mutex:
-                etag, record = self._etag, dict(self._record)
-            if etag is None:
+            if not self._renew_loop_once():
                 return
-            record["renewals"] = int(record.get("renewals", 0)) + 1
-            try:
-                new_etag = self._client.put(
-                    "renewing the lease",
-                    LEASE_NAME,
-                    json.dumps(record).encode(),
-                    mode={"e_tag": etag},
-                )
-            except obx.PreconditionError:
+
+    def _renew_loop_once(self) -> bool:
+        """Renew once; False once there is nothing more to renew (released or lost)."""
+        with self._mutex:
+            etag, record = self._etag, dict(self._record)
+        if etag is None:
+            return False
+        record["renewals"] = int(record.get("renewals", 0)) + 1
+        try:
+            new_etag = self._client.put(
+                "renewing the lease",
+                LEASE_NAME,
+                json.dumps(record).encode(),
+                mode={"e_tag": etag},
+            )
+        except obx.PreconditionError:
+            self._lose(
+                f"the lease of {self.resource} was taken over by a newer writer "
+                f"(this one held epoch {record.get('epoch')})"
+            )
+            return False
+        except (StoreError, obx.BaseError) as exc:
+            if time.monotonic() - self._renewed > self.ttl:
                 self._lose(
-                    f"the lease of {self.resource} was taken over by a newer writer "
-                    f"(this one held epoch {record.get('epoch')})"
+                    f"the lease of {self.resource} could not be renewed for {self.ttl:g} s "
+                    f"({_first_line(exc)}); a standby may have taken over"
                 )
-                return
-            except (StoreError, obx.BaseError) as exc:
-                if time.monotonic() - self._renewed > self.ttl:
-                    self._lose(
-                        f"the lease of {self.resource} could not be renewed for {self.ttl:g} s "
-                        f"({_first_line(exc)}); a standby may have taken over"
-                    )
-                    return
-                continue
-            with self._mutex:
-                if self._etag == etag:
-                    self._etag, self._record = new_etag, record
-                    self._renewed = time.monotonic()
+                return False
+            return True
+        with self._mutex:
+            if self._etag == etag:
+                self._etag, self._record = new_etag, record
+                self._renewed = time.monotonic()
+        return True
 
     def _lose(self, why: str) -> None:
         with self._mutex:
