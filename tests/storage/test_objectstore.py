@@ -11,6 +11,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -217,3 +218,71 @@ def test_every_cloud_scheme_is_registered(monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.setenv("AZURE_STORAGE_ACCOUNT_NAME", "devstoreaccount1")
     for scheme in ("s3", "gs", "az"):
         assert isinstance(open_store(f"{scheme}://container/log"), ObjectStore)
+
+
+WRITER = """
+import sys
+from ambrosia_edge.errors import DeposedError
+from ambrosia_edge.records import RecordType, encode_record
+from ambrosia_edge.storage.objectstore import ObjectStore
+
+store = ObjectStore(sys.argv[1], lease_ttl=0.5)
+store.open()
+store.start_chunk(1)
+i = 0
+try:
+    while True:
+        i += 1
+        store.append(encode_record(b"A%d" % i, RecordType.PAGE))
+        print(i, flush=True)
+except DeposedError as exc:
+    print("deposed:", exc, flush=True)
+    sys.exit(3)
+"""
+
+
+def test_a_stopped_writer_resumed_after_a_takeover_writes_nothing_and_exits_deposed(
+    url: str, s3: S3Server, tmp_path: Path
+) -> None:
+    """Jepsen style: SIGSTOP the writer, let another take over and write, SIGCONT it."""
+    out = tmp_path / "writer.out"
+    with out.open("wb") as sink:
+        child = subprocess.Popen(
+            [sys.executable, "-c", WRITER, url],
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **s3.env()},
+        )
+
+    def acknowledged() -> list[int]:
+        return [int(line) for line in out.read_text().split() if line.isdigit()]
+
+    try:
+        deadline = time.monotonic() + 30
+        while len(acknowledged()) < 5:
+            assert child.poll() is None, out.read_text()
+            assert time.monotonic() < deadline, "the writer made no progress"
+            time.sleep(0.01)
+        os.kill(child.pid, signal.SIGSTOP)
+        new = ObjectStore(url, lease_ttl=0.5)
+        new.open()  # the stopped writer cannot renew: its lease lapses
+        try:
+            new.resume_chunk(1)
+            new.append(page(b"B1"))
+            new.append(page(b"B2"))
+        finally:
+            os.kill(child.pid, signal.SIGCONT)
+            assert child.wait(timeout=30) == 3, out.read_text()
+            new.close()
+    finally:
+        if child.poll() is None:
+            os.kill(child.pid, signal.SIGKILL)
+            child.wait()
+    assert "deposed" in out.read_text()
+    logged = bodies(url, 1)
+    assert logged[-2:] == [b"B1", b"B2"]
+    from_old = logged[:-2]
+    k = len(from_old)
+    assert from_old == [b"A%d" % i for i in range(1, k + 1)]  # a prefix, nothing after B's
+    assert set(acknowledged()) <= set(range(1, k + 1))  # every acknowledged append is logged
+    assert max(acknowledged()) >= k - 1  # at most the append in flight at SIGSTOP was unseen
