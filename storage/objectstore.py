@@ -50,6 +50,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any, Final, TypeVar
 from urllib.parse import urlsplit
@@ -84,6 +85,8 @@ _EPOCH: Final = "ambrosia-epoch"
 _KIND: Final = "ambrosia-kind"
 _NEXT: Final = "ambrosia-next"
 _FENCE_ATTEMPTS: Final = 1000
+#: GETs in flight at once when a chunk is read back
+_READERS: Final = 16
 
 T = TypeVar("T")
 
@@ -614,17 +617,27 @@ class ObjectStore:
         return [found[seq] for seq in sorted(found)]
 
     def chunk_objects(self, chunk: int) -> list[tuple[str, bytes]]:
-        """Each object of ``chunk`` as (name, bytes), for tools and tests."""
-        out = []
-        for meta in self._objects(chunk):
-            got = self._client.get("reading", str(meta["path"]))
+        """Each object of ``chunk`` as (name, bytes), in order.
+
+        Fetched ``_READERS`` at a time: a chunk has one object per append, and one GET after
+        another (~1.5-3 ms each on a server next door, tens of ms in a cloud) would make a
+        recovery wait for the sum of them.
+        """
+        names = [str(meta["path"]) for meta in self._objects(chunk)]
+
+        def fetch(name: str) -> bytes:
+            got = self._client.get("reading", name)
             if got is None:
                 raise CorruptLogError(
-                    f"corrupt log chunk {self._source(chunk)}: object {meta['path']} vanished "
-                    "while it was read; restore it from a copy"
+                    f"corrupt log chunk {self._source(chunk)}: object {name} vanished while it "
+                    "was read; restore it from a copy"
                 )
-            out.append((str(meta["path"]), got[0]))
-        return out
+            return got[0]
+
+        if len(names) <= 1:
+            return [(name, fetch(name)) for name in names]
+        with ThreadPoolExecutor(min(_READERS, len(names)), thread_name_prefix="log read") as pool:
+            return list(zip(names, pool.map(fetch, names), strict=True))
 
     def read_chunk_bytes(self, chunk: int) -> bytes:
         return b"".join(data for _, data in self.chunk_objects(chunk))
