@@ -85,6 +85,8 @@ _EPOCH: Final = "ambrosia-epoch"
 _KIND: Final = "ambrosia-kind"
 _NEXT: Final = "ambrosia-next"
 _FENCE_ATTEMPTS: Final = 1000
+#: what tells one write of the lease from another
+_LEASE_IDENTITY: Final = ("holding", "epoch", "renewals", "state")
 #: GETs in flight at once when a chunk is read back
 _READERS: Final = 16
 
@@ -356,8 +358,10 @@ class ObjectLease:
                     "taking the lease", LEASE_NAME, json.dumps(new).encode(), mode=mode
                 )
             except (obx.AlreadyExistsError, obx.PreconditionError):
-                watched = None
-                continue  # someone else moved first: look again
+                new_etag = self._landed(new)
+                if new_etag is None:
+                    watched = None
+                    continue  # someone else moved first: look again
             with self._mutex:
                 self._etag = new_etag
                 self._record = new
@@ -369,6 +373,14 @@ class ObjectLease:
             )
             self._thread.start()
             return
+
+    def _landed(self, written: dict[str, Any]) -> str | None:
+        """The lease's ETag if it holds exactly ``written``: a put whose answer was lost and
+        that obstore retried meets its own first try (412) and must not take it for a rival."""
+        record, etag = self._read()
+        if record is not None and all(record.get(k) == written[k] for k in _LEASE_IDENTITY):
+            return etag
+        return None
 
     def _locked_message(self, record: dict[str, Any]) -> str:
         holder = record.get("holder") or {}
@@ -399,6 +411,13 @@ class ObjectLease:
                 mode={"e_tag": etag},
             )
         except obx.PreconditionError:
+            new_etag = self._landed(record)
+            if new_etag is not None:
+                with self._mutex:
+                    if self._etag == etag:
+                        self._etag, self._record = new_etag, record
+                        self._renewed = time.monotonic()
+                return True
             self._lose(
                 f"the lease of {self.resource} was taken over by a newer writer "
                 f"(this one held epoch {record.get('epoch')})"

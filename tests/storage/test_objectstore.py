@@ -307,3 +307,25 @@ def test_wrong_credentials_are_named_and_nothing_is_written(tmp_path: Path) -> N
             open_store(other).open()
         mp.setenv("AWS_SECRET_ACCESS_KEY", "right-secret")
         assert open_store(other).lease.info().state == "none"  # nothing written
+
+
+def test_a_flaky_store_loses_and_duplicates_nothing(
+    url: str, s3: S3Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A share of PUTs never arrives, another arrives and loses its answer (503 either way):
+    obstore retries, and a retried create that finds its own object counts as done."""
+    from flakyproxy import flaky_proxy
+
+    with flaky_proxy(s3.endpoint, drop=0.1, lose_answer=0.15) as (endpoint, counts):
+        monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)
+        store = ObjectStore(url)
+        store.open()
+        try:
+            store.start_chunk(1)
+            for i in range(100):
+                store.append(page(b"r%d" % i))
+        finally:
+            store.close()
+    assert counts.dropped >= 5 and counts.lost_answers >= 5, vars(counts)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3.endpoint)
+    assert bodies(url, 1) == [b"r%d" % i for i in range(100)]
