@@ -11,6 +11,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -50,7 +51,8 @@ def free_port() -> int:
 
 
 def need_binary(name: str, install: str) -> str:
-    path = shutil.which(name)
+    # beside this interpreter too: pip puts scripts there, which need not be on PATH
+    path = shutil.which(name) or shutil.which(name, path=os.path.dirname(sys.executable))
     if path is None:
         message = f"{name} is not installed ({install})"
         if os.environ.get("CI"):
