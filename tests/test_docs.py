@@ -46,6 +46,8 @@ OTHER_PROGRAMS = {
     ".": "shell built-in",
     "npm": "installing Restate for the benchmarks",
     "mosquitto": "the MQTT broker (docs/mqtt.md)",
+    "sudo": "setting a Raspberry Pi up as a service (examples/raspberry_pi)",
+    "journalctl": "a service's log lines (examples/raspberry_pi)",
 }
 EXTRAS = set(
     tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]

@@ -324,3 +324,48 @@ def test_readme_commands_name_real_classes() -> None:
     assert {f for f, _ in targets} == {"counter.py", "forwarder.py", "recorder.py", "producer.py"}
     for file, cls in targets:
         assert f"\nclass {cls}(Immortal):" in (EXAMPLES / file).read_text(), (file, cls)
+
+
+def test_raspberry_pi_sensor_hub_counts_each_reading_once_across_a_kill(work: Path) -> None:
+    """examples/raspberry_pi: the hub as its hub.toml declares it (sensors from a fake sysfs
+    and gpiozero's mock pins, read every 50 ms instead of 5 s), the dashboard as the README
+    starts it; the hub is SIGKILLed between two summaries."""
+    zone = work / "fake/sys/class/thermal/thermal_zone0"
+    zone.mkdir(parents=True)
+    (zone / "type").write_text("cpu-thermal\n")
+    (zone / "temp").write_text("48500\n")
+    config = (EXAMPLES / "raspberry_pi/hub.toml").read_text()
+    config = config.replace('every = "5s"', f'every = "50ms"\nroot = "{work / "fake"}"')
+    config = config.replace('log = "/var/lib/ambrosia-edge/hub"\n', "")
+    assert 'every = "50ms"' in config
+    (work / "hub.toml").write_text(config)
+    ph, pd = free_port(), free_port()
+    dashboard = Proc(
+        work, "raspberry_pi/sensor_hub.py:Dashboard", "dashboard", port=pd, peers={"hub": ph}
+    )
+    hub = Proc(
+        work,
+        "raspberry_pi/sensor_hub.py:Hub",
+        "hub",
+        port=ph,
+        peers={"dashboard": pd},
+        env={"GPIOZERO_PIN_FACTORY": "mock"},
+        extra=("--config", str(work / "hub.toml")),
+    )
+    procs = [dashboard, hub]
+    summary = "hub: {} readings, 48.5-48.5 °C, mean 48.5 °C, 0 presses"
+    try:
+        dashboard.start()
+        hub.start()
+        wait_output(procs, dashboard, shows(summary.format(12)), "the first summary")
+        hub.kill()
+        hub.start()
+        wait_output(procs, dashboard, shows(summary.format(36)), "the third summary")
+    finally:
+        for p in procs:
+            p.kill()
+    # the dashboard never restarted: each line is one execution, and the hub's count went on
+    # from its log, with no summary lost or repeated across the kill
+    counts = [int(line.split()[1]) for line in dashboard.lines("hub: ") if "readings" in line]
+    assert counts[:3] == [12, 24, 36]
+    assert recovered("raspberry_pi/sensor_hub.py:Hub", "hub", hub.log).readings >= 36
