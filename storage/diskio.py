@@ -12,7 +12,17 @@ from typing import Final
 
 from ambrosia_edge.records import BytesLike
 
-__all__ = ["CLOEXEC", "IOV_MAX", "describe", "flush", "flush_data", "read_exactly", "write_all"]
+__all__ = [
+    "CLOEXEC",
+    "IOV_MAX",
+    "describe",
+    "flush",
+    "flush_data",
+    "flush_directory",
+    "read_exactly",
+    "write_all",
+    "write_file",
+]
 
 CLOEXEC: Final = getattr(os, "O_CLOEXEC", 0)
 #: Most buffers one gathered write may take (the kernel's IOV_MAX; 1024 on Linux and macOS).
@@ -69,3 +79,31 @@ def write_parts(fd: int, parts: Sequence[BytesLike], offset: int) -> None:
             first += 1
         if n:
             views[first] = views[first][n:]
+
+
+def write_file(path: str | os.PathLike[str], data: BytesLike, *, fsync: bool) -> None:
+    """Create (or truncate) ``path`` and write ``data`` whole, flushed to the disk when
+    ``fsync``: the first half of replacing a file atomically, which a rename completes."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | CLOEXEC, 0o644)
+    try:
+        write_all(fd, data, 0)
+        if fsync:
+            flush(fd)
+    finally:
+        os.close(fd)
+
+
+def flush_directory(path: str | os.PathLike[str], *, lenient: bool = False) -> None:
+    """Flush a directory, so that a create, rename or unlink in it survives a power cut.
+
+    ``lenient``: a share that cannot flush a directory (EINVAL, EBADF: some NFS and SMB
+    clients) is let be; its server orders directory changes itself.
+    """
+    fd = os.open(path, os.O_RDONLY | CLOEXEC)
+    try:
+        flush(fd)
+    except OSError as exc:
+        if not (lenient and exc.errno in (errno.EINVAL, errno.EBADF)):
+            raise
+    finally:
+        os.close(fd)

@@ -28,7 +28,6 @@ holder. Each holder's record is its own file, created exclusively::
 from __future__ import annotations
 
 import contextlib
-import errno
 import json
 import os
 import re
@@ -43,7 +42,7 @@ from typing import Any, Final
 from ambrosia_edge.errors import DeposedError, LogLockedError, StoreError
 from ambrosia_edge.lease import LeaseHolder, LeaseInfo
 
-from .diskio import CLOEXEC, describe, flush, write_all
+from .diskio import CLOEXEC, describe, flush, flush_directory, write_all, write_file
 
 __all__ = ["DEFAULT_LEASE_S", "EpochLease", "lease_name"]
 
@@ -317,13 +316,7 @@ class EpochLease:
         final = self.directory / lease_name(epoch)
         tmp = self.directory / f".{lease_name(epoch)}.{os.getpid()}.tmp"
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | CLOEXEC, 0o644)
-            try:
-                write_all(fd, data, 0)
-                if self.fsync:
-                    flush(fd)
-            finally:
-                os.close(fd)
+            write_file(tmp, data, fsync=self.fsync)
             os.replace(tmp, final)
         except OSError as exc:
             with contextlib.suppress(OSError):
@@ -332,14 +325,7 @@ class EpochLease:
             raise StoreError(f"{what} renewing the lease {final}; {hint}") from exc
 
     def _sync_dir(self) -> None:
-        fd = os.open(self.directory, os.O_RDONLY | CLOEXEC)
-        try:
-            flush(fd)
-        except OSError as exc:
-            if exc.errno not in (errno.EINVAL, errno.EBADF):
-                raise
-        finally:
-            os.close(fd)
+        flush_directory(self.directory, lenient=True)
 
     # -- reading -----------------------------------------------------------------------------------
 

@@ -57,6 +57,7 @@ from .diskio import IOV_MAX as _IOV_MAX  # noqa: F401  (tests size their writes 
 from .diskio import describe as _describe
 from .diskio import flush as _flush
 from .diskio import flush_data as _flush_data
+from .diskio import flush_directory, write_file
 from .diskio import read_exactly as _read_exactly
 from .diskio import write_all as _write_all
 from .diskio import write_parts as _write_parts
@@ -226,13 +227,8 @@ class LocalStore:
             os.close(fd)
 
     def _sync_dir(self) -> None:
-        if not self.fsync:
-            return
-        fd = os.open(self.path, os.O_RDONLY | _CLOEXEC)
-        try:
-            _flush(fd)
-        finally:
-            os.close(fd)
+        if self.fsync:
+            flush_directory(self.path)
 
     # -- listing -------------------------------------------------------------------------------
 
@@ -520,13 +516,7 @@ class LocalStore:
         final = self.checkpoint_path(n)
         tmp = final.with_name(final.name + ".tmp")
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | _CLOEXEC, 0o644)
-            try:
-                _write_all(fd, data, 0)
-                if self.fsync:
-                    _flush(fd)
-            finally:
-                os.close(fd)
+            write_file(tmp, data, fsync=self.fsync)
             os.replace(tmp, final)
             self._sync_dir()
         except OSError as exc:

@@ -53,7 +53,15 @@ from ambrosia_edge.errors import (
 )
 from ambrosia_edge.records import BytesLike, scan_file
 
-from .diskio import CLOEXEC, describe, flush, flush_data, write_all, write_parts
+from .diskio import (
+    CLOEXEC,
+    describe,
+    flush,
+    flush_data,
+    flush_directory,
+    write_file,
+    write_parts,
+)
 from .epochlease import DEFAULT_LEASE_S, EpochLease
 
 __all__ = ["SharedStore"]
@@ -172,16 +180,8 @@ class SharedStore:
             os.close(fd)
 
     def _sync_dir(self) -> None:
-        if not self.fsync:
-            return
-        fd = os.open(self.path, os.O_RDONLY | CLOEXEC)
-        try:
-            flush(fd)
-        except OSError as exc:
-            if exc.errno not in (errno.EINVAL, errno.EBADF):  # some shares flush no directory
-                raise
-        finally:
-            os.close(fd)
+        if self.fsync:
+            flush_directory(self.path, lenient=True)  # some shares flush no directory
 
     # -- listing -------------------------------------------------------------------------------
 
@@ -479,13 +479,7 @@ class SharedStore:
         final = self.checkpoint_path(n, epoch)
         tmp = final.with_name(final.name + ".tmp")
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | CLOEXEC, 0o644)
-            try:
-                write_all(fd, data, 0)
-                if self.fsync:
-                    flush(fd)
-            finally:
-                os.close(fd)
+            write_file(tmp, data, fsync=self.fsync)
             self.lease.confirm(force=True)
             os.replace(tmp, final)
             self._sync_dir()

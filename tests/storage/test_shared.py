@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
-from ambrosia_edge.storage import shared
+from ambrosia_edge.storage import diskio, shared
 from ambrosia_edge.storage.epochlease import lease_name
 from ambrosia_edge.storage.shared import SharedStore
 
@@ -84,7 +84,7 @@ class Flaky:
             self.left -= 1
             # half the record reaches the file first, as an interrupted write may leave it
             first = bytes(parts[0])
-            shared.write_all(fd, first[: len(first) // 2], offset)
+            diskio.write_all(fd, first[: len(first) // 2], offset)
             raise OSError(self.code, "injected")
         real_write_parts(fd, parts, offset)
 
