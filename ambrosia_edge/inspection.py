@@ -22,7 +22,7 @@ from typing import TextIO
 
 from .checkpoint import decode_checkpoint
 from .errors import CheckpointError, StoreError
-from .lease import Lease, lease_of
+from .lease import Lease, lease_of, process_alive
 from .page import decode_chunk_header, decode_page
 from .records import RecordScan, RecordType, scan_file, scan_records
 from .store import LogStore, open_store
@@ -195,19 +195,9 @@ def _lock_info(lease: Lease) -> LockInfo:
     lock = LockInfo("held", holder.pid, holder.host, holder.since)
     if holder.host is not None and holder.host != socket.gethostname():
         lock.state = "recorded (on another host, so not checked here)"
-    elif not _alive(holder.pid):
+    elif not process_alive(holder.pid):
         lock.state = "stale (that process is gone: it was killed or crashed)"
     return lock
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # it exists, under another user
-    return True
 
 
 # --- checkpoints ----------------------------------------------------------------------------

@@ -16,6 +16,7 @@ callers look it up with ``getattr``.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Literal, Protocol, runtime_checkable
 
@@ -83,3 +84,15 @@ def lease_of(store: object) -> Lease | None:
     """The lease of a store, for tiers that have one; ``None`` for tiers without."""
     lease = getattr(store, "lease", None)
     return lease if isinstance(lease, Lease) else None
+
+
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` of this host still exists: a lease recorded by a process that is
+    gone can be taken over (or reported stale) at once, without waiting for it to lapse."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # it exists, under another user
+    return True

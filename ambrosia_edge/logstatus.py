@@ -9,7 +9,6 @@ together; it never takes the lease nor touches the log.
 from __future__ import annotations
 
 import json
-import os
 import socket
 import sys
 import time
@@ -17,7 +16,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, TextIO
 
 from . import control
-from .lease import LeaseInfo, lease_of
+from .lease import LeaseInfo, lease_of, process_alive
 from .store import LogStore, open_store
 
 __all__ = ["LogStatus", "print_status", "read_status"]
@@ -93,7 +92,7 @@ def _from_lease(status: LogStatus, info: LeaseInfo, ttl: object) -> None:
     status.state = "running"
     status.primary = holder.address
     here = holder.host == socket.gethostname()
-    gone = here and holder.pid is not None and not _alive(holder.pid)
+    gone = here and holder.pid is not None and not process_alive(holder.pid)
     lapsed = (
         isinstance(ttl, (int, float))
         and status.lease_age_s is not None
@@ -106,16 +105,6 @@ def _from_lease(status: LogStatus, info: LeaseInfo, ttl: object) -> None:
         status.detail = f"the last holder stopped without releasing the lease ({why})"
     elif holder.renewed is None and not here:
         status.detail = "recorded on another host, so not checked here"
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _ask_primary(store: LogStore) -> dict[str, Any] | None:

@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from ambrosia_edge.errors import DeposedError, LogLockedError, StoreError
-from ambrosia_edge.lease import LeaseHolder, LeaseInfo
+from ambrosia_edge.lease import LeaseHolder, LeaseInfo, process_alive
 
 from .diskio import CLOEXEC, describe, flush, flush_directory, write_all, write_file
 
@@ -55,16 +55,6 @@ _KEEP: Final = 2
 
 def lease_name(epoch: int) -> str:
     return f"lease-{epoch:08d}.json"
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class EpochLease:
@@ -206,7 +196,7 @@ class EpochLease:
         while record is not None and not record.get("released"):
             if record.get("host") == socket.gethostname():
                 pid, renewed = record.get("pid"), record.get("renewed")
-                dead = isinstance(pid, int) and not _pid_alive(pid)
+                dead = isinstance(pid, int) and not process_alive(pid)
                 stale = isinstance(renewed, (int, float)) and time.time() - renewed > ttl
                 if dead or stale:
                     return

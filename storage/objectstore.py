@@ -67,7 +67,7 @@ from ambrosia_edge.errors import (
     LogLockedError,
     StoreError,
 )
-from ambrosia_edge.lease import LeaseHolder, LeaseInfo
+from ambrosia_edge.lease import LeaseHolder, LeaseInfo, process_alive
 from ambrosia_edge.records import BytesLike, scan_records
 
 __all__ = ["DEFAULT_LEASE_TTL", "ObjectLease", "ObjectStore"]
@@ -112,16 +112,6 @@ def _checkpoint_name(n: int) -> str:
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:
-        return True
-    return True
 
 
 class _Client:
@@ -319,7 +309,7 @@ class ObjectLease:
             holder.get("host") == socket.gethostname()
             and isinstance(pid, int)
             and pid != os.getpid()
-            and not _pid_alive(pid)
+            and not process_alive(pid)
         )
 
     def acquire(self) -> None:
