@@ -1,10 +1,14 @@
-"""Real S3-compatible servers for tests, each started on a free 127.0.0.1 port and stopped by
-its pid: moto's server and SeaweedFS. Without the binary a test skips, unless CI is set: there
-it fails, since CI installs both (the ``test`` extra)."""
+"""Real object-store servers for tests, each started on a free 127.0.0.1 port and stopped by
+its pid: moto's server and SeaweedFS (S3), Azurite (Azure Blob). Without the binary a test
+skips, unless CI is set: there it fails, since CI installs them (the ``test`` extra; Azurite
+from npm)."""
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import hashlib
+import hmac
 import json
 import os
 import shutil
@@ -17,6 +21,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
+from email.utils import formatdate
 from pathlib import Path
 
 import pytest
@@ -24,16 +29,41 @@ import pytest
 READY_WITHIN = 60.0
 
 
+#: the account every Azurite has (documented by Microsoft; obstore knows it for the emulator)
+AZURITE_ACCOUNT = "devstoreaccount1"
+AZURITE_KEY = (
+    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+)
+
+
 @dataclass(frozen=True)
 class S3Server:
+    """A running object-store server; despite the name, Azurite too (``scheme`` says which)."""
+
     name: str
     endpoint: str
     bucket: str
     key_id: str = "testing"
     secret: str = "testing"
+    scheme: str = "s3"
+
+    @property
+    def endpoint_variable(self) -> str:
+        """The environment variable that points obstore at this server."""
+        return "AZURITE_BLOB_STORAGE_URL" if self.scheme == "az" else "AWS_ENDPOINT_URL"
+
+    def url(self, prefix: str) -> str:
+        """A log URL in this server's bucket (container) under ``prefix``."""
+        return f"{self.scheme}://{self.bucket}/{prefix}"
 
     def env(self) -> dict[str, str]:
         """The variables obstore reads to reach this server."""
+        if self.scheme == "az":
+            return {
+                "AZURE_STORAGE_USE_EMULATOR": "true",
+                "AZURITE_BLOB_STORAGE_URL": self.endpoint,
+                "AZURE_STORAGE_ACCOUNT_NAME": AZURITE_ACCOUNT,
+            }
         return {
             "AWS_ENDPOINT_URL": self.endpoint,
             "AWS_ACCESS_KEY_ID": self.key_id,
@@ -192,5 +222,72 @@ def seaweedfs_server(
         endpoint = f"http://127.0.0.1:{ports['s3']}"
         _create_bucket(endpoint, "ambrosia-test", proc, log, signed=credentials is not None)
         yield S3Server("seaweedfs", endpoint, "ambrosia-test", *(credentials or ("testing",) * 2))
+    finally:
+        _stop(proc)
+
+
+def _create_container(
+    endpoint: str, container: str, proc: subprocess.Popen[bytes], log: Path
+) -> None:
+    """Create a container on Azurite, signed with its well-known key (it refuses anonymous
+    requests), retrying until the server answers."""
+    deadline = time.monotonic() + READY_WITHIN
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError(f"azurite exited with {proc.returncode}: {log.read_text()[-2000:]}")
+        headers = {"x-ms-date": formatdate(usegmt=True), "x-ms-version": "2021-08-06"}
+        canonical = "".join(f"{k}:{v}\n" for k, v in sorted(headers.items()))
+        resource = f"/{AZURITE_ACCOUNT}/{AZURITE_ACCOUNT}/{container}\nrestype:container"
+        signed = "PUT\n" + "\n" * 11 + canonical + resource
+        mac = hmac.new(base64.b64decode(AZURITE_KEY), signed.encode(), hashlib.sha256)
+        headers["Authorization"] = (
+            f"SharedKey {AZURITE_ACCOUNT}:{base64.b64encode(mac.digest()).decode()}"
+        )
+        request = urllib.request.Request(
+            f"{endpoint}/{container}?restype=container",
+            method="PUT",
+            headers={**headers, "Content-Length": "0"},
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=5) as response:
+                response.read()
+            return
+        except (urllib.error.URLError, ConnectionError, TimeoutError) as exc:
+            if isinstance(exc, urllib.error.HTTPError) and exc.code == 409:
+                return  # already there
+            if time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"no answer from {endpoint} within {READY_WITHIN:g} s: {exc}; "
+                    f"log: {log.read_text()[-2000:]}"
+                ) from exc
+            time.sleep(0.1)
+
+
+@contextlib.contextmanager
+def azurite_server(tmp: Path) -> Iterator[S3Server]:
+    """Azurite's blob service, the Azure Storage emulator (``npm install -g azurite``)."""
+    binary = need_binary("azurite-blob", "npm install -g azurite")
+    port = free_port()
+    data = tmp / "azurite"
+    data.mkdir()
+    log = tmp / "azurite.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [
+                binary,
+                "--blobHost=127.0.0.1",
+                f"--blobPort={port}",
+                f"--location={data}",
+                "--skipApiVersionCheck",
+                "--disableTelemetry",
+                "--loose",
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        endpoint = f"http://127.0.0.1:{port}"
+        _create_container(f"{endpoint}/{AZURITE_ACCOUNT}", "ambrosia-test", proc, log)
+        yield S3Server("azurite", endpoint, "ambrosia-test", scheme="az")
     finally:
         _stop(proc)
