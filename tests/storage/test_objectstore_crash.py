@@ -101,9 +101,8 @@ def test_status_and_inspect_read_a_log_on_s3(
             mp.setenv(key, value)
         server.start()
         try:
-            wait_for(
-                lambda: open_store(url).list_checkpoints(), 60, "the first checkpoint", server.output
-            )
+            store = open_store(url)
+            wait_for(store.list_checkpoints, 60, "the first checkpoint", server.output)
             wait_for(lambda: server.status() is not None, 60, "the server to be up", server.output)
             assert main(["status", url, "--json"]) == 0
             running = json.loads(capsys.readouterr().out)
