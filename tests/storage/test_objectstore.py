@@ -19,7 +19,7 @@ obstore = pytest.importorskip("obstore")
 
 from ambrosia_edge.storage.objectstore import ObjectStore  # noqa: E402
 from objectservers import (  # noqa: E402
-    S3Server,
+    ObjectServer,
     azurite_server,
     free_port,
     moto_server,
@@ -42,7 +42,7 @@ SERVERS = {"moto": moto_server, "seaweedfs": seaweedfs_server, "azurite": azurit
 @pytest.fixture(scope="module", params=sorted(SERVERS))
 def s3(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[S3Server]:
+) -> Iterator[ObjectServer]:
     tmp = tmp_path_factory.mktemp(request.param)
     with SERVERS[request.param](tmp) as server, pytest.MonkeyPatch.context() as mp:
         for key, value in server.env().items():
@@ -58,7 +58,7 @@ class TestObjectStore(StoreConformance):
     fencing = True
 
     @pytest.fixture
-    def store_url(self, s3: S3Server) -> str:
+    def store_url(self, s3: ObjectServer) -> str:
         return s3.url(f"logs/{uuid.uuid4().hex}")
 
     def read_chunk_bytes(self, store: LogStore, chunk: int) -> bytes:
@@ -84,7 +84,7 @@ class TestObjectStore(StoreConformance):
 
 
 @pytest.fixture
-def url(s3: S3Server) -> str:
+def url(s3: ObjectServer) -> str:
     return s3.url(f"fencing/{uuid.uuid4().hex}")
 
 
@@ -166,7 +166,7 @@ def test_a_retried_create_that_had_landed_is_recognised_as_our_own(url: str) -> 
     assert bodies(url, 1) == [b"once"]
 
 
-def test_a_killed_holder_on_this_host_is_taken_over_at_once(url: str, s3: S3Server) -> None:
+def test_a_killed_holder_on_this_host_is_taken_over_at_once(url: str, s3: ObjectServer) -> None:
     child = subprocess.Popen(
         [
             sys.executable,
@@ -203,14 +203,14 @@ def test_a_killed_holder_on_this_host_is_taken_over_at_once(url: str, s3: S3Serv
 # -- errors --------------------------------------------------------------------------------------
 
 
-def test_a_missing_bucket_is_named(s3: S3Server) -> None:
+def test_a_missing_bucket_is_named(s3: ObjectServer) -> None:
     store = open_store(f"{s3.scheme}://no-such-bucket-here/log")
     with pytest.raises(StoreError, match=r"bucket 'no-such-bucket-here' does not exist; create it"):
         store.open()
 
 
 def test_an_unreachable_endpoint_says_what_to_check(
-    s3: S3Server, monkeypatch: pytest.MonkeyPatch
+    s3: ObjectServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv(s3.endpoint_variable, f"http://127.0.0.1:{free_port()}")
     store = open_store(s3.url("log"))
@@ -258,7 +258,7 @@ except DeposedError as exc:
 
 
 def test_a_stopped_writer_resumed_after_a_takeover_writes_nothing_and_exits_deposed(
-    url: str, s3: S3Server, tmp_path: Path
+    url: str, s3: ObjectServer, tmp_path: Path
 ) -> None:
     """Jepsen style: SIGSTOP the writer, let another take over and write, SIGCONT it."""
     out = tmp_path / "writer.out"
@@ -326,7 +326,7 @@ def test_wrong_credentials_are_named_and_nothing_is_written(tmp_path: Path) -> N
 
 
 def test_a_flaky_store_loses_and_duplicates_nothing(
-    url: str, s3: S3Server, monkeypatch: pytest.MonkeyPatch
+    url: str, s3: ObjectServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A share of PUTs never arrives, another arrives and loses its answer (503 either way):
     obstore retries, and a retried create that finds its own object counts as done."""

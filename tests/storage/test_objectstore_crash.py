@@ -15,7 +15,7 @@ import pytest
 pytest.importorskip("obstore")
 
 from apps.counting import Client, Counter
-from objectservers import S3Server, seaweedfs_server
+from objectservers import ObjectServer, seaweedfs_server
 from support import APPS, Child, free_port, wait_for
 
 from ambrosia_edge.cli import main
@@ -27,12 +27,12 @@ CALLS = 120
 
 
 @pytest.fixture(scope="module")
-def seaweedfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+def seaweedfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ObjectServer]:
     with seaweedfs_server(tmp_path_factory.mktemp("seaweedfs")) as server:
         yield server
 
 
-def recovered_state(cls: type, name: str, log: str, server: S3Server) -> Any:
+def recovered_state(cls: type, name: str, log: str, server: ObjectServer) -> Any:
     with pytest.MonkeyPatch.context() as mp:
         for key, value in server.env().items():
             mp.setenv(key, value)
@@ -42,7 +42,9 @@ def recovered_state(cls: type, name: str, log: str, server: S3Server) -> Any:
         return runtime.immortal
 
 
-def test_awaited_calls_exactly_once_with_logs_on_s3(tmp_path: Path, seaweedfs: S3Server) -> None:
+def test_awaited_calls_exactly_once_with_logs_on_s3(
+    tmp_path: Path, seaweedfs: ObjectServer
+) -> None:
     rng = random.Random(5)
     base = f"s3://{seaweedfs.bucket}/crash/{uuid.uuid4().hex}"
     env = {"AMBROSIA_TEST_CALLS": str(CALLS), **seaweedfs.env()}
@@ -87,7 +89,7 @@ def test_awaited_calls_exactly_once_with_logs_on_s3(tmp_path: Path, seaweedfs: S
 
 
 def test_status_and_inspect_read_a_log_on_s3(
-    tmp_path: Path, seaweedfs: S3Server, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, seaweedfs: ObjectServer, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """The operator's two tools on an object-store log: ``status`` names the running primary,
     then says it is gone; ``inspect`` lists its checkpoint and pages, with the lease."""
