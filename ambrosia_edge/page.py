@@ -22,6 +22,7 @@ import cbor2
 
 from . import plaincbor
 from .errors import CorruptLogError
+from .fields import as_bytes, as_int, as_list, as_map, as_pair, as_str
 
 LOG_FORMAT = "ambrosia-edge/log"
 LOG_VERSION = 1
@@ -87,15 +88,15 @@ def decode_page(body: bytes, where: str) -> Page:
     try:
         number, epoch, raw_entries, inputs, trims = cbor2.loads(body)
         entries = [
-            Entry(str(s), int(t), int(r), int(c), int(n), bytes(b))
-            for s, t, r, c, n, b in raw_entries
+            Entry(as_str(s), as_int(t), as_int(r), as_int(c), as_int(n), as_bytes(b))
+            for s, t, r, c, n, b in as_list(raw_entries)
         ]
         return Page(
-            int(number),
-            int(epoch),
+            as_int(number),
+            as_int(epoch),
             entries,
-            {str(k): (int(v[0]), int(v[1])) for k, v in inputs.items()},
-            {str(k): int(v) for k, v in trims.items()},
+            {as_str(k): as_pair(v) for k, v in as_map(inputs).items()},
+            {as_str(k): as_int(v) for k, v in as_map(trims).items()},
         )
     except Exception as exc:
         raise CorruptLogError(
