@@ -56,6 +56,7 @@ class PowerCutFS(mfusepy.Operations):
         self.mutex = threading.RLock()
         self.frozen = False
         self.countdown: int | None = None
+        self.changes = 0  # operations that changed something, for choosing where to cut
         self.next_ino = 1
         self.ino_of: dict[str, int] = {"/": ROOT}  # live path -> inode
         self.path_of: dict[int, str] = {ROOT: "/"}
@@ -131,6 +132,7 @@ class PowerCutFS(mfusepy.Operations):
         return _Locked(self, mutating)
 
     def _tick(self) -> None:
+        self.changes += 1
         if self.countdown is not None:
             self.countdown -= 1
             if self.countdown <= 0:
@@ -429,7 +431,9 @@ def _serve_control(fs: PowerCutFS, control: str) -> None:
                 conn.sendall(b"cut\n")
             elif command == "stats":
                 with fs.mutex:
-                    data = dict(fs.counters, frozen=fs.frozen, countdown=fs.countdown)
+                    data = dict(
+                        fs.counters, frozen=fs.frozen, countdown=fs.countdown, changes=fs.changes
+                    )
                 conn.sendall(json.dumps(data).encode() + b"\n")
             else:
                 conn.sendall(b"unknown command\n")

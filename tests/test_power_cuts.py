@@ -32,6 +32,7 @@ from powercut import PowerCutDisk, require_fuse
 from support import APPS, Child, free_port, wait_for
 
 from ambrosia_edge.config import Settings
+from ambrosia_edge.errors import StoreError
 from ambrosia_edge.runtime import Runtime
 from ambrosia_edge.testing.storage_suite import page
 
@@ -83,6 +84,146 @@ def test_a_record_in_a_new_log_directory_survives_a_power_cut(disk: PowerCutDisk
     after = LocalStore(url)
     assert after.list_chunks() == [1]
     assert [body for _, body in after.read_records(1)] == [b"acknowledged"]
+
+
+def test_a_dead_disk_is_a_store_error_naming_the_log(disk: PowerCutDisk) -> None:
+    # after the power goes every operation fails with EIO; the tier must still say which log
+    # and what to do, not let a bare OSError escape to the coordinator
+    store = LocalStore(str(disk.path / "log"))
+    store.open()
+    disk.cut()
+    try:
+        with pytest.raises(StoreError, match=r"Input/output error .*chunk-00000001\.log"):
+            store.start_chunk(1)
+        with pytest.raises(StoreError, match="listing log directory"):
+            store.list_chunks()
+    finally:
+        store.close()
+
+
+class Workload:
+    """Everything the local tier does to a log in a run, step by step, noting each step that
+    returned (a record counts as logged, a checkpoint as stored, a deletion as done)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.records: dict[int, list[bytes]] = {}  # chunk -> records whose append returned
+        self.checkpoints: dict[int, bytes] = {}
+        # deletions tried: one that failed may still have happened
+        self.deleted_chunks: set[int] = set()
+        self.deleted_checkpoints: set[int] = set()
+        self.attempted: dict[int, list[bytes]] = {}  # chunk -> every record tried
+
+    def append(self, store: LocalStore, chunk: int, body: bytes) -> None:
+        self.attempted.setdefault(chunk, []).append(body)
+        store.append(page(body))
+        self.records.setdefault(chunk, []).append(body)
+
+    def run(self) -> None:
+        store = LocalStore(self.url)
+        try:
+            store.open()
+            store.start_chunk(1)
+            self.records[1] = []
+            for i in range(3):
+                self.append(store, 1, b"small %d" % i)
+            store.write_checkpoint(1, b"checkpoint one")
+            self.checkpoints[1] = b"checkpoint one"
+            store.start_chunk(2)
+            self.records[2] = []
+            self.append(store, 2, b"large " + bytes(300_000))  # O_DIRECT where allowed
+            self.append(store, 2, b"small after large")
+            store.write_checkpoint(2, b"checkpoint two")
+            self.checkpoints[2] = b"checkpoint two"
+            self.deleted_chunks.add(1)
+            store.delete_chunk(1)  # kept as a zeroed spare
+            self.deleted_checkpoints.add(1)
+            store.delete_checkpoint(1)
+            store.start_chunk(3)  # takes the spare's file
+            self.records[3] = []
+            for i in range(3):
+                self.append(store, 3, b"in a spare %d" % i)
+            store.write_checkpoint(3, b"checkpoint three, longer than the others")
+            self.checkpoints[3] = b"checkpoint three, longer than the others"
+        except StoreError:
+            pass  # the power went
+        finally:
+            store.close()
+
+    def check(self) -> None:
+        """What the log holds after the cut: all that was acknowledged, nothing else."""
+        store = LocalStore(self.url)
+        store.open()
+        try:
+            chunks = store.list_chunks()
+            for chunk in self.records:
+                if chunk not in self.deleted_chunks:
+                    assert chunk in chunks, f"chunk {chunk} lost; the log holds {chunks}"
+            for chunk in chunks:
+                found = [body for _, body in store.read_records(chunk, repair=True)]
+                tried = self.attempted.get(chunk, [])
+                logged = self.records.get(chunk, [])
+                assert found == tried[: len(found)], f"chunk {chunk} holds records never written"
+                if chunk not in self.deleted_chunks:
+                    assert len(found) >= len(logged), f"chunk {chunk} lost acknowledged records"
+            listed = store.list_checkpoints()
+            for n, data in self.checkpoints.items():
+                if n not in self.deleted_checkpoints:
+                    assert n in listed, f"checkpoint {n} lost"
+                    assert store.read_checkpoint(n) == data
+            for n in listed:
+                assert store.read_checkpoint(n) == {1: b"checkpoint one", 2: b"checkpoint two",
+                    3: b"checkpoint three, longer than the others"}[n]  # fmt: skip
+        finally:
+            store.close()
+
+
+def cut_during_workload(disk: PowerCutDisk, after: int) -> None:
+    """One boot of ``disk``: the workload in a new directory, cut after ``after`` changes."""
+    url = str(disk.path / f"logs-{after}" / "log")
+    work = Workload(url)
+    disk.cut(after)
+    work.run()
+    disk.cut()  # (at once, if the workload ended first)
+    disk.power_cycle()
+    work.check()
+
+
+def workload_changes(disk: PowerCutDisk) -> int:
+    """How many changes the workload makes. The first run in a process makes more, smaller
+    writes; the later count is taken (a cut placed after the end comes at the end)."""
+    counts = []
+    for run in range(2):
+        before = disk.stats()["changes"]
+        Workload(str(disk.path / f"logs-counted-{run}" / "log")).run()
+        counts.append(int(disk.stats()["changes"] - before))
+    return min(counts)
+
+
+@pytest.mark.parametrize("keep", [False, True], ids=["unflushed-lost", "some-unflushed-kept"])
+def test_the_local_tier_keeps_what_it_acknowledged_at_any_cut(tmp_path: Path, keep: bool) -> None:
+    sweep_store_cuts(tmp_path, keep, sample=8)
+
+
+@pytest.mark.powercut_long
+@pytest.mark.parametrize("keep", [False, True], ids=["unflushed-lost", "some-unflushed-kept"])
+def test_the_local_tier_keeps_what_it_acknowledged_at_every_cut(tmp_path: Path, keep: bool) -> None:
+    sweep_store_cuts(tmp_path, keep, sample=None)
+
+
+def sweep_store_cuts(tmp_path: Path, keep: bool, sample: int | None) -> None:
+    require_fuse()
+    disk = PowerCutDisk(tmp_path / "disk", keep_seed=5 if keep else None)
+    disk.mount()
+    try:
+        total = workload_changes(disk)
+        points = list(range(1, total))
+        if sample is not None:
+            points = sorted(random.Random(total).sample(points, sample))
+        for after in points:
+            cut_during_workload(disk, after)
+    finally:
+        disk.close()
 
 
 def children(
