@@ -47,12 +47,17 @@ def require_fuse() -> None:
 class PowerCutDisk:
     """One mount of powercutfs over ``base/disk``, remounted after each cut."""
 
-    def __init__(self, base: Path, *, keep_seed: int | None = None) -> None:
+    def __init__(
+        self, base: Path, *, keep_seed: int | None = None, alternate: bool = False
+    ) -> None:
+        """``keep_seed``: cuts keep a random half of the unflushed writes (powercutfs.py's
+        --keep-unsynced); with ``alternate``, only every other cut does, the others lose all."""
         self.base = base
         self.backing = base / "disk"
         self.path = base / "mnt"
         self.control = base / "control.sock"
         self.keep_seed = keep_seed
+        self.alternate = alternate
         self.proc: subprocess.Popen[bytes] | None = None
         self.mounts = 0
         self.cuts = 0
@@ -61,7 +66,7 @@ class PowerCutDisk:
 
     def mount(self) -> None:
         args = [sys.executable, str(DAEMON), str(self.backing), str(self.path), str(self.control)]
-        if self.keep_seed is not None:
+        if self.keep_seed is not None and not (self.alternate and self.mounts % 2 == 0):
             args += ["--keep-unsynced", str(self.keep_seed + self.mounts)]
         self.control.unlink(missing_ok=True)
         with open(self.base / f"fs.{self.mounts}.log", "wb") as out:

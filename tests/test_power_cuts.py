@@ -4,9 +4,10 @@ everything not flushed (tests/powercutfs.py), at moments picked at random.
 A SIGKILL cannot test this: the page cache outlives the process, so a write that was never
 flushed still reaches the disk. Here a cut freezes the disk after a random number of further
 changes (a write, a flush, a create, a rename...), the processes on it are killed, and the disk
-comes back with only what was flushed, file by file and directory by directory. Some cuts take
-one machine, some both at once; they fall during start-up and recovery as well as in steady
-running. What is checked, after each cut and at the end:
+comes back with only what was flushed, file by file and directory by directory (or, every other
+cut, with a random half of what was not flushed as well, as a disk that wrote some dirty pages
+back in time). Some cuts take one machine, some both at once; they fall during start-up and
+recovery as well as in steady running. What is checked, after each cut and at the end:
 
 * nothing a peer saw acknowledged is lost: a server that comes back has counted at least the
   replies its client had received when the power went;
@@ -14,8 +15,9 @@ running. What is checked, after each cut and at the end:
   count and the fork receiver's sums are exact at the end;
 * recovery never fails: every restart reaches the point where the immortal runs.
 
-``-m powercut_long`` runs the long mode: 200 cuts in the Counter/Client run and 60 in the
-fork stream (about half an hour on two cores).
+The local tier alone is cut at a sample of the steps of a run here, and at every step in the
+long mode. ``pytest -m powercut_long`` runs the long mode: 200 cuts in the Counter/Client run,
+60 in the fork stream and every step of the tier's run (about half an hour on two cores).
 """
 
 from __future__ import annotations
@@ -51,7 +53,10 @@ def recovered_state(cls: type, name: str, log: Path) -> Any:
 @pytest.fixture
 def disks(tmp_path: Path) -> Iterator[dict[str, PowerCutDisk]]:
     require_fuse()
-    made = {name: PowerCutDisk(tmp_path / f"{name}-disk") for name in ("server", "client")}
+    made = {
+        name: PowerCutDisk(tmp_path / f"{name}-disk", keep_seed=seed, alternate=True)
+        for seed, name in enumerate(("server", "client"))
+    }
     try:
         yield made
     finally:
