@@ -44,6 +44,8 @@ class Checkpointing:
         chunk: int
         next_page: int
         on_checkpoint: CheckpointBuilder | None
+        class_version: int | None
+        incarnation: str | None
 
         # of the committer
         log_bytes: int
@@ -107,7 +109,16 @@ class Checkpointing:
         data = self.on_checkpoint(chunk, first_page)
         if data is None and self.chunk:
             return  # a handler got suspended while we waited; try again at a later page
-        header = encode_record(chunk_header(self.name, chunk, first_page), RecordType.CHUNK_HEADER)
+        header = encode_record(
+            chunk_header(
+                self.name,
+                chunk,
+                first_page,
+                class_version=self.class_version,  # after on_checkpoint: an upgrade's new one
+                incarnation=self.incarnation,
+            ),
+            RecordType.CHUNK_HEADER,
+        )
         store = self.store
         await anyio.to_thread.run_sync(_start_chunk, store, chunk, header)
         self.chunk = chunk

@@ -110,6 +110,12 @@ class Coordinator(Committer, Dispatcher, Checkpointing, Peers):
         self.next_page = 1
         self.chunk = 0
         self.live = False
+        #: the version of the immortal's class that runs the pages now, written in each chunk
+        #: header so that a replay knows where a live upgrade converted the state
+        self.class_version: int | None = None
+        #: this log's id (incarnation.py), and the ids of the peers' logs as last seen
+        self.incarnation: str | None = None
+        self.peer_incarnations: dict[str, str] = {}
         self.outputs: dict[str, Output] = {}
         self.received: dict[str, list[int]] = {}  # source -> [total, replayable] (incl. pending)
         self.durable: dict[str, tuple[int, int]] = {}  # logged

@@ -10,7 +10,9 @@ A page body is the CBOR array ``[page, epoch, entries, inputs, trims]``:
   during replay, regenerated output at or below these has been durably consumed and is dropped.
 
 The chunk header body is a CBOR map ``{"format": "ambrosia-edge/log", "version": 1,
-"immortal": name, "chunk": n, "first_page": p}``.
+"immortal": name, "chunk": n, "first_page": p}``, with two optional keys: ``"class_version"``,
+the ``version`` of the immortal's class that runs the chunk's pages (where it changes, a live
+upgrade converted the state), and ``"incarnation"``, the log's id (see :mod:`.incarnation`).
 """
 
 from __future__ import annotations
@@ -104,16 +106,26 @@ def decode_page(body: bytes, where: str) -> Page:
         ) from None
 
 
-def chunk_header(immortal: str, chunk: int, first_page: int) -> bytes:
-    return cbor2.dumps(
-        {
-            "format": LOG_FORMAT,
-            "version": LOG_VERSION,
-            "immortal": immortal,
-            "chunk": chunk,
-            "first_page": first_page,
-        }
-    )
+def chunk_header(
+    immortal: str,
+    chunk: int,
+    first_page: int,
+    *,
+    class_version: int | None = None,
+    incarnation: str | None = None,
+) -> bytes:
+    header: dict[str, Any] = {
+        "format": LOG_FORMAT,
+        "version": LOG_VERSION,
+        "immortal": immortal,
+        "chunk": chunk,
+        "first_page": first_page,
+    }
+    if class_version is not None:
+        header["class_version"] = class_version
+    if incarnation is not None:
+        header["incarnation"] = incarnation
+    return cbor2.dumps(header)
 
 
 def decode_chunk_header(body: bytes, where: str) -> dict[str, Any]:
