@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 import anyio
 
+from . import failpoints
 from .page import Page, chunk_header
 from .records import RecordType, encode_record
 from .store import LogStore
@@ -121,6 +122,8 @@ class Checkpointing:
         )
         store = self.store
         await anyio.to_thread.run_sync(_start_chunk, store, chunk, header)
+        if failpoints.armed and failpoints.reached("chunk-started"):
+            failpoints.crash()  # the new chunk's header is durable, its checkpoint is not
         self.chunk = chunk
         self.log_bytes = 0
         if data is None:
@@ -145,6 +148,8 @@ class Checkpointing:
             chunk, data = self._unstored
             await anyio.to_thread.run_sync(_store_checkpoint, self.store, chunk, data, keep)
             log.info("%s: checkpoint %d written (%d bytes)", self.name, chunk, len(data))
+            if failpoints.armed and failpoints.reached("checkpoint-stored"):
+                failpoints.crash()
             self._unstored = None
             self._have_input.set()  # a checkpoint requested meanwhile may be taken now
 

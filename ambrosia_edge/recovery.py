@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
-from . import codec, messages, wire
+from . import codec, failpoints, messages, wire
 from .checkpoint import Checkpoint, decode_checkpoint
 from .coordinator import Coordinator
 from .errors import CheckpointError, ConfigError, CorruptLogError
@@ -396,8 +396,11 @@ class Replayer:
                 )
         else:
             coordinator.checkpoint_requested = True  # the next chunk opens with a checkpoint
-        if self.upgrade_pending:
-            # the new version's first chunk, with a checkpoint, before anything else
+        checkpoint = self.checkpoint
+        if self.upgrade_pending or (checkpoint and checkpoint.class_version != self.version):
+            # the new version's first chunk, with a checkpoint, before anything else (or, if
+            # that chunk exists but its checkpoint was never written, a checkpoint now: until
+            # then every recovery replays with the old code)
             coordinator.checkpoint_requested = True
         coordinator.new_epoch()
 
@@ -512,6 +515,8 @@ def complete_upgrade(executor: Executor, coordinator: Coordinator, cls: type[Imm
     old = type(obj).version
     upgrade_object(executor, cls, coordinator.name)
     coordinator.class_version = cls.version
+    if failpoints.armed and failpoints.reached("upgraded"):
+        failpoints.crash()  # converted in memory, nothing of it written
     log.info(
         "%s: upgraded from version %d to %d (%s); a checkpoint of the new state follows",
         coordinator.name,

@@ -8,13 +8,32 @@ with it would change history, which its ``previous`` prevents.
 
 from __future__ import annotations
 
+import json
 import os
+from pathlib import Path
 from typing import Any
 
+import anyio
+
 from ambrosia_edge import Immortal, rpc
-from apps.counting import report
 
 CALLS = int(os.environ.get("AMBROSIA_TEST_CALLS", "150"))
+STATUS_DIR = os.environ.get("AMBROSIA_TEST_STATUS")
+
+
+async def report(obj: Immortal, fields: tuple[str, ...]) -> None:
+    """Publish a few state fields to a file for a test to wait on (as apps/counting.py does;
+    this module is loaded by its path in child processes, so it imports no sibling)."""
+    if not STATUS_DIR:
+        return
+    path = Path(STATUS_DIR) / f"{obj.name}.json"
+    tmp = path.with_suffix(".tmp")
+    while True:
+        data: dict[str, Any] = {f: getattr(obj, f) for f in fields}
+        data["pid"] = os.getpid()
+        tmp.write_text(json.dumps(data))
+        os.replace(tmp, path)
+        await anyio.sleep(0.02)
 
 
 class Server(Immortal):
