@@ -1,6 +1,7 @@
 """Log pages: the group-commit unit, and the chunk header that opens every log chunk.
 
-A page body is the CBOR array ``[page, epoch, entries, inputs, trims]``:
+A page body is the CBOR array ``[page, epoch, entries, inputs, trims]``, or
+``[page, epoch, entries, inputs, trims, peers]``:
 
 - ``entries``: ``[[source, first_total, first_replayable, count, replayable, batch], ...]`` in
   arrival order, where ``batch`` is the byte string of ``count`` length-prefixed messages exactly
@@ -8,6 +9,8 @@ A page body is the CBOR array ``[page, epoch, entries, inputs, trims]``:
 - ``inputs``: ``{source: [total, replayable]}``, each source's received watermark after this page.
 - ``trims``: ``{destination: replayable}``, acknowledgements received since the previous page:
   during replay, regenerated output at or below these has been durably consumed and is dropped.
+- ``peers``: ``{name: incarnation}``, the log ids of peers met for the first time since the
+  previous page (incarnation.py); absent when there are none.
 
 The chunk header body is a CBOR map ``{"format": "ambrosia-edge/log", "version": 1,
 "immortal": name, "chunk": n, "first_page": p}``, with two optional keys: ``"class_version"``,
@@ -48,6 +51,7 @@ class Page:
     entries: list[Entry] = field(default_factory=list)
     inputs: dict[str, tuple[int, int]] = field(default_factory=dict)
     trims: dict[str, int] = field(default_factory=dict)
+    peers: dict[str, str] = field(default_factory=dict)
 
     def encode(self) -> bytes:
         return b"".join(self.encode_parts())
@@ -60,7 +64,8 @@ class Page:
         are copied into the pieces around them, so a page of small ones is a single piece.
         """
         parts: list[bytes] = []
-        piece = bytearray(b"\x85")  # [page, epoch, entries, inputs, trims]
+        # [page, epoch, entries, inputs, trims] or [page, epoch, entries, inputs, trims, peers]
+        piece = bytearray(b"\x86" if self.peers else b"\x85")
         piece += cbor2.dumps(self.number) + cbor2.dumps(self.epoch)
         piece += plaincbor.head(0x80, len(self.entries))
         for e in self.entries:
@@ -76,6 +81,8 @@ class Page:
                 piece.clear()
         piece += cbor2.dumps({source: list(mark) for source, mark in self.inputs.items()})
         piece += cbor2.dumps(self.trims)
+        if self.peers:
+            piece += cbor2.dumps(self.peers)
         parts.append(bytes(piece))
         return parts
 
@@ -87,7 +94,11 @@ class Page:
 def decode_page(body: bytes, where: str) -> Page:
     """Decode a page body; ``where`` (file and offset) names the record in errors."""
     try:
-        number, epoch, raw_entries, inputs, trims = cbor2.loads(body)
+        items = cbor2.loads(body)
+        number, epoch, raw_entries, inputs, trims = items[:5]
+        peers = items[5] if len(items) == 6 else {}
+        if len(items) not in (5, 6):
+            raise ValueError(f"{len(items)} items")
         entries = [
             Entry(str(s), int(t), int(r), int(c), int(n), bytes(b))
             for s, t, r, c, n, b in raw_entries
@@ -98,6 +109,7 @@ def decode_page(body: bytes, where: str) -> Page:
             entries,
             {str(k): (int(v[0]), int(v[1])) for k, v in inputs.items()},
             {str(k): int(v) for k, v in trims.items()},
+            {str(k): str(v) for k, v in peers.items()},
         )
     except Exception as exc:
         raise CorruptLogError(

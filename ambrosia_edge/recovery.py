@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
-from . import codec, failpoints, messages, wire
+from . import codec, failpoints, incarnation, messages, wire
 from .checkpoint import Checkpoint, decode_checkpoint
 from .coordinator import Coordinator
 from .errors import CheckpointError, ConfigError, CorruptLogError
@@ -112,6 +112,7 @@ class Replayer:
                 "from; restore the missing checkpoint files"
             )
         self.convert_at_start = convert_at_start
+        self._first_header: dict[str, Any] | None = None
         start = self._starting_class()
         obj = start.__new__(start) if self.checkpoint is not None else self._construct(start)
         #: the version of the code running the pages now (the log's, until an upgrade)
@@ -126,6 +127,11 @@ class Replayer:
         self.coordinator = make(executor)
         (self.executor,) = built
         self.coordinator.class_version = start.version
+        if not chunks and self.checkpoint is None:
+            self.coordinator.incarnation = incarnation.new()  # a log being created
+        elif self._first_header is not None:
+            found = self._first_header.get("incarnation")
+            self.coordinator.incarnation = found if isinstance(found, str) else None
         if self.checkpoint is not None:
             self._restore(self.checkpoint)
             self._replay = [c for c in chunks if c >= self.checkpoint.chunk]
@@ -180,23 +186,22 @@ class Replayer:
             check_version(cls, checkpoint, self.store.url)
             old: int | None = checkpoint.class_version
         else:
-            old = self._first_version()
+            header = self._first_header = self._read_first_header()
+            version = header.get("class_version") if header is not None else None
+            old = version if isinstance(version, int) else None
+            if old is not None:
+                _check_not_backwards(self.cls, old, f"{self.store.url} chunk {self._chunks[0]}")
         if old is None or old == cls.version or self.convert_at_start:
             return cls
         return code_for(cls, old) or cls
 
-    def _first_version(self) -> int | None:
-        """The class version in the first chunk's header (a replay from the log's start)."""
+    def _read_first_header(self) -> dict[str, Any] | None:
+        """The first chunk's header (for a replay from the log's start)."""
         if not self._chunks:
             return None
         chunk = self._chunks[0]
         for offset, body in self.store.read_records(chunk, repair=False):
-            header = decode_chunk_header(body, f"{self.store.url} chunk {chunk} offset {offset}")
-            version = header.get("class_version")
-            if isinstance(version, int):
-                _check_not_backwards(self.cls, version, f"{self.store.url} chunk {chunk}")
-                return version
-            return None
+            return decode_chunk_header(body, f"{self.store.url} chunk {chunk} offset {offset}")
         return None
 
     def _restore(self, checkpoint: Checkpoint) -> None:
@@ -232,6 +237,7 @@ class Replayer:
                     version = header.get("class_version")
                     if isinstance(version, int) and version != self.version:
                         self._version_changed(version, where)
+                    self._check_incarnation(header.get("incarnation"), where)
                     continue
                 page = decode_page(body, where)
                 if checkpoint is not None and page.number < checkpoint.next_page:
@@ -252,6 +258,19 @@ class Replayer:
         target = code_for(self.cls, version) or self.cls
         upgrade_object(self.executor, target, where)
         self.version = self.coordinator.class_version = target.version
+
+    def _check_incarnation(self, found: object, where: str) -> None:
+        if not isinstance(found, str):
+            return
+        ours = self.coordinator.incarnation
+        if ours is None:
+            self.coordinator.incarnation = found
+        elif found != ours:
+            raise CorruptLogError(
+                f"{where}: this chunk belongs to incarnation {found} of {self.name}, and the "
+                f"log's checkpoint or first chunk to incarnation {ours}: files of two different "
+                "logs are mixed in one directory; keep only those of one log"
+            )
 
     @property
     def upgrade_pending(self) -> bool:
@@ -374,6 +393,10 @@ class Replayer:
         store = self.store
         coordinator = self.coordinator
         chunks = self._chunks
+        if coordinator.incarnation is None:
+            # a log from before incarnations: its id, recorded by the checkpoint asked for here
+            coordinator.incarnation = incarnation.legacy(self.name, self.checkpoint)
+            coordinator.checkpoint_requested = True
         # never reuse a number: a checkpoint may outlive the chunks of its own number
         coordinator.chunk = max(chunks[-1:] + store.list_checkpoints()[-1:] + [0])
         if self.read_only:

@@ -184,6 +184,8 @@ class Runtime:
             "pages": coordinator.next_page - 1,
             "listen": f"{PeerAddress(listen.host, self.port)}" if listen and self.port else None,
             "peers": {peer: str(address) for peer, address in self.settings.peers.items()},
+            "incarnation": coordinator.incarnation,
+            "stopped_links": dict(coordinator.stopped_links),
         }
 
     # --- running -----------------------------------------------------------------------------

@@ -9,6 +9,7 @@ test_upgrade_under_fire.py.
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from apps.upgrading import Client, Doubling, Server, ServerV2
 from ambrosia_edge.checkpoint import decode_checkpoint
 from ambrosia_edge.config import Settings
 from ambrosia_edge.errors import CheckpointError, ConfigError
+from ambrosia_edge.inspection import read_log, write_text
 from ambrosia_edge.page import decode_chunk_header
 from ambrosia_edge.recovery import code_for
 from ambrosia_edge.runtime import Runtime
@@ -63,7 +65,7 @@ def newest_checkpoint(log: Path) -> Any:
 async def upgraded_cluster(root: Path, new: type, *, at: int = 40) -> tuple[list[int], Any]:
     """Version 1 serves ``at`` calls or more (none of them checkpointed), then ``new`` takes
     over from its log; return the client's results and the server's object."""
-    async with Cluster(root, fsync=False) as c:
+    async with Cluster(root, fsync=False, keep_checkpoints=100) as c:
         c.port("server"), c.port("client")
         server = await c.start(Server, "server")
         client = await c.start(Client, "client")
@@ -87,13 +89,16 @@ async def test_a_field_renamed_and_a_method_added(tmp_path: Path) -> None:
     assert (checkpoint.class_version, checkpoint.class_path) == (2, "apps.upgrading:ServerV2")
     final = recovered(ServerV2, log)
     assert type(final) is ServerV2 and final.total == SUM
+    text = io.StringIO()
+    write_text(read_log(str(log)), text)
+    assert "class version 1 -> 2 from here: a live upgrade" in text.getvalue()
 
 
 @pytest.mark.anyio
 async def test_what_version_1_logged_is_replayed_by_version_1(tmp_path: Path) -> None:
     """``Doubling`` counts new calls double; the calls version 1 ran keep their results."""
     log = tmp_path / "server"
-    async with Cluster(tmp_path, fsync=False) as c:
+    async with Cluster(tmp_path, fsync=False, keep_checkpoints=100) as c:
         c.port("server"), c.port("client")
         await c.start(Server, "server")
         client = await c.start(Client, "client")
