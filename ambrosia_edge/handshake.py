@@ -69,7 +69,8 @@ async def initiate(
     (total, replayable), which it holds durably.
 
     ``incarnation`` is our log's id, sent in HELLO; ``on_incarnation`` is given the receiver's
-    (from CHALLENGE, if it sent one) before we answer, and stops the handshake by raising.
+    (from CHALLENGE, if it sent one) once WELCOME has passed its checks, before anything is
+    realigned on it, and stops the handshake by raising.
 
     ``timeout`` bounds the wait for the challenge, which any listener sends at once. Not the
     wait for WELCOME: the receiver sends it only once what it announces is durable."""
@@ -87,9 +88,6 @@ async def initiate(
             f"{wire.PROTOCOL_VERSION}; run the same ambrosia-edge release on both"
         )
     their_nonce = wire.bytes_field(challenge, "nonce", NONCE_BYTES)
-    theirs = challenge.get("incarnation")
-    if on_incarnation is not None and isinstance(theirs, str) and theirs:
-        on_incarnation(theirs)
     hello: dict[str, Any] = {
         "v": wire.PROTOCOL_VERSION,
         "from": name,
@@ -119,6 +117,10 @@ async def initiate(
         _verify(welcomed, mac(secret, our_nonce, destination, name, welcome=True), destination)
     if replayable > total:
         raise ProtocolError(f"{destination} sent inconsistent watermarks {total}/{replayable}")
+    theirs = challenge.get("incarnation")
+    if on_incarnation is not None and isinstance(theirs, str) and theirs:
+        # only now: with a secret, the WELCOME has proved that this is the receiver
+        on_incarnation(theirs)
     return total, replayable
 
 
