@@ -22,6 +22,8 @@ from ambrosia_edge import incarnation
 from ambrosia_edge.checkpoint import Checkpoint, decode_checkpoint
 from ambrosia_edge.errors import IncarnationError
 from ambrosia_edge.inspection import read_log, write_text
+from ambrosia_edge.logstatus import LogStatus
+from ambrosia_edge.logstatus import write_text as status_text
 from ambrosia_edge.page import Page, decode_chunk_header, decode_page
 from ambrosia_edge.testing import Cluster, eventually
 
@@ -132,3 +134,11 @@ def test_a_peer_without_an_id_is_not_checked_and_a_changed_one_is_refused() -> N
     ):
         coordinator._meet("server", "bbbb")
     assert "server" in coordinator.stopped_links
+
+
+def test_status_shows_the_id_and_the_stopped_links() -> None:
+    status = LogStatus(log="x", state="running", incarnation="00ff", stopped_links={"b": "why"})
+    out = io.StringIO()
+    status_text(status, out)
+    assert "incarnation: 00ff\n" in out.getvalue()
+    assert "stopped:     link to b: why\n" in out.getvalue()

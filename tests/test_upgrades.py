@@ -17,7 +17,7 @@ import anyio
 import pytest
 from ambrosia_edge.storage.local import LocalStore
 from apps import upgrading
-from apps.upgrading import Client, Doubling, Server, ServerV2
+from apps.upgrading import Client, ClientV2, Doubling, Server, ServerV2
 
 from ambrosia_edge.checkpoint import decode_checkpoint
 from ambrosia_edge.config import Settings
@@ -177,3 +177,24 @@ def test_previous_must_be_an_older_immortal_class() -> None:
         code_for(Wrong, 1)
     with pytest.raises(ConfigError, match="previous must be an older version"):
         code_for(Backwards, 0)
+
+
+@pytest.mark.anyio
+async def test_a_client_waiting_for_replies_is_converted_once_nothing_waits(
+    tmp_path: Path,
+) -> None:
+    async with Cluster(tmp_path, fsync=False, keep_checkpoints=100) as c:
+        c.port("server"), c.port("client")
+        await c.start(ServerV2, "server")
+        client = await c.start(Client, "client")
+        await eventually(lambda: len(client.obj.seen) >= 30, "30 calls", 30)
+        await c.crash("client")
+        client = await c.start(ClientV2, "client")
+        assert type(client.obj) is Client  # on_first_start of version 1 still waits
+        await eventually(lambda: type(client.obj) is ClientV2, "the conversion", 30)
+        assert client.obj.results == [i * (i + 1) // 2 for i in range(1, CALLS + 1)]
+        assert client.obj.peeked == SUM and client.obj.done
+        log = tmp_path / "client"
+        await eventually(lambda: newest_checkpoint(log).class_version == 2, "its checkpoint", 30)
+    checkpoint = newest_checkpoint(tmp_path / "client")
+    assert (checkpoint.class_version, checkpoint.class_path) == (2, "apps.upgrading:ClientV2")

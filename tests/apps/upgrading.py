@@ -101,3 +101,22 @@ class Client(Immortal):
 
     async def becoming_primary(self) -> None:
         self.spawn(report, self, ("seen", "peeked", "done"))
+
+
+class ClientV2(Immortal):
+    """The client's version 2 (``seen`` renamed ``results``): taking over a client that is
+    waiting for a reply, it runs version 1's code until nothing waits, then converts."""
+
+    version = 2
+    previous = Client
+
+    def __init__(self) -> None:
+        self.results: list[int] = []
+        self.peeked: int | None = None
+        self.done = False
+
+    @classmethod
+    def upgrade(cls, old_state: dict[str, Any], old_version: int) -> dict[str, Any]:
+        state = dict(old_state)
+        state["results"] = state.pop("seen")
+        return state
