@@ -14,6 +14,8 @@ the old ``count`` in ``total``.
 from __future__ import annotations
 
 import random
+import signal
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -24,8 +26,22 @@ from test_crash_recovery import recovered_state
 APPS = Path(__file__).resolve().parent / "apps" / "upgrading.py"
 CALLS = 120
 SUM = CALLS * (CALLS + 1) // 2
-RUNS = 10
+RUNS = 12  # every way to crash first in two runs
 POINTS = ["upgraded", "chunk-started", "checkpoint-stored", "page-write:1", "page-write:3"]
+#: besides the failpoints: a SIGKILL from outside, this long after the start (in recovery, in
+#: the upgrade, or just after it, depending on the machine's speed)
+DELAY = "delay"
+
+
+def reachable(after: str) -> list[str]:
+    """Where the next start can still be killed, after a kill at ``after``."""
+    if after == "upgraded":  # nothing of the upgrade was written: all of it is done again
+        return [*POINTS, DELAY]
+    if after == "chunk-started":  # converted at the header in replay, then checkpointed
+        return [*POINTS[1:], DELAY]
+    # the new version's checkpoint is durable (or may be, after a kill from outside): the
+    # upgrade is over, only pages are left to crash in
+    return [*POINTS[-2:], DELAY]
 
 
 def one_run(root: Path, rng: random.Random, first: str) -> list[str]:
@@ -49,10 +65,20 @@ def one_run(root: Path, rng: random.Random, first: str) -> list[str]:
         server.kill()
         server.target = f"{APPS}:ServerV2"
         for _ in range(2):
-            # once the new version's checkpoint is durable, the upgrade is over: only a
-            # page's write is left to crash in
-            over = points and points[-1] not in ("upgraded", "chunk-started")
-            point = rng.choice(POINTS[-2:] if over else POINTS) if points else first
+            point = rng.choice(reachable(points[-1])) if points else first
+            if point == DELAY:
+                point = f"{DELAY} {rng.uniform(0.0, 1.0):.2f} s"
+                points.append(point)
+                server.env = env
+                server.start()
+                assert server.proc is not None
+                try:  # a random moment to crash at, not a wait for something to happen
+                    server.proc.wait(timeout=float(point.split()[1]))
+                except subprocess.TimeoutExpired:
+                    server.proc.send_signal(signal.SIGKILL)
+                code = server.proc.wait(timeout=60)
+                server.proc = None
+                continue
             points.append(point)
             server.env = dict(env, AMBROSIA_EDGE_FAILPOINTS=point)
             server.start()
@@ -87,5 +113,6 @@ def one_run(root: Path, rng: random.Random, first: str) -> list[str]:
 
 @pytest.mark.parametrize("run", range(RUNS))
 def test_upgrade_under_fire(tmp_path: Path, run: int) -> None:
-    # every point first in two runs; the progress before the kill and the second point random
-    one_run(tmp_path, random.Random(1400 + run), POINTS[run % len(POINTS)])
+    # every point first in two runs; the progress before the kill and the second point random,
+    # and the moment of a kill from outside
+    one_run(tmp_path, random.Random(1400 + run), [*POINTS, DELAY][run % (len(POINTS) + 1)])
