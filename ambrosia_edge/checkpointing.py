@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 import anyio
 
+from . import failpoints
 from .page import Page, chunk_header
 from .records import RecordType, encode_record
 from .store import LogStore
@@ -44,6 +45,8 @@ class Checkpointing:
         chunk: int
         next_page: int
         on_checkpoint: CheckpointBuilder | None
+        class_version: int | None
+        incarnation: str | None
 
         # of the committer
         log_bytes: int
@@ -107,9 +110,20 @@ class Checkpointing:
         data = self.on_checkpoint(chunk, first_page)
         if data is None and self.chunk:
             return  # a handler got suspended while we waited; try again at a later page
-        header = encode_record(chunk_header(self.name, chunk, first_page), RecordType.CHUNK_HEADER)
+        header = encode_record(
+            chunk_header(
+                self.name,
+                chunk,
+                first_page,
+                class_version=self.class_version,  # after on_checkpoint: an upgrade's new one
+                incarnation=self.incarnation,
+            ),
+            RecordType.CHUNK_HEADER,
+        )
         store = self.store
         await anyio.to_thread.run_sync(_start_chunk, store, chunk, header)
+        if failpoints.armed and failpoints.reached("chunk-started"):
+            failpoints.crash()  # the new chunk's header is durable, its checkpoint is not
         self.chunk = chunk
         self.log_bytes = 0
         if data is None:
@@ -134,6 +148,8 @@ class Checkpointing:
             chunk, data = self._unstored
             await anyio.to_thread.run_sync(_store_checkpoint, self.store, chunk, data, keep)
             log.info("%s: checkpoint %d written (%d bytes)", self.name, chunk, len(data))
+            if failpoints.armed and failpoints.reached("checkpoint-stored"):
+                failpoints.crash()
             self._unstored = None
             self._have_input.set()  # a checkpoint requested meanwhile may be taken now
 

@@ -100,6 +100,8 @@ class Committer:
             lambda parts: store.append(b"".join(parts))
         )
         self._trims: dict[str, int] = {}  # acks received since the last page
+        #: peers' log ids first met since the last page (incarnation.py), logged with the next
+        self._met: dict[str, str] = {}
         self._have_input = Wakeup()
         self._page_room = Wakeup()
         self._durable_changed = Wakeup()
@@ -198,8 +200,9 @@ class Committer:
         inputs = {
             e.source: (self.received[e.source][0], self.received[e.source][1]) for e in entries
         }
-        page = Page(self.next_page, self.epoch, entries, inputs, self._trims)
+        page = Page(self.next_page, self.epoch, entries, inputs, self._trims, self._met)
         self._trims = {}
+        self._met = {}
         self.next_page += 1
         return page
 

@@ -110,6 +110,14 @@ class Coordinator(Committer, Dispatcher, Checkpointing, Peers):
         self.next_page = 1
         self.chunk = 0
         self.live = False
+        #: the version of the immortal's class that runs the pages now, written in each chunk
+        #: header so that a replay knows where a live upgrade converted the state
+        self.class_version: int | None = None
+        #: this log's id (incarnation.py), and the ids of the peers' logs as last seen
+        self.incarnation: str | None = None
+        self.peer_incarnations: dict[str, str] = {}
+        #: links stopped for good, and why (a peer's new incarnation): shown by ``status``
+        self.stopped_links: dict[str, str] = {}
         self.outputs: dict[str, Output] = {}
         self.received: dict[str, list[int]] = {}  # source -> [total, replayable] (incl. pending)
         self.durable: dict[str, tuple[int, int]] = {}  # logged
@@ -192,12 +200,16 @@ class Coordinator(Committer, Dispatcher, Checkpointing, Peers):
                 destination: (out.next_replayable, list(out.replayable_entries()))
                 for destination, out in self.outputs.items()
             },
+            incarnation=self.incarnation,
+            peers=dict(self.peer_incarnations),
         )
 
     def restore(self, state: CoordinatorState) -> None:
         """Start from a checkpoint's coordinator part, before replaying the pages after it."""
         self.epoch = state.epoch
         self.next_page = state.next_page
+        self.incarnation = state.incarnation
+        self.peer_incarnations.update(state.peers)
         for source, mark in state.inputs.items():
             self.received[source] = list(mark)
             self.durable[source] = mark

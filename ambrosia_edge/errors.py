@@ -13,7 +13,8 @@
     ├── CodecError                   CBOR encoding or decoding failed
     │   └── StateEncodingError       an immortal's attribute cannot be checkpointed
     ├── ProtocolError                a peer sent a malformed or unexpected frame
-    │   └── AuthenticationError      a peer failed the deployment-secret handshake
+    │   ├── AuthenticationError      a peer failed the deployment-secret handshake
+    │   └── IncarnationError         a peer's log was replaced since we last talked to it
     ├── RemoteError                  an awaited call raised in the callee
     ├── UnknownMethodError           a call names a method the immortal does not have
     ├── NotAnImpulseError            non-deterministic code called a non-impulse method
@@ -80,6 +81,13 @@ class ProtocolError(AmbrosiaError):
 
 class AuthenticationError(ProtocolError):
     code = "auth"
+
+
+class IncarnationError(ProtocolError):
+    """A peer's log is another incarnation than the one this immortal talked to (wiped and
+    started again, or a copy of another): the link stops rather than drop or repeat messages."""
+
+    code = "incarnation"
 
 
 class RemoteError(AmbrosiaError):

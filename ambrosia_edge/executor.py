@@ -87,6 +87,16 @@ class Executor:
         self._decoder = codec.make_decoder(self.proxy)
         self._load = codec.make_loader(self.proxy)
 
+    def adopt(self, obj: Immortal) -> None:
+        """Host ``obj`` from now on instead of the current object: a live upgrade's new
+        version, built from the old one's converted state. Only while quiescent (no
+        suspended handler still belongs to the old object)."""
+        assert self.quiescent, "an upgrade needs a quiescent immortal"
+        self.obj = obj
+        self.cls = type(obj)
+        self._roles = handlers(self.cls)
+        obj._ambrosia_host = self
+
     # --- wiring by the runtime -------------------------------------------------------------
 
     def go_live(

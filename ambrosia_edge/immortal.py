@@ -48,8 +48,16 @@ class Immortal:
     spawns, which talk to the immortal through impulses.
     """
 
-    #: Bump when the shape of the state changes; see ``upgrade``.
+    #: Bump when the shape of the state or the behaviour of a logged call changes; see
+    #: ``upgrade`` and docs/upgrades.md.
     version: ClassVar[int] = 1
+
+    #: The class of the previous ``version``, kept importable beside the new one: recovery
+    #: then replays what was logged under the old version with the code that ran it, and
+    #: converts the state with ``upgrade`` only when this instance becomes the primary (paper
+    #: §5.4). Without it the state is converted at the checkpoint and the new code replays
+    #: the old messages, which is right only if it handles them exactly as the old code did.
+    previous: ClassVar[type[Immortal] | None] = None
 
     _ambrosia_host: Host
 

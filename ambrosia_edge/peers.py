@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING
 
 import anyio
 
-from . import handshake, tls, wire
-from .errors import AuthenticationError, ConnectionClosed, ProtocolError
+from . import handshake, incarnation, tls, wire
+from .errors import AuthenticationError, ConnectionClosed, IncarnationError, ProtocolError
 from .kinds import PeerAddress
 from .transport import Link, Transport
 from .wakeup import Wakeup
@@ -60,12 +60,16 @@ class Peers:
         durable: dict[str, tuple[int, int]]
         stats: dict[str, int]
         _output_room: Wakeup
+        incarnation: str | None
+        peer_incarnations: dict[str, str]
+        stopped_links: dict[str, str]
 
         def output(self, destination: str) -> Output: ...
         def _sender_wakeup(self, destination: str) -> Wakeup: ...
 
         # of the committer
         _trims: dict[str, int]
+        _met: dict[str, str]
         _durable_changed: Wakeup
 
         async def wait_page_room(self) -> None: ...
@@ -109,6 +113,8 @@ class Peers:
                     secret=self.options.secret,
                     nonce=self._nonce,
                     timeout=self.options.handshake_timeout,
+                    incarnation=self.incarnation,
+                    on_incarnation=partial(self._meet, destination),
                 )
                 link.authenticated()
                 if out.rebase_pending:
@@ -129,6 +135,11 @@ class Peers:
                 await _until_first_ends(
                     partial(self._read_acks, link, out), partial(self._send_loop, link, out)
                 )
+            except IncarnationError as exc:
+                # retrying cannot help: this link stays stopped until someone resolves it
+                self.stopped_links[destination] = str(exc)
+                log.error("%s: link to %s stopped: %s", self.name, destination, exc)
+                return  # (the link is closed below)
             except (ConnectionClosed, ProtocolError, OSError) as exc:
                 if isinstance(exc, AuthenticationError | ProtocolError):
                     log.error("%s: link to %s failed: %s", self.name, destination, exc)
@@ -211,7 +222,9 @@ class Peers:
         try:
             hello: handshake.Hello | None = None
             with anyio.move_on_after(self.options.handshake_timeout):
-                hello = await handshake.accept(link, nonce=self._nonce)
+                hello = await handshake.accept(
+                    link, nonce=self._nonce, incarnation=self.incarnation
+                )
             if hello is None:
                 self.stats["timed_out"] += 1
                 log.warning(
@@ -225,6 +238,7 @@ class Peers:
             secret = self.options.secret
             handshake.check(hello, name=self.name, secret=secret, peer=link.peer)
             tls.check_claim(link.certificate_names, source, link.peer)
+            self._meet(source, hello.fields.get("incarnation"))
             link.authenticated()
             authenticated = True
             self._handshaking -= 1
@@ -246,7 +260,10 @@ class Peers:
             )
         except ProtocolError as exc:
             self.stats["refused"] += 1
-            log.warning("%s: refused link from %s (%s): %s", self.name, source, link.peer, exc)
+            if isinstance(exc, IncarnationError):
+                log.error("%s: refused link from %s (%s): %s", self.name, source, link.peer, exc)
+            else:
+                log.warning("%s: refused link from %s (%s): %s", self.name, source, link.peer, exc)
             await handshake.refuse(link, exc)
         except ConnectionClosed as exc:
             log.debug("%s: link from %s closed: %s", self.name, source, exc)
@@ -255,6 +272,21 @@ class Peers:
                 self._handshaking -= 1
             if self._inbound.get(source) is link:
                 del self._inbound[source]
+
+    def _meet(self, peer: str, seen: object) -> None:
+        """Check ``peer``'s log id from its handshake against the one we talked to before;
+        remember it if it is the first (logged with the next page, so a crash of ours does not
+        forget it). Raise IncarnationError if it changed. A peer that sends none is not
+        checked."""
+        if not isinstance(seen, str) or not seen:
+            return
+        known = self.peer_incarnations.get(peer)
+        if known is None:
+            self.peer_incarnations[peer] = self._met[peer] = seen
+        elif known != seen:
+            exc = incarnation.changed(self.name, peer, known, seen)
+            self.stopped_links[peer] = str(exc)
+            raise exc
 
     async def _turn_away(self, link: Link) -> None:
         """Refuse a connection because too many others are in the handshake (a flood, or a

@@ -35,7 +35,7 @@ from .executor import Executor
 from .feed import feed_sources
 from .immortal import Immortal, state_of
 from .lease import lease_of
-from .recovery import Replayer
+from .recovery import Replayer, complete_upgrade
 from .sources import ImpulseSource, open_declared
 from .store import LogStore, open_store
 from .tls import tls_files
@@ -117,6 +117,11 @@ class Runtime:
         replayer.finish()
         self._coordinator = replayer.coordinator
         self.executor = replayer.executor
+        if not read_only:
+            # a live upgrade: the new version takes over now if it can (else at the first
+            # quiescent checkpoint), before anything is logged; finish() asked for that
+            # checkpoint, which makes the conversion durable
+            complete_upgrade(replayer.executor, replayer.coordinator, self.cls)
         checkpoint = replayer.checkpoint
         self.recovery = {
             "checkpoint": checkpoint.chunk if checkpoint else None,
@@ -142,6 +147,7 @@ class Runtime:
         assert executor is not None
         if not executor.quiescent:
             return None
+        complete_upgrade(executor, self.coordinator, self.cls)  # a pending live upgrade
         obj = executor.obj
         state = state_of(obj)
         try:
@@ -178,6 +184,8 @@ class Runtime:
             "pages": coordinator.next_page - 1,
             "listen": f"{PeerAddress(listen.host, self.port)}" if listen and self.port else None,
             "peers": {peer: str(address) for peer, address in self.settings.peers.items()},
+            "incarnation": coordinator.incarnation,
+            "stopped_links": dict(coordinator.stopped_links),
         }
 
     # --- running -----------------------------------------------------------------------------
