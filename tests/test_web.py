@@ -319,6 +319,9 @@ async def test_a_request_that_is_not_json_is_refused(tmp_path: Path) -> None:
             "/api/impulse/press", content=b"{", headers={"content-type": "application/json"}
         )
         assert broken.status_code == 400 and "not JSON" in broken.json()["error"]
+        huge = {"args": {"times": "1" * (300 * 1024)}}
+        too_large = await client.post("/api/impulse/press", json=huge)
+        assert too_large.status_code == 413 and "over 262144 bytes" in too_large.json()["error"]
         assert thermostat(runtime).presses == []
 
 
