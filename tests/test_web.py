@@ -9,7 +9,9 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import json
+import os
 import re
+import shutil
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -440,3 +442,95 @@ def test_the_web_stack_is_imported_only_when_the_page_is_asked_for(tmp_path: Pat
     assert _imported_after(make.format(ui="")) == []
     with_ui = make.format(ui=", ui=PeerAddress('127.0.0.1', 0)")
     assert _imported_after(with_ui) == ["ambrosia_edge.transports.web", "hypercorn", "starlette"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Beyond loopback, for real: in a network namespace of the test's own, on an address of its lo
+
+BEYOND = "10.254.0.1"
+_BEYOND_SCRIPT = """
+import json, logging, sys, tempfile
+import anyio, httpx
+from apps.dashboard import Thermostat
+from ambrosia_edge.config import Settings
+from ambrosia_edge.kinds import PeerAddress
+from ambrosia_edge.runtime import Runtime
+
+class Quiet(Thermostat):
+    tick_every = 0.0
+
+lines = []
+class Keep(logging.Handler):
+    def emit(self, record):
+        lines.append(record.getMessage())
+
+logging.getLogger("ambrosia_edge").addHandler(Keep())
+logging.getLogger("ambrosia_edge").setLevel(logging.INFO)
+
+async def main():
+    settings = Settings(target="t:Quiet", name="thermostat", log=tempfile.mkdtemp() + "/log",
+                        ui=PeerAddress(sys.argv[1], 0))
+    runtime = Runtime(Quiet, settings)
+    web = runtime.sources[-1]
+    out = {}
+    async with anyio.create_task_group() as tg:
+        await tg.start(runtime.serve)
+        base = f"http://{sys.argv[1]}:{web.port}"
+        async with httpx.AsyncClient(base_url=base) as client:
+            press = {"args": {"times": 1}}
+            out["none"] = (await client.post("/api/impulse/press", json=press)).status_code
+            out["wrong"] = (await client.post("/api/impulse/press", json=press,
+                            headers={"authorization": "Bearer nope"})).status_code
+            out["read"] = (await client.get("/api/snapshot")).status_code
+            out["page"] = (await client.get("/")).status_code
+            right = {"authorization": f"Bearer {web.token}"}
+            out["right"] = (await client.post("/api/impulse/press", json=press,
+                            headers=right)).status_code
+            out["foreign_host"] = (await client.post("/api/impulse/press", json=press,
+                                   headers={**right, "host": "pi.local:8080"})).status_code
+            while runtime.immortal.presses != [1, 1]:
+                await anyio.sleep(0.01)
+            out["presses"] = runtime.immortal.presses
+        tg.cancel_scope.cancel()
+    out["token"] = web.token
+    out["lines"] = lines
+    print(json.dumps(out))
+
+anyio.run(main)
+"""
+
+
+def test_beyond_loopback_the_form_refuses_a_request_without_the_token(tmp_path: Path) -> None:
+    if not (shutil.which("unshare") and shutil.which("ip")) and not os.environ.get("CI"):
+        pytest.skip("needs unshare (util-linux) and ip (iproute2) for a network namespace")
+    setup = f"ip link set lo up && ip addr add {BEYOND}/32 dev lo"
+    script = tmp_path / "beyond.py"
+    script.write_text(_BEYOND_SCRIPT)
+    command = f'{setup} && exec "$0" "$1" "$2"'
+    result = subprocess.run(
+        ["unshare", "--net", "sh", "-c", command, sys.executable, str(script), BEYOND],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+        env={
+            **{k: v for k, v in os.environ.items() if k != UI_TOKEN_ENV},
+            "PYTHONPATH": str(Path(__file__).parent),
+        },
+    )
+    if (
+        result.returncode
+        and "Operation not permitted" in result.stderr
+        and not os.environ.get("CI")
+    ):
+        pytest.skip(f"no network namespace here: {result.stderr.strip()}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = json.loads(result.stdout.splitlines()[-1])
+    # without the token, or with a wrong one: refused; with it: sent, and run once
+    assert out["none"] == 401 and out["wrong"] == 401 and out["read"] == 401
+    assert out["page"] == 200 and out["right"] == 200 and out["foreign_host"] == 200
+    assert out["presses"] == [1, 1]
+    token = out["token"]
+    assert len(token) >= 24
+    announced = [line for line in out["lines"] if "web page at" in line]
+    assert announced and f"?token={token}" in announced[0] and BEYOND in announced[0]
