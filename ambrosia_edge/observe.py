@@ -202,7 +202,15 @@ class Recent(logging.Handler):
             message = record.getMessage()
         except Exception:
             message = str(record.msg)
-        self.count += 1
+        self.count += 1  # (under the handler's lock: records may come from other threads)
         self.records.append(
             {"time": record.created, "level": record.levelname.lower(), "message": message}
         )
+
+    def items(self) -> list[dict[str, Any]]:
+        """The records kept, oldest first."""
+        self.acquire()
+        try:
+            return list(self.records)
+        finally:
+            self.release()

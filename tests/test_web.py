@@ -12,6 +12,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -410,6 +411,32 @@ async def test_open_pages_get_live_pictures(tmp_path: Path) -> None:
         ]
         assert seen == sorted(seen) and seen[-1] > seen[0]
         assert "event: state\ndata: {" in text
+
+
+async def test_a_taken_port_is_said_plainly_and_the_immortal_runs_on(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        settings = Settings(
+            target="tests:inprocess",
+            name="thermostat",
+            log=str(tmp_path / "log"),
+            ui=PeerAddress("127.0.0.1", port),
+        )
+        runtime = Runtime(Quiet, settings)
+        async with anyio.create_task_group() as tg:
+            await tg.start(runtime.serve)
+            runtime.immortal.this.fork.press(7)
+            await eventually(lambda: thermostat(runtime).presses == [7])
+            tg.cancel_scope.cancel()
+    said = [r for r in caplog.records if "no web page" in r.getMessage()]
+    assert said and said[0].exc_info is None
+    assert (
+        f"--ui: cannot listen on 127.0.0.1:{port}: Address already in use" in said[0].getMessage()
+    )
 
 
 # ---------------------------------------------------------------------------------------------

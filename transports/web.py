@@ -106,7 +106,12 @@ class WebSource:
     async def run(
         self, feed: ImpulseFeed, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
     ) -> None:
-        sock = _bind(self.address.host, self.address.port)
+        try:
+            sock = _bind(self.address.host, self.address.port)
+        except ConfigError as exc:
+            # the page is a window on the immortal, not part of it: it runs on without one
+            log.error("%s: no web page: %s", self.observed.name, exc)
+            return
         self.port = sock.getsockname()[1]
         page = self.page = Page(feed, self.observed, self.token, loopback=self.loopback)
         config = Config()
@@ -274,7 +279,7 @@ class Page:
                 "overview": self.watch.overview(),
                 "state": self.watch.state(),
                 "forms": [form.as_json() for form in self.forms.values()],
-                "recent": list(self.recent.records),
+                "recent": self.recent.items(),
                 "token_required": self.token is not None,
             }
         )
@@ -368,7 +373,7 @@ class Page:
             self.events["state"] = (version, json.dumps(self.watch.state()))
         if self.recent.count != self._seen_recent:
             self._seen_recent = self.recent.count
-            self.events["recent"] = (version, json.dumps(list(self.recent.records)))
+            self.events["recent"] = (version, json.dumps(self.recent.items()))
 
     async def _refresh_checkpoints(self) -> None:
         """The stored checkpoints, listed again only when a new one was taken."""
