@@ -30,6 +30,7 @@ import logging
 import os
 import secrets
 import socket
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -224,6 +225,7 @@ class Page:
         self._seen_counts: tuple[int, int, int] | None = None
         self._seen_recent = -1
         self._checkpoint_chunk = -1
+        self._listed_at = 0.0
         self.app = Starlette(
             routes=[
                 *(Route(path, self.static) for path in _FILES),
@@ -376,11 +378,16 @@ class Page:
             self.events["recent"] = (version, json.dumps(self.recent.items()))
 
     async def _refresh_checkpoints(self) -> None:
-        """The stored checkpoints, listed again only when a new one was taken."""
+        """The stored checkpoints, listed again when a new one was taken, and each second
+        until it is stored (it is taken first, then stored by a task of its own)."""
         chunk = self.observed.coordinator.chunk
-        if chunk == self._checkpoint_chunk:
+        now = time.monotonic()
+        if chunk == self._checkpoint_chunk and (
+            chunk in self.watch.checkpoints or now - self._listed_at < 1.0
+        ):
             return
         self._checkpoint_chunk = chunk
+        self._listed_at = now
         store = getattr(self.observed, "store", None)
         if store is None:
             return
