@@ -123,15 +123,17 @@ class WebSource:
         server_log = logging.getLogger("ambrosia_edge.web")
         server_log.setLevel(logging.WARNING)
         config.errorlog = server_log
-        config.h2_max_inbound_frame_size = 64 * 1024
         serve = _server()
         ambrosia_log = logging.getLogger("ambrosia_edge")
         ambrosia_log.addHandler(page.recent)
 
+        # shielded: Hypercorn stops cleanly when its shutdown trigger fires, not when cancelled
+        # from outside (on asyncio that leaves its tasks half-stopped); the deadline set at
+        # shutdown is the last resort for a server that does not stop
+        shield = anyio.CancelScope(shield=True)
+
         async def server() -> None:
-            # shielded: Hypercorn stops cleanly when its shutdown trigger fires, not when
-            # cancelled from outside (on asyncio that leaves its tasks half-stopped)
-            with anyio.CancelScope(shield=True):
+            with shield:
                 await serve(page.app, config, shutdown_trigger=page.closing.wait)
 
         try:
@@ -144,6 +146,7 @@ class WebSource:
                     await anyio.sleep_forever()
                 finally:
                     page.closing.set()
+                    shield.deadline = anyio.current_time() + 3 * config.graceful_timeout
         finally:
             ambrosia_log.removeHandler(page.recent)
             self.port = None
