@@ -42,7 +42,7 @@ class UiOptions:
         kind=LISTEN,
         flag="--ui",
         help="serve a web page that shows the immortal and sends it impulses at HOST:PORT "
-        "(off unless given; beyond loopback its impulse form needs a token, see docs/ui.md)",
+        "(off unless given; beyond loopback it asks for a token, printed at start)",
         example="127.0.0.1:8080",
     )
     # No flag: a token on the command line is visible to every user of the machine.

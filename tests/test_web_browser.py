@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import urllib.error
@@ -39,27 +40,32 @@ pytestmark = pytest.mark.skipif(
 
 
 class Immortal:
-    """One ``ambrosia-edge run`` child, stopped by its PID."""
+    """One ``ambrosia-edge run`` child, stopped or killed by its PID."""
 
     def __init__(
         self, tmp: Path, name: str, port: int, peer: tuple[str, int], *flags: str, **env: str
     ):
         self.name = name
+        self.tmp = tmp
         self.output = tmp / f"{name}.out"
         args = [sys.executable, "-m", "ambrosia_edge", "run", f"{APP}:Thermostat"]
         args += ["--name", name, "--log", str(tmp / name), "--listen", f"127.0.0.1:{port}"]
-        args += ["--peer", f"{peer[0]}=127.0.0.1:{peer[1]}", *flags]
-        with open(self.output, "wb") as out:
+        self.args = [*args, "--peer", f"{peer[0]}=127.0.0.1:{peer[1]}", *flags]
+        self.env = dict(os.environ, AMBROSIA_TEST_TICK="0.05", **env)
+        self.start()
+
+    def start(self) -> None:
+        with open(self.output, "ab") as out:
             self.proc = subprocess.Popen(
-                args,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                cwd=tmp,
-                env=dict(os.environ, AMBROSIA_TEST_TICK="0.05", **env),
+                self.args, stdout=out, stderr=subprocess.STDOUT, cwd=self.tmp, env=self.env
             )
 
     def text(self) -> str:
         return self.output.read_text(errors="replace")
+
+    def kill(self) -> None:
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait()
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -67,8 +73,7 @@ class Immortal:
             try:
                 self.proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+                self.kill()
 
 
 def snapshot(base: str) -> dict[str, Any] | None:
@@ -159,6 +164,18 @@ def test_the_page_is_live_and_its_form_sends_an_impulse_once(tmp_path: Path, bro
         wait_for(lambda: presses() == [4], 10, "the press to be executed", thermostat.text)
         # and shown in the state tree on the page, still without a reload
         wait.until(lambda _: "presses: [1]\n0: 4" in browser.find_element(By.ID, "state").text)
+
+        # SIGKILL and a restart: the page notices, reconnects by itself, and the logged press
+        # is there once, replayed, not executed again
+        link = browser.find_element(By.ID, "link")
+        thermostat.kill()
+        wait.until(lambda _: link.text != "live")
+        thermostat.start()
+        wait.until(lambda _: link.text == "live")
+        wait.until(lambda _: "presses: [1]\n0: 4" in browser.find_element(By.ID, "state").text)
+        epoch = browser.find_element(By.ID, "epoch")
+        wait.until(lambda _: epoch.text == "2")
+        assert presses() == [4]
 
         # bad input: said on the page, nothing sent, the immortal runs on
         field = form.find_element(By.NAME, "times")

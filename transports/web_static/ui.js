@@ -128,8 +128,13 @@ function input(field) {
   return el("label", {}, title + hint, control);
 }
 
+let formsShown = "";
+
 function buildForms(forms) {
   const box = $("forms");
+  const described = JSON.stringify(forms);
+  if (described === formsShown) return;  // the same methods: keep what was typed
+  formsShown = described;
   if (!forms.length) {
     box.replaceChildren(el("p", { class: "muted", text: "this immortal has no @impulse method" }));
     return;
@@ -223,9 +228,16 @@ async function load() {
 
 function listen() {
   if (events) events.close();
+  let lost = false;
   events = new EventSource("api/events" + (token ? "?token=" + encodeURIComponent(token) : ""));
-  events.onopen = () => setLink(true, "live");
-  events.onerror = () => setLink(false, "connection lost; reconnecting…");
+  events.onopen = () => {
+    setLink(true, "live");
+    if (lost) load();  // back after a restart: its class (and so its forms) may be new
+  };
+  events.onerror = () => {
+    lost = true;
+    setLink(false, "connection lost; reconnecting…");
+  };
   events.addEventListener("overview", (e) => showOverview(JSON.parse(e.data)));
   events.addEventListener("state", (e) => showState(JSON.parse(e.data)));
   events.addEventListener("recent", (e) => showRecent(JSON.parse(e.data)));
