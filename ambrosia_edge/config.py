@@ -56,6 +56,7 @@ from .options import (
     read_file,
     read_values,
 )
+from .ui_options import UiOptions
 
 __all__ = [
     "RUN_OPTIONS",
@@ -255,7 +256,9 @@ class SecretSource:
 
 
 @options
-class Settings(MqttOptions, DeviceOptions, CoordinatorOptions, StoreOptions, ProcessOptions):
+class Settings(
+    UiOptions, MqttOptions, DeviceOptions, CoordinatorOptions, StoreOptions, ProcessOptions
+):
     """Everything the runtime needs to start one immortal: every component's options in one.
 
     Validated on construction, like each options class; an empty ``log`` means the per-user
@@ -276,6 +279,7 @@ RUN_OPTIONS: tuple[tuple[str, tuple[type, ...]], ...] = (
     ("device", (DeviceOptions,)),
     ("coordinator", (CoordinatorOptions, SecretSource)),
     ("MQTT (impulses from a broker; see docs/mqtt.md)", (MqttOptions,)),
+    ("web page (see docs/ui.md)", (UiOptions,)),
 )
 
 _TABLE = declared(*(cls for _, classes in RUN_OPTIONS for cls in classes))

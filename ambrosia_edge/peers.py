@@ -89,8 +89,14 @@ class Peers:
         self._nonce = nonce
         self._ack_wanted: dict[str, Wakeup] = {}
         self._inbound: dict[str, Link] = {}
+        #: peers we send to over an authenticated link now, and where (shown by the web page)
+        self.links_out: dict[str, PeerAddress] = {}
         self._handshaking = 0  # inbound connections not yet through the handshake
         self._turned_away_said = -math.inf  # when we last logged that the cap was reached
+
+    def links_in(self) -> list[str]:
+        """The peers sending to us over a link now (shown by the web page)."""
+        return sorted(self._inbound)
 
     # --- outbound links ---------------------------------------------------------------------
 
@@ -117,6 +123,7 @@ class Peers:
                     on_incarnation=partial(self._meet, destination),
                 )
                 link.authenticated()
+                self.links_out[destination] = address
                 if out.rebase_pending:
                     out.rebase(total, replayable)
                 else:
@@ -158,6 +165,7 @@ class Peers:
                 else:
                     log.debug("%s: link to %s down: %s", self.name, destination, exc)
             finally:
+                self.links_out.pop(destination, None)
                 if link is not None:
                     with anyio.CancelScope(shield=True):
                         await link.aclose()

@@ -77,6 +77,10 @@ class Runtime:
             from .mqtt_options import mqtt_source  # imports paho-mqtt: only when configured
 
             self.sources.append(mqtt_source(settings))
+        if settings.ui is not None:
+            from .ui_options import web_source  # imports the web stack: only when configured
+
+            self.sources.append(web_source(settings, self))
         #: built by recovery, with the immortal's executor
         self._coordinator: Coordinator | None = None
         self.executor: Executor | None = None

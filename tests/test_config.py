@@ -524,7 +524,7 @@ def test_run_flags_and_file_keys_are_the_declared_settings() -> None:
     assert dests == {name for name, item in table.items() if item.option.flag is not None}
     # no flag for secrets (a command line is visible to every user of the machine); sources are
     # tables of the file only
-    no_flag = {"secret", "mqtt_password", "sources"}
+    no_flag = {"secret", "mqtt_password", "ui_token", "sources"}
     assert dests == {f.name for f in fields(Settings)} - no_flag | {"secret_env"}
     assert {item.key for item in table.values()} == {f.name for f in fields(Settings)} | {
         "secret_env"

@@ -46,6 +46,7 @@ OTHER_PROGRAMS = {
     ".": "shell built-in",
     "npm": "installing Restate for the benchmarks",
     "mosquitto": "the MQTT broker (docs/mqtt.md)",
+    "curl": "sending an impulse through the web page (docs/ui.md)",
     "sudo": "setting a Raspberry Pi up as a service (examples/raspberry_pi)",
     "journalctl": "a service's log lines (examples/raspberry_pi)",
     "openssl": "making a deployment's CA and certificates (docs/security.md)",
