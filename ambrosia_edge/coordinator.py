@@ -45,6 +45,7 @@ from .kinds import PeerAddress
 from .logwriter import LogWriter
 from .outputs import Output, Thunk
 from .peers import Peers
+from .publishing import MQTT_OUT
 from .store import LogStore
 from .transport import Transport
 from .wakeup import Wakeup
@@ -111,6 +112,8 @@ class Coordinator(Committer, Dispatcher, Checkpointing, Peers):
         self.chunk = 0
         self.live = False
         self.outputs: dict[str, Output] = {}
+        #: the broker that takes this immortal's publishes (set before run); None: no broker
+        self.publishes_to: str | None = None
         self.received: dict[str, list[int]] = {}  # source -> [total, replayable] (incl. pending)
         self.durable: dict[str, tuple[int, int]] = {}  # logged
         self.dispatched: dict[str, tuple[int, int]] = {}  # executed (what a checkpoint holds)
@@ -174,6 +177,19 @@ class Coordinator(Committer, Dispatcher, Checkpointing, Peers):
         self.send(self.name, message, impulse=True)
         return out.next_total - 1
 
+    # --- the outlet, used by the MQTT publisher (publishing.py) ---------------------------
+
+    def wakeup(self, destination: str) -> Wakeup:
+        return self._sender_wakeup(destination)
+
+    def acknowledged(self, destination: str, replayable: int) -> None:
+        """A receiver that is not an immortal (the MQTT broker) holds everything up to
+        ``replayable`` on an output whose totals are its replayable numbers: trim it, and log
+        the mark with the next page, as a peer's ACK is."""
+        self.output(destination).trim(replayable)
+        self._trims[destination] = replayable
+        self._output_room.set()
+
     def _sender_wakeup(self, destination: str) -> Wakeup:
         wake = self._wake_sender.get(destination)
         if wake is None:
@@ -215,6 +231,14 @@ class Coordinator(Committer, Dispatcher, Checkpointing, Peers):
     # --- running ------------------------------------------------------------------------------
 
     def _warn_if_unreachable(self, destination: str) -> None:
+        if destination == MQTT_OUT:
+            if self.publishes_to is None:
+                log.warning(
+                    "%s: publishes wait in memory: no MQTT broker is configured "
+                    "(add --mqtt mqtt://HOST:PORT)",
+                    self.name,
+                )
+            return
         if destination != self.name and destination not in self.discovery.names():
             log.warning(
                 "%s: calls to %r wait in memory: no address is known for it "

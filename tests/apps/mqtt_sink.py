@@ -55,3 +55,31 @@ class Sink(Immortal):
 
     async def becoming_primary(self) -> None:
         self.spawn(report, self, ("count", "last", "out_of_order", "values"))
+
+
+#: How many results the producer publishes (the tests set it in its environment).
+RESULTS = int(os.environ.get("AMBROSIA_TEST_RESULTS", "10000"))
+
+
+class Producer(Immortal):
+    """Publishes RESULTS numbered results over four topics, ten per logged step, as a
+    continuation: each step forks the next to itself."""
+
+    def __init__(self) -> None:
+        self.done = 0
+
+    async def on_first_start(self) -> None:
+        self.this.fork.step(1)
+
+    @rpc
+    def step(self, first: int) -> None:
+        last = min(first + 9, RESULTS)
+        for n in range(first, last + 1):
+            # per topic, payloads count 1, 2, 3...: what Sink.reading checks
+            self.publish(f"results/{n % 4}", str((n - 1) // 4 + 1))
+        self.done = last
+        if last < RESULTS:
+            self.this.fork.step(last + 1)
+
+    async def becoming_primary(self) -> None:
+        self.spawn(report, self, ("done",))
