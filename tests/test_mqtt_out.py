@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from support import wait_for
+from support import APPS, Child, free_port, wait_for
 
 paho = pytest.importorskip("paho.mqtt.client")
 from mqttbroker import (  # noqa: E402
@@ -29,11 +30,25 @@ from mqttbroker import (  # noqa: E402
     running_broker,
 )
 from paho.mqtt.enums import CallbackAPIVersion  # noqa: E402
+from paho.mqtt.packettypes import PacketTypes  # noqa: E402
+from paho.mqtt.properties import Properties  # noqa: E402
 
 RESULTS = int(os.environ.get("AMBROSIA_TEST_RESULTS", "10000"))
 KILLS = int(os.environ.get("AMBROSIA_TEST_MQTT_OUT_KILLS", "5"))
 #: publishes the producer may hand the broker ahead of its last logged acknowledgement
 WINDOW = 200
+#: seconds without the broker; the acceptance's minute runs with AMBROSIA_TEST_MQTT_MINUTE=1
+OUTAGES = [
+    pytest.param(3.0, id="3s"),
+    pytest.param(
+        60.0,
+        id="1min",
+        marks=pytest.mark.skipif(
+            not os.environ.get("AMBROSIA_TEST_MQTT_MINUTE"),
+            reason="a minute without the broker: set AMBROSIA_TEST_MQTT_MINUTE=1",
+        ),
+    ),
+]
 
 
 @pytest.fixture
@@ -44,14 +59,20 @@ def broker(tmp_path: Path) -> Iterator[Broker]:
 class Collector:
     """A plain paho subscriber that keeps every message it gets: (message-id, topic, payload)."""
 
-    def __init__(self, broker: Broker, topic_filter: str) -> None:
+    def __init__(self, broker: Broker, topic_filter: str, client_id: str = "") -> None:
+        """With a ``client_id``, on a session the broker keeps (and queues for) across a
+        restart of either."""
         self.got: list[tuple[str | None, str, bytes]] = []
         self.lock = threading.Lock()
-        self.client = paho.Client(CallbackAPIVersion.VERSION2, protocol=paho.MQTTv5)
+        self.client = paho.Client(
+            CallbackAPIVersion.VERSION2, client_id=client_id, protocol=paho.MQTTv5
+        )
         self.client.on_message = self._on_message
         subscribed = threading.Event()
         self.client.on_subscribe = lambda *_: subscribed.set()
-        self.client.connect("127.0.0.1", broker.port)
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = 3600 if client_id else 0
+        self.client.connect("127.0.0.1", broker.port, clean_start=not client_id, properties=props)
         self.client.subscribe(topic_filter, 1)
         self.client.loop_start()
         wait_for(subscribed.is_set, 10, "the subscription")
@@ -64,6 +85,10 @@ class Collector:
     def ids(self) -> set[str | None]:
         with self.lock:
             return {m for m, _, _ in self.got}
+
+    def payloads(self, topic: str) -> list[bytes]:
+        with self.lock:
+            return [p for _, t, p in self.got if t == topic]
 
     def close(self) -> None:
         self.client.disconnect()
@@ -142,3 +167,113 @@ def test_results_published_while_killed_are_seen_once_by_id(tmp_path: Path, brok
         **{f"results/{t}": RESULTS // 4 for t in range(4)},
         "results/fence": 1,
     }
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError(f"no VmRSS for {pid}")
+
+
+def test_broker_down_at_start_holds_publishes_in_a_bounded_buffer(
+    tmp_path: Path, broker: Broker
+) -> None:
+    """No broker when the producer starts: its publishes fill a 64 KiB buffer and then its
+    handlers wait (back-pressure), memory flat; once the broker is up every result arrives."""
+    collector = Collector(broker, "results/#", "collector")
+    broker.stop()  # (the collector's session and subscription are kept, persistence on)
+    prod = producer(tmp_path, broker, "--buffer-bytes", "64KiB")
+    try:
+        prod.start()
+        wait_for(lambda: (s := prod.status()) and s["done"] > 0, 30, "the producer", prod.output)
+        assert prod.proc is not None
+        # publishes of ~40 bytes each: the buffer stops the producer near 64 KiB of them
+        bound = 64 * 1024 // 30 + 10
+        deadline = time.monotonic() + 1.5
+        rss = rss_kib(prod.proc.pid)
+        while time.monotonic() < deadline:  # watching an invariant over time, not waiting
+            status = prod.status()
+            assert status is not None and status["done"] <= bound, status
+        assert rss_kib(prod.proc.pid) - rss < 5 * 1024
+        assert "no MQTT broker" not in prod.output()  # one is configured: it is away
+        broker.start()
+        wait_for(lambda: len(collector.ids()) >= RESULTS, 120, "every result", prod.output)
+        wait_for(lambda: (s := prod.status()) and s["done"] == RESULTS, 30, "the last step")
+    finally:
+        collector.close()
+        prod.kill()
+    ids = Counter(m for m, _, _ in collector.got)
+    assert set(ids) == {f"producer:{n}" for n in range(1, RESULTS + 1)}
+    assert sum(ids.values()) - RESULTS <= WINDOW  # a reconnection resends what was in flight
+
+
+@pytest.mark.parametrize("outage", OUTAGES)
+def test_broker_gone_while_serving_peers_then_back(
+    tmp_path: Path, broker: Broker, outage: float
+) -> None:
+    """MQTT in and out on one immortal; the broker goes away for ``outage`` seconds. The
+    immortal keeps serving a peer's 300 awaited calls meanwhile; when the broker is back, the
+    publishes made meanwhile go out and the readings queued for it come in, each once."""
+    make_session(broker, ["sensors/#"], "ambrosia-edge-server")
+    collector = Collector(broker, "relay/#", "collector")
+    ps, pc = free_port(), free_port()
+    relay = MqttChild(
+        tmp_path,
+        broker,
+        [
+            "--subscribe",
+            "sensors/#=reading",
+            "--listen",
+            f"127.0.0.1:{ps}",
+            "--peer",
+            f"client=127.0.0.1:{pc}",
+        ],
+        cls="Relay",
+        name="server",
+    )
+    peer = Child(
+        f"{APPS}:Client", "client", tmp_path / "client-log", pc, {"server": ps},
+        relay.status_dir, {"AMBROSIA_TEST_CALLS": "300"},
+    )  # fmt: skip
+    publisher = client(broker, "sensors")
+    try:
+        relay.start()
+        publish_all(publisher, [("sensors/a", str(n).encode(), f"a/{n}") for n in range(1, 101)])
+        wait_for(lambda: len(collector.payloads("relay/out")) >= 100, 60, "100", relay.output)
+        assert relay.proc is not None
+        rss = rss_kib(relay.proc.pid)
+        broker.stop()
+        gone = time.monotonic()
+        peer.start()
+        wait_for(lambda: (s := peer.status()) and s["done"], 60, "the peer's calls", peer.output)
+        assert peer.status()["seen"] == list(range(1, 301))  # type: ignore[index]
+        wait_for(lambda: time.monotonic() - gone >= outage, outage + 10, "the outage to last")
+        assert relay.proc.poll() is None
+        assert rss_kib(relay.proc.pid) - rss < 20 * 1024
+        broker.start()
+        wait_for(publisher.is_connected, 30, "the sensors to reconnect")
+        publish_all(publisher, [("sensors/a", str(n).encode(), f"a/{n}") for n in range(101, 201)])
+        wait_for(
+            lambda: len(collector.ids()) >= 500,
+            60,
+            "the 200 readings and 300 calls published",
+            relay.output,
+        )
+        wait_for(
+            lambda: (s := relay.status()) and (s["count"], s["calls"]) == (200, 300),
+            30,
+            "the relay's status",
+        )
+        assert relay.status()["out_of_order"] == 0  # type: ignore[index]
+    finally:
+        publisher.disconnect()
+        publisher.loop_stop()
+        collector.close()
+        peer.kill()
+        relay.kill()
+    ids = {m for m, _, _ in collector.got}
+    assert ids == {f"server:{n}" for n in range(1, 501)}
+    out = {int(p) for p in collector.payloads("relay/out")}
+    calls = {int(p) for p in collector.payloads("relay/peer")}
+    assert (out, calls) == (set(range(1, 201)), set(range(1, 301)))

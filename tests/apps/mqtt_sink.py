@@ -83,3 +83,26 @@ class Producer(Immortal):
 
     async def becoming_primary(self) -> None:
         self.spawn(report, self, ("done",))
+
+
+class Relay(Sink):
+    """Both directions: each reading taken from MQTT is published back (``relay/out``, the
+    count so far), and so is each call from a peer (``relay/peer``, the calls so far)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+
+    @impulse
+    def reading(self, topic: str, payload: bytes) -> None:
+        super().reading(topic, payload)
+        self.publish("relay/out", str(self.count))
+
+    @rpc
+    def inc(self) -> int:
+        self.calls += 1
+        self.publish("relay/peer", str(self.calls))
+        return self.calls
+
+    async def becoming_primary(self) -> None:
+        self.spawn(report, self, ("count", "last", "out_of_order", "calls"))
