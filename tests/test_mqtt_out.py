@@ -59,10 +59,14 @@ def broker(tmp_path: Path) -> Iterator[Broker]:
 class Collector:
     """A plain paho subscriber that keeps every message it gets: (message-id, topic, payload)."""
 
-    def __init__(self, broker: Broker, topic_filter: str, client_id: str = "") -> None:
+    def __init__(
+        self, broker: Broker, topic_filter: str, client_id: str = "", qos: int = 1
+    ) -> None:
         """With a ``client_id``, on a session the broker keeps (and queues for) across a
         restart of either."""
         self.got: list[tuple[str | None, str, bytes]] = []
+        #: topic -> (QoS, retained, content type) of its last message
+        self.details: dict[str, tuple[int, bool, str | None]] = {}
         self.lock = threading.Lock()
         self.client = paho.Client(
             CallbackAPIVersion.VERSION2, client_id=client_id, protocol=paho.MQTTv5
@@ -73,14 +77,16 @@ class Collector:
         props = Properties(PacketTypes.CONNECT)
         props.SessionExpiryInterval = 3600 if client_id else 0
         self.client.connect("127.0.0.1", broker.port, clean_start=not client_id, properties=props)
-        self.client.subscribe(topic_filter, 1)
+        self.client.subscribe(topic_filter, qos)
         self.client.loop_start()
         wait_for(subscribed.is_set, 10, "the subscription")
 
     def _on_message(self, _c: Any, _u: Any, message: Any) -> None:
         props = dict(getattr(message.properties, "UserProperty", None) or ())
+        content_type = getattr(message.properties, "ContentType", None)
         with self.lock:
             self.got.append((props.get("message-id"), message.topic, message.payload))
+            self.details[message.topic] = (message.qos, bool(message.retain), content_type)
 
     def ids(self) -> set[str | None]:
         with self.lock:
@@ -277,3 +283,33 @@ def test_broker_gone_while_serving_peers_then_back(
     out = {int(p) for p in collector.payloads("relay/out")}
     calls = {int(p) for p in collector.payloads("relay/peer")}
     assert (out, calls) == (set(range(1, 201)), set(range(1, 301)))
+
+
+def test_each_payload_kind_and_qos_arrives_with_its_id_and_content_type(
+    tmp_path: Path, broker: Broker
+) -> None:
+    collector = Collector(broker, "kinds/#", qos=2)  # the broker delivers at the lower QoS
+    kinds = MqttChild(tmp_path, broker, [], cls="Kinds", name="kinds")
+    try:
+        kinds.start()
+        wait_for(lambda: len(collector.got) >= 3, 30, "three publishes", kinds.output)
+    finally:
+        collector.close()
+        kinds.kill()
+    assert sorted(collector.got) == [
+        ("kinds:1", "kinds/bytes", b"\x00\x01"),
+        ("kinds:2", "kinds/text", "héllo".encode()),
+        ("kinds:3", "kinds/json", b'{"a":[1,2.5,null]}'),
+    ]
+    assert collector.details == {
+        "kinds/bytes": (0, False, None),
+        "kinds/text": (1, False, "text/plain; charset=utf-8"),
+        "kinds/json": (2, False, "application/json"),  # retained, but delivered live
+    }
+    late = Collector(broker, "kinds/#")  # a subscriber that comes later gets the retained one
+    try:
+        wait_for(lambda: late.got, 10, "the retained publish")
+        assert late.got == [("kinds:3", "kinds/json", b'{"a":[1,2.5,null]}')]
+        assert late.details["kinds/json"][1] is True
+    finally:
+        late.close()

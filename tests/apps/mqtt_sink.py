@@ -106,3 +106,19 @@ class Relay(Sink):
 
     async def becoming_primary(self) -> None:
         self.spawn(report, self, ("count", "last", "out_of_order", "calls"))
+
+
+class Kinds(Immortal):
+    """One publish of each payload kind and QoS, in on_first_start."""
+
+    def __init__(self) -> None:
+        self.done = False
+
+    async def on_first_start(self) -> None:
+        self.publish("kinds/bytes", b"\x00\x01", qos=0)
+        self.publish("kinds/text", "héllo")
+        self.publish("kinds/json", {"a": [1, 2.5, None]}, qos=2, retain=True)
+        self.done = True
+
+    async def becoming_primary(self) -> None:
+        self.spawn(report, self, ("done",))
