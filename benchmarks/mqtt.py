@@ -6,6 +6,8 @@ arrives) or an ``ambrosia-edge run`` immortal (which logs each as an impulse, fs
 acknowledges it only then) connects on that session and drains it. Both are timed from the
 first message to the last, with the same MQTT 5 Receive Maximum, in turns, so a slow minute
 of the machine hits both. The ratio is the cost of durability; the target is at least 0.5.
+``AMBROSIA_BENCH_MQTT_INFLIGHT`` sets the Receive Maximum of both (default 100, the default of
+``--mqtt-inflight``).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from typing import Any
 from .stats import median
 
 APP = Path(__file__).resolve().parent / "mqtt_app.py"
-INFLIGHT = 100  # --mqtt-inflight's default, given to both
+INFLIGHT = int(os.environ.get("AMBROSIA_BENCH_MQTT_INFLIGHT", "100"))  # given to both
 PAYLOAD = b"x" * 16
 
 
