@@ -46,6 +46,8 @@ __all__ = ["MqttPublisher"]
 
 #: An acknowledgement waits this long for a page to carry it before one is written for it.
 LOG_ACKS_AFTER = 1.0
+#: Not a packet id (paho's start at 1): the mark of a new connection among the acknowledgements.
+_CONNECTED = 0
 #: paho numbers packets up to 65,535 and then wraps: stay well below
 _MAX_WINDOW = 50_000
 #: Bytes handed to paho at most per round (its own queue is not ours to fill).
@@ -92,6 +94,9 @@ class MqttPublisher:
         client.max_inflight_messages_set(min(window, 65535))
         client.max_queued_messages_set(0)
         numbers: dict[int, int] = {}  # paho's mid -> publish number, while in flight
+        #: QoS 0 publishes paho has not written yet, by mid: paho forgets them when the
+        #: connection breaks (it keeps only QoS 1 and 2), so they are handed over again
+        unwritten: dict[int, tuple[int, Any, Any]] = {}
         done: set[int] = set()  # acknowledged numbers above `acked`
         events: deque[tuple[int, Any]] = deque()  # (mid, reason) from paho's thread
         lock = threading.Lock()
@@ -106,13 +111,13 @@ class MqttPublisher:
                 with contextlib.suppress(OSError):  # full: a ring is pending; closed: stopped
                     ringer.send(b"\0")
 
-        def on_connect(_c: paho.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
+        def on_connect(c: paho.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
             if reason.is_failure:
                 log.warning("%s: MQTT broker %s refused to publish: %s", name, o.mqtt, reason)
                 return
             self.connected = True
             log.info("%s: publishing to MQTT broker %s as %s", name, o.mqtt, client_id)
-            ring()
+            on_publish(c, None, _CONNECTED, None, None)
 
         def on_disconnect(_c: paho.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
             self.connected = False
@@ -159,6 +164,10 @@ class MqttPublisher:
                     events.clear()
                 moved = False
                 for mid, reason in batch:
+                    if mid == _CONNECTED:
+                        resend_unwritten()
+                        continue
+                    unwritten.pop(mid, None)
                     number = numbers.pop(mid, None)
                     if number is None:
                         continue  # not ours any more (a stale callback)
@@ -179,6 +188,17 @@ class MqttPublisher:
                 if moved:
                     outlet.acknowledged(MQTT_OUT, acked)
                 wake.set()  # room in the window, or the broker is back
+
+        def resend_unwritten() -> None:
+            """A new connection: the QoS 0 publishes the last one never wrote go out now."""
+            for mid, (number, p, properties) in sorted(unwritten.items(), key=lambda i: i[1][0]):
+                info = client.publish(p.topic, p.payload, p.qos, p.retain, properties)
+                if info.rc == paho.MQTT_ERR_NO_CONN:
+                    return  # broken again: the next connection tries once more
+                del unwritten[mid]
+                del numbers[mid]
+                numbers[info.mid] = number
+                unwritten[info.mid] = (number, p, properties)
 
         def hand_over(room: int) -> None:
             """Give paho the next publishes, at most ``room`` of them."""
@@ -207,6 +227,8 @@ class MqttPublisher:
                     out.sent_total = handed = number - 1
                     return
                 numbers[info.mid] = number
+                if p.qos == 0:
+                    unwritten[info.mid] = (number, p, properties)
                 self.published += 1
 
         waiting_since = math.inf  # since when `acked` is past `logged` with no page for it
