@@ -153,7 +153,8 @@ class MqttOptions:
         default=None,
         kind=URL,
         flag="--mqtt",
-        help="feed @impulse methods from this MQTT broker (mqtts:// for TLS)",
+        help="the MQTT broker that feeds @impulse methods (--subscribe) and takes "
+        "self.publish(...) (mqtts:// for TLS)",
         example="mqtt://127.0.0.1:1883",
     )
     subscribe: tuple[str, ...] = option(
