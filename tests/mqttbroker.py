@@ -42,6 +42,7 @@ class Broker:
             f"listener {self.port} 127.0.0.1",
             "allow_anonymous true",
             "max_queued_messages 0",
+            "queue_qos0_messages true",  # for a persistent subscriber, as for QoS 1 and 2
             "persistence true",
             f"persistence_location {directory}/",
             "autosave_interval 1",

@@ -101,14 +101,14 @@ class Collector:
         self.client.loop_stop()
 
 
-def producer(tmp_path: Path, broker: Broker, *extra: str) -> MqttChild:
+def producer(tmp_path: Path, broker: Broker, *extra: str, qos: int = 1) -> MqttChild:
     return MqttChild(
         tmp_path,
         broker,
         ["--mqtt-publish-window", str(WINDOW), *extra],
         cls="Producer",
         name="producer",
-        env={"AMBROSIA_TEST_RESULTS": str(RESULTS)},
+        env={"AMBROSIA_TEST_RESULTS": str(RESULTS), "AMBROSIA_TEST_RESULTS_QOS": str(qos)},
     )
 
 
@@ -182,14 +182,16 @@ def rss_kib(pid: int) -> int:
     raise AssertionError(f"no VmRSS for {pid}")
 
 
+@pytest.mark.parametrize("qos", [1, 0])
 def test_broker_down_at_start_holds_publishes_in_a_bounded_buffer(
-    tmp_path: Path, broker: Broker
+    tmp_path: Path, broker: Broker, qos: int
 ) -> None:
     """No broker when the producer starts: its publishes fill a 64 KiB buffer and then its
-    handlers wait (back-pressure), memory flat; once the broker is up every result arrives."""
+    handlers wait (back-pressure), memory flat; once the broker is up every result arrives,
+    at QoS 0 too: nothing is handed over while the broker is away."""
     collector = Collector(broker, "results/#", "collector")
     broker.stop()  # (the collector's session and subscription are kept, persistence on)
-    prod = producer(tmp_path, broker, "--buffer-bytes", "64KiB")
+    prod = producer(tmp_path, broker, "--buffer-bytes", "64KiB", qos=qos)
     try:
         prod.start()
         wait_for(lambda: (s := prod.status()) and s["done"] > 0, 30, "the producer", prod.output)

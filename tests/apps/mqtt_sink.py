@@ -57,8 +57,9 @@ class Sink(Immortal):
         self.spawn(report, self, ("count", "last", "out_of_order", "values"))
 
 
-#: How many results the producer publishes (the tests set it in its environment).
+#: How many results the producer publishes, and at which QoS (the tests set them).
 RESULTS = int(os.environ.get("AMBROSIA_TEST_RESULTS", "10000"))
+RESULTS_QOS = int(os.environ.get("AMBROSIA_TEST_RESULTS_QOS", "1"))
 
 
 class Producer(Immortal):
@@ -76,7 +77,7 @@ class Producer(Immortal):
         last = min(first + 9, RESULTS)
         for n in range(first, last + 1):
             # per topic, payloads count 1, 2, 3...: what Sink.reading checks
-            self.publish(f"results/{n % 4}", str((n - 1) // 4 + 1))
+            self.publish(f"results/{n % 4}", str((n - 1) // 4 + 1), qos=RESULTS_QOS)
         self.done = last
         if last < RESULTS:
             self.this.fork.step(last + 1)
