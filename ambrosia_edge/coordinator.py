@@ -27,7 +27,7 @@ import logging
 import os
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.abc
@@ -45,7 +45,7 @@ from .kinds import PeerAddress
 from .logwriter import LogWriter
 from .outputs import Output, Thunk
 from .peers import Peers
-from .publishing import MQTT_OUT
+from .publishing import MQTT_OUT, Outlet
 from .store import LogStore
 from .transport import Transport
 from .wakeup import Wakeup
@@ -290,3 +290,10 @@ class Coordinator(Committer, Dispatcher, Checkpointing, Peers):
             if aclose is not None:
                 with anyio.CancelScope(shield=True):
                     await aclose()
+
+
+if TYPE_CHECKING:
+
+    def _outlet(coordinator: Coordinator) -> Outlet:
+        """The type checker's proof that the coordinator is what the MQTT publisher needs."""
+        return coordinator

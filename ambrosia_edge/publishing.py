@@ -123,15 +123,6 @@ def decode_publish(message: bytes) -> Publish:
     return Publish(str(topic), bytes(payload), int(qos), bool(retain), content_type)
 
 
-def describe(message: bytes) -> str:
-    """A publish for people (logs, errors)."""
-    try:
-        p = decode_publish(message)
-    except CodecError:
-        return "a malformed publish"
-    return f"publish to {p.topic!r} ({len(p.payload)} bytes, QoS {p.qos})"
-
-
 class Outlet(Protocol):
     """What the publisher needs from the coordinator (coordinator.py implements it)."""
 
