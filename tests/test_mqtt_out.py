@@ -260,11 +260,12 @@ def test_broker_gone_while_serving_peers_then_back(
         assert relay.proc.poll() is None
         assert rss_kib(relay.proc.pid) - rss < 20 * 1024
         broker.start()
-        wait_for(publisher.is_connected, 30, "the sensors to reconnect")
+        # (paho's reconnection delays double while the broker is away: up to a minute here)
+        wait_for(publisher.is_connected, 30 + outage, "the sensors to reconnect")
         publish_all(publisher, [("sensors/a", str(n).encode(), f"a/{n}") for n in range(101, 201)])
         wait_for(
             lambda: len(collector.ids()) >= 500,
-            60,
+            60 + outage,
             "the 200 readings and 300 calls published",
             relay.output,
         )
