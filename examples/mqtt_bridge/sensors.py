@@ -41,7 +41,7 @@ def main() -> None:
     infos = []
     for n in range(args.first, args.first + args.count):
         for room in args.rooms.split(","):
-            props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+            props = Properties(PacketTypes.PUBLISH)
             props.UserProperty = ("message-id", f"{room}-{n}")
             payload = json.dumps({"t": celsius(n)})
             infos.append(client.publish(f"home/{room}/temperature", payload, 1, False, props))
