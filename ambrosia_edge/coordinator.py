@@ -27,7 +27,7 @@ import logging
 import os
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.abc
@@ -45,6 +45,7 @@ from .kinds import PeerAddress
 from .logwriter import LogWriter
 from .outputs import Output, Thunk
 from .peers import Peers
+from .publishing import MQTT_OUT, Outlet
 from .store import LogStore
 from .transport import Transport
 from .wakeup import Wakeup
@@ -119,6 +120,8 @@ class Coordinator(Committer, Dispatcher, Checkpointing, Peers):
         #: links stopped for good, and why (a peer's new incarnation): shown by ``status``
         self.stopped_links: dict[str, str] = {}
         self.outputs: dict[str, Output] = {}
+        #: the broker that takes this immortal's publishes (set before run); None: no broker
+        self.publishes_to: str | None = None
         self.received: dict[str, list[int]] = {}  # source -> [total, replayable] (incl. pending)
         self.durable: dict[str, tuple[int, int]] = {}  # logged
         self.dispatched: dict[str, tuple[int, int]] = {}  # executed (what a checkpoint holds)
@@ -182,6 +185,19 @@ class Coordinator(Committer, Dispatcher, Checkpointing, Peers):
         self.send(self.name, message, impulse=True)
         return out.next_total - 1
 
+    # --- the outlet, used by the MQTT publisher (publishing.py) ---------------------------
+
+    def wakeup(self, destination: str) -> Wakeup:
+        return self._sender_wakeup(destination)
+
+    def acknowledged(self, destination: str, replayable: int) -> None:
+        """A receiver that is not an immortal (the MQTT broker) holds everything up to
+        ``replayable`` on an output whose totals are its replayable numbers: trim it, and log
+        the mark with the next page, as a peer's ACK is."""
+        self.output(destination).trim(replayable)
+        self._trims[destination] = replayable
+        self._output_room.set()
+
     def _sender_wakeup(self, destination: str) -> Wakeup:
         wake = self._wake_sender.get(destination)
         if wake is None:
@@ -227,6 +243,14 @@ class Coordinator(Committer, Dispatcher, Checkpointing, Peers):
     # --- running ------------------------------------------------------------------------------
 
     def _warn_if_unreachable(self, destination: str) -> None:
+        if destination == MQTT_OUT:
+            if self.publishes_to is None:
+                log.warning(
+                    "%s: publishes wait in memory: no MQTT broker is configured "
+                    "(add --mqtt mqtt://HOST:PORT)",
+                    self.name,
+                )
+            return
         if destination != self.name and destination not in self.discovery.names():
             log.warning(
                 "%s: calls to %r wait in memory: no address is known for it "
@@ -278,3 +302,10 @@ class Coordinator(Committer, Dispatcher, Checkpointing, Peers):
             if aclose is not None:
                 with anyio.CancelScope(shield=True):
                     await aclose()
+
+
+if TYPE_CHECKING:
+
+    def _outlet(coordinator: Coordinator) -> Outlet:
+        """The type checker's proof that the coordinator is what the MQTT publisher needs."""
+        return coordinator

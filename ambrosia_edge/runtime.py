@@ -73,10 +73,15 @@ class Runtime:
         )
         #: run on the primary besides the immortal's own impulse_sources() (sources.py)
         self.sources = list(sources)
+        #: sends the immortal's publishes to the broker of --mqtt (MQTT out)
+        self.publisher: Any = None
         if settings.mqtt is not None:
-            from .mqtt_options import mqtt_source  # imports paho-mqtt: only when configured
+            # imports paho-mqtt: only when configured
+            from .mqtt_options import mqtt_publisher, mqtt_source
 
-            self.sources.append(mqtt_source(settings))
+            if settings.subscribe:
+                self.sources.append(mqtt_source(settings))
+            self.publisher = mqtt_publisher(settings)
         if settings.ui is not None:
             from .ui_options import web_source  # imports the web stack: only when configured
 
@@ -211,7 +216,11 @@ class Runtime:
                     anyio.from_thread.run_sync(fn, token=token)
 
                 executor.go_live(spawn, call_from_thread)
+                if self.publisher is not None:
+                    self.coordinator.publishes_to = self.settings.mqtt
                 self.port = await tg.start(self.coordinator.run)
+                if self.publisher is not None:
+                    await tg.start(self.publisher.run, self.coordinator)
                 self._log_recovered()
                 await anyio.to_thread.run_sync(self._announce)
                 # live from here on: what runs only on a primary starts now

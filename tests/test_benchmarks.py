@@ -5,6 +5,8 @@ from __future__ import annotations
 import ast
 import importlib.util
 import json
+import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -129,6 +131,30 @@ def _cycle(graph: dict[str, set[str]]) -> list[str]:
         if node not in state and (found := visit(node)):
             return found
     return []
+
+
+@pytest.mark.timeout(120)
+def test_the_mqtt_benchmark_reports_both_rates(tmp_path: Path) -> None:
+    """``--mqtt``: a paho client alone and an immortal drain the same backlog (mosquitto)."""
+    if not (shutil.which("mosquitto") or Path("/usr/sbin/mosquitto").exists()):
+        if os.environ.get("CI"):
+            pytest.fail("mosquitto is not installed (.ci/run installs the Debian package)")
+        pytest.skip("mosquitto is not installed (apt-get install mosquitto)")
+    pytest.importorskip("paho.mqtt.client")
+    out = tmp_path / "out"
+    args = ["--mqtt", "--mqtt-messages", "300", "--reps", "1", "--quiet", "--out", str(out)]
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=110,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    result = json.loads((out / "mqtt.json").read_text())
+    assert result["paho_per_s"] > 0 and result["immortal_per_s"] > 0
+    assert "| ratio (target ≥ 0.5) |" in (out / "mqtt.md").read_text()
 
 
 def test_the_cycle_finder_finds_a_cycle() -> None:

@@ -189,7 +189,7 @@ def module_flags(module: str) -> set[str]:
     return set(re.findall(r"--[\w-]+", done.stdout))
 
 
-def check_command(words: list[str]) -> None:
+def check_command(words: list[str], here: Path = REPO) -> None:
     while words and re.match(r"^\w+=", words[0]):  # VAR=value before the program
         words = words[1:]
     program, args = words[0], words[1:]
@@ -206,6 +206,8 @@ def check_command(words: list[str]) -> None:
             assert importlib.util.find_spec(package) or (REPO / package).is_dir(), words
             flags = {arg for arg in rest if arg.startswith("--")}
             assert flags <= module_flags(module), f"python -m {module}: unknown {flags}"
+    elif program in ("python", "python3") and args[:1] and args[0].endswith(".py"):
+        assert (here / args[0]).is_file(), f"{args[0]} is not beside the document"
     elif program in ("pip", "pip3"):
         assert args[:1] == ["install"], words
         for spec in args[1:]:
@@ -222,7 +224,7 @@ def test_console_blocks_name_real_commands(block: Block) -> None:
     found = [words for command in commands(block) for words in simple_commands(command)]
     assert found, block.where
     for words in found:
-        check_command(words)
+        check_command(words, block.doc.parent)
 
 
 def test_the_console_check_refuses_what_it_should() -> None:
