@@ -27,6 +27,7 @@ from typing import Any
 import platformdirs
 
 from .coordinator_options import CoordinatorOptions
+from .discovery_options import DiscoveryOptions, check_addresses
 from .errors import ConfigError
 from .kinds import (
     LOCATION,
@@ -184,11 +185,12 @@ class ProcessOptions:
         help="unique name of this immortal in the deployment (default: class name, lowercased)",
         example="server",
     )
-    peers: dict[str, PeerAddress] = option(
+    peers: dict[str, PeerAddress | None] = option(
         default_factory=dict,
         kind=PEERS,
         flag="--peer",
-        help="another immortal this one calls or answers; repeat for each peer",
+        help="another immortal this one calls or answers, with its address or by name alone "
+        "(found by discovery); repeat for each peer",
         example="client=127.0.0.1:7002",
     )
 
@@ -255,7 +257,9 @@ class SecretSource:
 
 
 @options
-class Settings(MqttOptions, DeviceOptions, CoordinatorOptions, StoreOptions, ProcessOptions):
+class Settings(
+    DiscoveryOptions, MqttOptions, DeviceOptions, CoordinatorOptions, StoreOptions, ProcessOptions
+):
     """Everything the runtime needs to start one immortal: every component's options in one.
 
     Validated on construction, like each options class; an empty ``log`` means the per-user
@@ -267,11 +271,13 @@ class Settings(MqttOptions, DeviceOptions, CoordinatorOptions, StoreOptions, Pro
             object.__setattr__(self, "log", default_log_url(self.name))
         ProcessOptions.__post_init__(self)
         self.check_routes()
+        check_addresses(self)
 
 
 #: The options of ``ambrosia-edge run``, grouped as ``--help`` shows them.
 RUN_OPTIONS: tuple[tuple[str, tuple[type, ...]], ...] = (
     ("immortal and peers", (ProcessOptions,)),
+    ("discovery (see docs/discovery.md)", (DiscoveryOptions,)),
     ("log", (StoreOptions,)),
     ("device", (DeviceOptions,)),
     ("coordinator", (CoordinatorOptions, SecretSource)),
@@ -359,7 +365,7 @@ def load_settings(config_file: Path | None, **cli_overrides: object) -> Settings
             )
         merged["name"] = derived
     _apply_profile(merged)
-    flag_peers: dict[str, PeerAddress] = from_flags.get("peers", {})
+    flag_peers: dict[str, PeerAddress | None] = from_flags.get("peers", {})
     for peer, address in merged.get("peers", {}).items():
         at = At(_FLAG if peer in flag_peers else file_where, _TABLE["peers"])
         check_peer(peer, address, merged["name"], at)
