@@ -513,3 +513,59 @@ def test_a_server_killed_and_restarted_on_another_device_is_followed_by_name(
     assert seen_a == sorted(seen_a) and seen_b == sorted(seen_b)
     assert sorted(seen_a + seen_b) == list(range(1, 2 * calls + 1))  # no gap, no repeat
     assert recovered(Counter, "server", server.log).count == 2 * calls
+
+
+#: Run inside ``unshare -m`` in a namespace: a system D-Bus and an avahi-daemon of the test's
+#: own (their sockets on tmpfs mounts nobody else sees), then one avahi-browse pass.
+AVAHI = """set -e
+mkdir -p /run/dbus /run/avahi-daemon
+mount -t tmpfs tmpfs /run/dbus
+mount -t tmpfs tmpfs /run/avahi-daemon
+dbus-daemon --system --fork --nopidfile
+avahi-daemon --no-drop-root --no-chroot --no-rlimits -f "$CONF" -D
+sleep 1
+timeout 10 avahi-browse --resolve --parsable --terminate _ambrosia-edge._tcp
+avahi-daemon -k
+"""
+AVAHI_CONF = """[server]
+use-ipv4=yes
+use-ipv6=no
+allow-interfaces={interface}
+enable-dbus=yes
+[publish]
+disable-publishing=yes
+"""
+
+
+def test_avahi_browse_sees_the_service(
+    tmp_path: Path, deployment: str, devices: Namespaces
+) -> None:
+    """Debian's avahi-browse, on the same "device" as a server, lists it with its TXT."""
+    tools = ("avahi-daemon", "avahi-browse", "dbus-daemon", "unshare")
+    missing = [tool for tool in tools if shutil.which(tool) is None]
+    if missing and not os.environ.get("CI"):
+        pytest.skip(f"not installed: {', '.join(missing)} (Debian: avahi-daemon avahi-utils dbus)")
+    (ns, _), (host, _), (interface, _) = devices.names, devices.hosts, devices.links
+    server = Node(tmp_path, f"{APPS}:Counter", "server", deployment)
+    (tmp_path / "avahi.conf").write_text(AVAHI_CONF.format(interface=interface))
+    try:
+        server.start(host, ns)
+        wait_for(lambda: "announced on mDNS" in server.output(), 30, "the server", server.output)
+        browse = subprocess.run(
+            ["ip", "netns", "exec", ns, "unshare", "-m", "sh", "-c", AVAHI],
+            env=dict(os.environ, CONF=str(tmp_path / "avahi.conf")),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    finally:
+        server.kill()
+    resolved = [line for line in browse.stdout.splitlines() if line.startswith("=")]
+    assert resolved, f"avahi-browse found nothing:\n{browse.stdout}\n{browse.stderr}"
+    fields = resolved[0].split(";")
+    print(f"\navahi-browse: {resolved[0]}")
+    assert fields[3] == f"server\\064{deployment}"  # avahi escapes '@' as \064
+    assert fields[4] == "_ambrosia-edge._tcp"
+    assert fields[7] == host
+    txt = set(fields[9].split(" "))
+    assert {'"name=server"', f'"dep={deployment}"', '"proto=1"', '"epoch=1"', '"inc="'} <= txt
