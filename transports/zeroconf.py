@@ -36,6 +36,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import anyio
+import ifaddr
 import sniffio
 from zeroconf import (
     BadTypeInNameException,
@@ -349,10 +350,13 @@ class ZeroconfDiscovery:
             return [host]
         if self.interfaces is not None:
             return list(self.interfaces)
-        from zeroconf._utils.net import get_all_addresses
-
-        every = [a for a in get_all_addresses() if not ipaddress.ip_address(a).is_loopback]
-        return every or ["127.0.0.1"]
+        every = [
+            ip.ip
+            for adapter in ifaddr.get_adapters()
+            for ip in adapter.ips
+            if isinstance(ip.ip, str) and not ipaddress.ip_address(ip.ip).is_loopback
+        ]
+        return list(dict.fromkeys(every)) or ["127.0.0.1"]
 
     def _keep(self, task: asyncio.Future[Any]) -> None:
         self._tasks.add(task)
