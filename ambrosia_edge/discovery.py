@@ -11,7 +11,7 @@ attempt. The ``--peer`` table is the first implementation (:class:`StaticDiscove
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from typing import Protocol, runtime_checkable
 
 import anyio
@@ -104,10 +104,10 @@ class ChangeLog:
             self._changed.set()
             self._changed = None
 
-    def follow(self) -> AsyncIterator[str]:
+    def follow(self) -> AsyncGenerator[str, None]:
         return self._after(len(self._names))
 
-    async def _after(self, seen: int) -> AsyncIterator[str]:
+    async def _after(self, seen: int) -> AsyncGenerator[str, None]:
         while True:
             while seen < len(self._names):
                 seen += 1

@@ -131,6 +131,23 @@ async def test_a_newer_epoch_elsewhere_comes_first_and_a_goodbye_removes_it(
 
 
 @pytest.mark.anyio
+async def test_a_first_resolve_waits_for_the_answer_to_its_question(deployment: str) -> None:
+    """A one-shot caller (``--migrate-from server``) asks once: the answer to the query that
+    its resolve sends is waited for, not reported missing because it takes a few ms."""
+    server = open_discovery(spec(deployment))
+    try:
+        await server.publish("server", PeerAddress(LOOPBACK, 7001), epoch=1)
+        for _ in range(3):  # a fresh process each time: nothing heard before the question
+            asking = open_discovery(spec(deployment))
+            try:
+                assert await asking.resolve("server") == [PeerAddress(LOOPBACK, 7001)]
+            finally:
+                await asking.aclose()
+    finally:
+        await server.aclose()
+
+
+@pytest.mark.anyio
 async def test_two_deployments_on_one_lan_never_mix(deployment: str) -> None:
     other = f"{deployment}x"
     ours, theirs = open_discovery(spec(deployment)), open_discovery(spec(other))

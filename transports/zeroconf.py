@@ -62,6 +62,9 @@ SERVICE_TYPE = "_ambrosia-edge._tcp.local."
 TXT_VERSION = "1"
 #: How long one look-up of an immortal waits for answers (milliseconds).
 LOOKUP_MS = 3000
+#: How long a resolve of a name not heard of yet waits for a first answer (seconds): on a LAN
+#: one comes in milliseconds, and a one-shot caller should not fail for asking too early.
+FIRST_ANSWER = 1.0
 #: Look-ups of one name that nobody answers are spaced from this, doubling up to the maximum.
 QUERY_SPACING = (0.5, 30.0)
 #: Announcements kept per immortal name (the newest first).
@@ -184,6 +187,8 @@ class ZeroconfDiscovery:
         self._ask_again(name)
         found = self._found.get(name)
         if not found:
+            found = await self._first_answer(name)
+        if not found:
             on = "all interfaces" if self.interfaces is None else ", ".join(self.interfaces)
             raise ConnectionError(
                 f"nobody answers for {name!r} in deployment {self.deployment!r} on mDNS "
@@ -196,6 +201,17 @@ class ZeroconfDiscovery:
 
     def names(self) -> list[str]:
         return list(dict.fromkeys([*self._static, *self._found]))
+
+    async def _first_answer(self, name: str) -> list[_Announcement]:
+        changes = self._changes.follow()
+        try:
+            with anyio.move_on_after(FIRST_ANSWER):
+                async for changed in changes:
+                    if changed == name and self._found.get(name):
+                        break
+        finally:
+            await changes.aclose()
+        return self._found.get(name, [])
 
     def changes(self) -> AsyncIterator[str]:
         return self._follow(self._changes.follow())
