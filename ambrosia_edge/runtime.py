@@ -29,7 +29,7 @@ from .checkpoint import Checkpoint
 from .config import PeerAddress, Settings
 from .control import log_identity, serve_control, socket_path
 from .coordinator import Coordinator, CoordinatorOptions
-from .discovery import Discovery, open_discovery
+from .discovery import Discovery, StaticDiscovery, open_discovery
 from .discovery_options import discovery_spec
 from .errors import AmbrosiaError, ConfigError, DeposedError, StateEncodingError
 from .executor import Executor
@@ -76,6 +76,11 @@ class Runtime:
             if discovery is not None
             else open_discovery(discovery_spec(settings), peers=settings.peers)
         )
+        if settings.listen is None and not isinstance(self.discovery, StaticDiscovery):
+            log.warning(
+                "%s: no --listen: discovery cannot announce it, and no peer can call it",
+                self.name,
+            )
         #: run on the primary besides the immortal's own impulse_sources() (sources.py)
         self.sources = list(sources)
         if settings.mqtt is not None:

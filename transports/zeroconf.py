@@ -170,6 +170,15 @@ class ZeroconfDiscovery:
         self._published = info
         self._learn(name, _Announcement(epoch, incarnation or 0, _addresses(hosts, address.port)))
         where = ", ".join(hosts)
+        if all(ipaddress.ip_address(h.partition("%")[0]).is_loopback for h in hosts) and any(
+            not ipaddress.ip_address(i).is_loopback for i in self.interfaces or ["0.0.0.0"]
+        ):
+            log.warning(
+                "%s: announced on the network at %s, an address only this machine reaches; "
+                "listen on the LAN address (or 0.0.0.0) for other devices to connect",
+                name,
+                where,
+            )
         log.info(
             "%s: announced on mDNS as %r at %s port %d (deployment %s)",
             name,
