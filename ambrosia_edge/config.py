@@ -27,6 +27,7 @@ from typing import Any
 import platformdirs
 
 from .coordinator_options import CoordinatorOptions
+from .discovery_options import DiscoveryOptions, check_addresses
 from .errors import ConfigError
 from .kinds import (
     LOCATION,
@@ -185,11 +186,12 @@ class ProcessOptions:
         help="unique name of this immortal in the deployment (default: class name, lowercased)",
         example="server",
     )
-    peers: dict[str, PeerAddress] = option(
+    peers: dict[str, PeerAddress | None] = option(
         default_factory=dict,
         kind=PEERS,
         flag="--peer",
-        help="another immortal this one calls or answers; repeat for each peer",
+        help="another immortal this one calls or answers, with its address or by name alone "
+        "(found by discovery); repeat for each peer",
         example="client=127.0.0.1:7002",
     )
 
@@ -257,7 +259,13 @@ class SecretSource:
 
 @options
 class Settings(
-    UiOptions, MqttOptions, DeviceOptions, CoordinatorOptions, StoreOptions, ProcessOptions
+    UiOptions,
+    DiscoveryOptions,
+    MqttOptions,
+    DeviceOptions,
+    CoordinatorOptions,
+    StoreOptions,
+    ProcessOptions,
 ):
     """Everything the runtime needs to start one immortal: every component's options in one.
 
@@ -270,11 +278,13 @@ class Settings(
             object.__setattr__(self, "log", default_log_url(self.name))
         ProcessOptions.__post_init__(self)
         self.check_routes()
+        check_addresses(self)
 
 
 #: The options of ``ambrosia-edge run``, grouped as ``--help`` shows them.
 RUN_OPTIONS: tuple[tuple[str, tuple[type, ...]], ...] = (
     ("immortal and peers", (ProcessOptions,)),
+    ("discovery (see docs/discovery.md)", (DiscoveryOptions,)),
     ("log", (StoreOptions,)),
     ("device", (DeviceOptions,)),
     ("coordinator", (CoordinatorOptions, SecretSource)),
@@ -363,7 +373,7 @@ def load_settings(config_file: Path | None, **cli_overrides: object) -> Settings
             )
         merged["name"] = derived
     _apply_profile(merged)
-    flag_peers: dict[str, PeerAddress] = from_flags.get("peers", {})
+    flag_peers: dict[str, PeerAddress | None] = from_flags.get("peers", {})
     for peer, address in merged.get("peers", {}).items():
         at = At(_FLAG if peer in flag_peers else file_where, _TABLE["peers"])
         check_peer(peer, address, merged["name"], at)

@@ -252,6 +252,13 @@ class Coordinator(Committer, Dispatcher, Checkpointing, Peers):
                 )
             return
         if destination != self.name and destination not in self.discovery.names():
+            if not isinstance(self.discovery, StaticDiscovery):
+                log.info(
+                    "%s: calls to %r wait in memory until discovery finds it",
+                    self.name,
+                    destination,
+                )
+                return
             log.warning(
                 "%s: calls to %r wait in memory: no address is known for it "
                 "(add --peer %s=HOST:PORT)",
@@ -275,7 +282,13 @@ class Coordinator(Committer, Dispatcher, Checkpointing, Peers):
                 port = await tg.start(
                     self.transport.serve, listen.host, listen.port, self.serve_link
                 )
-                await self.discovery.publish(self.name, PeerAddress(listen.host, port))
+                await self.discovery.publish(
+                    self.name,
+                    PeerAddress(listen.host, port),
+                    epoch=self.epoch,
+                    # the log's incarnation, where the core keeps one
+                    incarnation=getattr(self, "incarnation", None),
+                )
             tg.start_soon(self._self_sender)
             # a sender for each immortal discovery knows now (the --peer table, statically),
             # and for each it comes to know later
@@ -291,12 +304,17 @@ class Coordinator(Committer, Dispatcher, Checkpointing, Peers):
     async def _follow_discovery(
         self, changes: AsyncIterator[str], tg: anyio.abc.TaskGroup, senders: set[str]
     ) -> None:
-        """Start a sender for each immortal that discovery tells of after we went live."""
+        """Start a sender for each immortal that discovery tells of after we went live, and
+        tell a running one that its destination's addresses changed (it retries at once)."""
         try:
             async for destination in changes:
-                if destination != self.name and destination not in senders:
+                if destination == self.name:
+                    continue
+                if destination not in senders:
                     senders.add(destination)
                     tg.start_soon(self._sender, destination)
+                else:
+                    self._moved(destination).set()
         finally:
             aclose = getattr(changes, "aclose", None)
             if aclose is not None:

@@ -3,7 +3,9 @@
 For each immortal it sends to, a sender resolves the name through discovery on every attempt,
 connects to each address in turn, runs the handshake (:mod:`.handshake`), realigns its output
 buffer with what the receiver holds, then sends DATA while reading ACKs; when the link breaks
-it waits (50 ms doubling to 5 s) and starts over. While a sender waits on the socket, new
+it waits (50 ms doubling to 5 s) and starts over, at once when discovery says the peer's
+addresses changed; a connected sender whose peer is announced elsewhere leaves for the new
+address (a peer that lost power never closes its end). While a sender waits on the socket, new
 output joins its next DATA frame. Each inbound connection is served by :meth:`serve_link`:
 handshake, then DATA into the committer and ACKs of what is durable. Messages to oneself take
 a link that never leaves the process (:meth:`_self_sender`), so the log is the single order of
@@ -21,7 +23,13 @@ from typing import TYPE_CHECKING
 import anyio
 
 from . import handshake, incarnation, tls, wire
-from .errors import AuthenticationError, ConnectionClosed, IncarnationError, ProtocolError
+from .errors import (
+    AuthenticationError,
+    ClosedByUs,
+    ConnectionClosed,
+    IncarnationError,
+    ProtocolError,
+)
 from .kinds import PeerAddress
 from .transport import Link, Transport
 from .wakeup import Wakeup
@@ -35,6 +43,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("ambrosia_edge")
 
 MAX_BACKOFF = 5.0
+#: How often a sender that cannot reach its peer says again that it waits (seconds).
+WAITING_REPEAT = 60.0
 #: A DATA frame must fit in wire.MAX_FRAME: batches stop at half of it.
 MAX_BATCH = wire.MAX_FRAME // 2
 #: The least time between two ACKs on one connection (docs/protocol.md 4.9).
@@ -93,6 +103,14 @@ class Peers:
         self.links_out: dict[str, PeerAddress] = {}
         self._handshaking = 0  # inbound connections not yet through the handshake
         self._turned_away_said = -math.inf  # when we last logged that the cap was reached
+        self._moved_wakeups: dict[str, Wakeup] = {}
+
+    def _moved(self, destination: str) -> Wakeup:
+        """Set when discovery says ``destination``'s addresses may have changed."""
+        wake = self._moved_wakeups.get(destination)
+        if wake is None:
+            wake = self._moved_wakeups[destination] = Wakeup()
+        return wake
 
     def links_in(self) -> list[str]:
         """The peers sending to us over a link now (shown by the web page)."""
@@ -103,14 +121,17 @@ class Peers:
     async def _sender(self, destination: str) -> None:
         backoff = 0.05
         out = self.output(destination)
-        waiting_said = False
+        moved = self._moved(destination)
+        waiting_since = waiting_said = -math.inf  # not waiting
         while True:
             link: Link | None = None
             addresses: list[PeerAddress] = []
             try:
                 # resolved on every attempt: an immortal that moved is found where it is now
                 addresses = await self.discovery.resolve(destination)
-                link, address = await _connect(self.transport, addresses, destination)
+                link, address = await _connect(
+                    self.transport, addresses, destination, self.options.handshake_timeout
+                )
                 total, replayable = await handshake.initiate(
                     link,
                     name=self.name,
@@ -138,9 +159,11 @@ class Peers:
                     total,
                 )
                 backoff = 0.05
-                waiting_said = False
+                waiting_since = waiting_said = -math.inf
                 await _until_first_ends(
-                    partial(self._read_acks, link, out), partial(self._send_loop, link, out)
+                    partial(self._read_acks, link, out),
+                    partial(self._send_loop, link, out),
+                    partial(self._leave_if_moved, destination, address),
                 )
             except IncarnationError as exc:
                 # retrying cannot help: this link stays stopped until someone resolves it
@@ -150,18 +173,27 @@ class Peers:
             except (ConnectionClosed, ProtocolError, OSError) as exc:
                 if isinstance(exc, AuthenticationError | ProtocolError):
                     log.error("%s: link to %s failed: %s", self.name, destination, exc)
-                elif backoff >= 0.4 and not waiting_said:
-                    # a few quick retries failed: say once that we wait, and why
+                elif backoff >= 0.4 and anyio.current_time() - waiting_said >= WAITING_REPEAT:
+                    # a few quick retries failed: say that we wait, and why; again every
+                    # WAITING_REPEAT seconds while it lasts (a peer that never comes is no error)
+                    now = anyio.current_time()
                     tried = " or ".join(f"{a.host}:{a.port}" for a in addresses)
                     where = f" at {tried}" if tried else ""
+                    if waiting_since == -math.inf:
+                        waiting_since = now
+                        still = ""
+                    else:
+                        still = f"still (for {now - waiting_since:.0f} s) "
                     log.info(
-                        "%s: waiting for %s%s (%s); calls to it are kept and sent when it is back",
+                        "%s: %swaiting for %s%s (%s); calls to it are kept and sent when it is "
+                        "back",
                         self.name,
+                        still,
                         destination,
                         where,
                         exc,
                     )
-                    waiting_said = True
+                    waiting_said = now
                 else:
                     log.debug("%s: link to %s down: %s", self.name, destination, exc)
             finally:
@@ -169,8 +201,27 @@ class Peers:
                 if link is not None:
                     with anyio.CancelScope(shield=True):
                         await link.aclose()
-            await anyio.sleep(backoff)
+            with anyio.move_on_after(backoff):
+                await moved.wait()
+                backoff = 0.025  # told where it is now: try there at once
             backoff = min(backoff * 2, MAX_BACKOFF)
+
+    async def _leave_if_moved(self, destination: str, address: PeerAddress) -> None:
+        """End a working link when discovery announces its peer elsewhere: a device that lost
+        power never closes its end, and a link to it could stay open for minutes."""
+        moved = self._moved(destination)
+        while True:
+            await moved.wait()
+            now = await self.discovery.resolve(destination)
+            if now and now[0] != address:
+                log.info(
+                    "%s: %s is announced at %s now; leaving %s",
+                    self.name,
+                    destination,
+                    now[0],
+                    address,
+                )
+                raise ClosedByUs(f"{destination} moved to {now[0]}")
 
     async def _send_loop(self, link: Link, out: Output) -> None:
         wake = self._sender_wakeup(out.destination)
@@ -369,15 +420,20 @@ async def _until_first_ends(*halves: Callable[[], Awaitable[None]]) -> None:
 
 
 async def _connect(
-    transport: Transport, addresses: list[PeerAddress], name: str
+    transport: Transport, addresses: list[PeerAddress], name: str, timeout: float
 ) -> tuple[Link, PeerAddress]:
-    """A connection to the first of ``addresses`` that answers; the last failure if none does."""
+    """A connection to the first of ``addresses`` that answers within ``timeout`` seconds; the
+    last failure if none does (an address whose host is gone would otherwise hold the sender
+    for minutes of SYN retries)."""
     if not addresses:
         raise ConnectionError("no address is known for it")
     failure: BaseException | None = None
     for address in addresses:
         try:
-            return await transport.connect(address.host, address.port, name=name), address
+            with anyio.fail_after(timeout):
+                return await transport.connect(address.host, address.port, name=name), address
+        except TimeoutError:
+            failure = TimeoutError(f"{address} did not answer within {timeout:g} s")
         except (ConnectionClosed, OSError) as exc:
             failure = exc
     assert failure is not None

@@ -29,7 +29,8 @@ from .checkpoint import Checkpoint
 from .config import PeerAddress, Settings
 from .control import log_identity, serve_control, socket_path
 from .coordinator import Coordinator, CoordinatorOptions
-from .discovery import Discovery, open_discovery
+from .discovery import Discovery, StaticDiscovery, open_discovery
+from .discovery_options import discovery_spec
 from .errors import AmbrosiaError, ConfigError, DeposedError, StateEncodingError
 from .executor import Executor
 from .feed import feed_sources
@@ -68,9 +69,18 @@ class Runtime:
         self.name = settings.name
         self.store = store if store is not None else open_store(settings.log, fsync=settings.fsync)
         self.transport = transport if transport is not None else default_transport(settings)
+        #: closed on the way out only when built here: a caller's may serve several runtimes
+        self._own_discovery = discovery is None
         self.discovery = (
-            discovery if discovery is not None else open_discovery(peers=settings.peers)
+            discovery
+            if discovery is not None
+            else open_discovery(discovery_spec(settings), peers=settings.peers)
         )
+        if settings.listen is None and not isinstance(self.discovery, StaticDiscovery):
+            log.warning(
+                "%s: no --listen: discovery cannot announce it, and no peer can call it",
+                self.name,
+            )
         #: run on the primary besides the immortal's own impulse_sources() (sources.py)
         self.sources = list(sources)
         #: sends the immortal's publishes to the broker of --mqtt (MQTT out)
@@ -192,7 +202,10 @@ class Runtime:
             "chunk": coordinator.chunk,
             "pages": coordinator.next_page - 1,
             "listen": f"{PeerAddress(listen.host, self.port)}" if listen and self.port else None,
-            "peers": {peer: str(address) for peer, address in self.settings.peers.items()},
+            "peers": {
+                peer: "discovered" if address is None else str(address)
+                for peer, address in self.settings.peers.items()
+            },
             "incarnation": coordinator.incarnation,
             "stopped_links": dict(coordinator.stopped_links),
         }
@@ -230,7 +243,12 @@ class Runtime:
                 tg.start_soon(_guarded, self.name, executor.obj.becoming_primary)
                 task_status.started(self)
         finally:
-            self.store.close()
+            try:
+                if self._own_discovery:
+                    with anyio.CancelScope(shield=True), anyio.move_on_after(2):
+                        await self.discovery.aclose()  # a goodbye: peers look elsewhere at once
+            finally:
+                self.store.close()
 
     def _announce(self) -> None:
         """Record the listen address in the log's lease, for ``status`` (if the lease can)."""
