@@ -69,6 +69,13 @@ class Peers:
         _durable_changed: Wakeup
 
         async def wait_page_room(self) -> None: ...
+
+        # of the handover
+        holding: bool
+
+        async def wait_released(self) -> None: ...
+        async def until_held(self) -> None: ...
+        async def serve_handover(self, link: Link, hello: handshake.Hello) -> None: ...
         def accept_batch(
             self,
             source: str,
@@ -87,6 +94,8 @@ class Peers:
         self._inbound: dict[str, Link] = {}
         self._handshaking = 0  # inbound connections not yet through the handshake
         self._turned_away_said = -math.inf  # when we last logged that the cap was reached
+        #: the address each destination was last reached at, tried first the next time
+        self._reached_at: dict[str, PeerAddress] = {}
 
     # --- outbound links ---------------------------------------------------------------------
 
@@ -95,21 +104,13 @@ class Peers:
         out = self.output(destination)
         waiting_said = False
         while True:
+            await self.wait_released()  # a handover holds our output (handover.py)
             link: Link | None = None
             addresses: list[PeerAddress] = []
             try:
                 # resolved on every attempt: an immortal that moved is found where it is now
                 addresses = await self.discovery.resolve(destination)
-                link, address = await _connect(self.transport, addresses, destination)
-                total, replayable = await handshake.initiate(
-                    link,
-                    name=self.name,
-                    destination=destination,
-                    epoch=self.epoch,
-                    secret=self.options.secret,
-                    nonce=self._nonce,
-                    timeout=self.options.handshake_timeout,
-                )
+                link, address, total, replayable = await self._open_link(destination, addresses)
                 link.authenticated()
                 if out.rebase_pending:
                     out.rebase(total, replayable)
@@ -127,7 +128,9 @@ class Peers:
                 backoff = 0.05
                 waiting_said = False
                 await _until_first_ends(
-                    partial(self._read_acks, link, out), partial(self._send_loop, link, out)
+                    partial(self._read_acks, link, out),
+                    partial(self._send_loop, link, out),
+                    self.until_held,
                 )
             except (ConnectionClosed, ProtocolError, OSError) as exc:
                 if isinstance(exc, AuthenticationError | ProtocolError):
@@ -152,6 +155,49 @@ class Peers:
                         await link.aclose()
             await anyio.sleep(backoff)
             backoff = min(backoff * 2, MAX_BACKOFF)
+
+    async def _open_link(
+        self, destination: str, addresses: list[PeerAddress]
+    ) -> tuple[Link, PeerAddress, int, int]:
+        """Connect and handshake with the first of ``addresses`` that takes us, starting with
+        the one that last did. One that cannot be reached, or that closes the connection
+        during the handshake or refuses it as moving away, is passed over for the next: an
+        immortal listed at two addresses (``--peer NAME=A,B``) is found at either."""
+        if not addresses:
+            raise ConnectionError("no address is known for it")
+        last = self._reached_at.get(destination)
+        if last in addresses:
+            addresses = [last, *(a for a in addresses if a != last)]
+        failure: BaseException | None = None
+        for address in addresses:
+            try:
+                link = await self.transport.connect(address.host, address.port, name=destination)
+            except (ConnectionClosed, OSError) as exc:
+                failure = exc
+                continue
+            try:
+                total, replayable = await handshake.initiate(
+                    link,
+                    name=self.name,
+                    destination=destination,
+                    epoch=self.epoch,
+                    secret=self.options.secret,
+                    nonce=self._nonce,
+                    timeout=self.options.handshake_timeout,
+                )
+            except BaseException as exc:
+                with anyio.CancelScope(shield=True):
+                    await link.aclose()
+                if isinstance(exc, ProtocolError) and address != addresses[-1]:
+                    log.error("%s: link to %s failed: %s", self.name, destination, exc)
+                elif not isinstance(exc, ConnectionClosed | OSError):
+                    raise
+                failure = exc
+                continue
+            self._reached_at[destination] = address
+            return link, address, total, replayable
+        assert failure is not None
+        raise failure
 
     async def _send_loop(self, link: Link, out: Output) -> None:
         wake = self._sender_wakeup(out.destination)
@@ -184,11 +230,15 @@ class Peers:
         out.rebase(mark[0], mark[1])
         wake = self._sender_wakeup(self.name)
         while True:
+            await self.wait_released()  # a handover holds every input
             first, replayable, batch = out.unsent(min(self.options.page_bytes, MAX_BATCH))
             if not batch:
                 await wake.wait()
                 continue
             await self.wait_page_room()
+            if self.holding:
+                out.sent_total = first - 1  # taken back: sent again once the hold is lifted
+                continue
             self.accept_batch(
                 self.name, first, len(batch), replayable, b"".join(batch), trusted=True
             )
@@ -222,12 +272,19 @@ class Peers:
                 )
                 return
             source = hello.source
+            if hello.fields.get("role") == handshake.MIGRATE:
+                await self.serve_handover(link, hello)  # the new instance of this immortal
+                return
+            if self.holding:
+                raise _Moving(f"{self.name} is handing itself over to a new instance")
             secret = self.options.secret
             handshake.check(hello, name=self.name, secret=secret, peer=link.peer)
             tls.check_claim(link.certificate_names, source, link.peer)
             link.authenticated()
             authenticated = True
             self._handshaking -= 1
+            if self.holding:
+                raise _Moving(f"{self.name} is handing itself over to a new instance")
             previous = self._inbound.get(source)
             self._inbound[source] = link  # a newer connection from the same sender wins
             if previous is not None:
@@ -244,6 +301,9 @@ class Peers:
             await _until_first_ends(
                 partial(self._write_acks, link, source), partial(self._read_data, link, source)
             )
+        except _Moving as exc:
+            log.debug("%s: turned %s (%s) away: %s", self.name, source, link.peer, exc)
+            await handshake.refuse(link, exc, code=handshake.MOVED)
         except ProtocolError as exc:
             self.stats["refused"] += 1
             log.warning("%s: refused link from %s (%s): %s", self.name, source, link.peer, exc)
@@ -298,6 +358,11 @@ class Peers:
             await wake.wait()
 
 
+class _Moving(ProtocolError):
+    """A connection turned away because this immortal is handing itself over: refused with
+    code "moved", so the sender tries its next address."""
+
+
 async def _until_first_ends(*halves: Callable[[], Awaitable[None]]) -> None:
     """Run the two directions of a link until one ends; re-raise its error unwrapped.
 
@@ -326,19 +391,3 @@ async def _until_first_ends(*halves: Callable[[], Awaitable[None]]) -> None:
             # no cycle (error, traceback, this frame, error): it would keep the link and
             # what it holds alive until the cycle collector runs
             del error
-
-
-async def _connect(
-    transport: Transport, addresses: list[PeerAddress], name: str
-) -> tuple[Link, PeerAddress]:
-    """A connection to the first of ``addresses`` that answers; the last failure if none does."""
-    if not addresses:
-        raise ConnectionError("no address is known for it")
-    failure: BaseException | None = None
-    for address in addresses:
-        try:
-            return await transport.connect(address.host, address.port, name=name), address
-        except (ConnectionClosed, OSError) as exc:
-            failure = exc
-    assert failure is not None
-    raise failure

@@ -327,7 +327,7 @@ def test_frame_head_limits() -> None:
     with pytest.raises(ProtocolError):
         wire.parse_head(bytes.fromhex("0000000005"))  # length 0 cannot even hold the type
     with pytest.raises(ProtocolError):
-        wire.parse_head(bytes.fromhex("0100000007"))  # type 7 is not defined
+        wire.parse_head(bytes.fromhex("010000000b"))  # type 11 is not defined
     with pytest.raises(ProtocolError):
         wire.parse_head((wire.MAX_FRAME + 1).to_bytes(4, "little") + b"\x05")
     assert wire.parse_head(wire.MAX_FRAME.to_bytes(4, "little") + b"\x04")[0] == wire.MAX_FRAME - 1
