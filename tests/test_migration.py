@@ -62,6 +62,7 @@ class Devices:
         return list(state["seen"]) if state else []
 
     def wait_calls(self, n: int) -> None:
+        n = min(n, self.calls)
         wait_for(lambda: len(self.seen()) >= n, 60, f"{n} calls", self.output)
 
     def stop_all(self) -> None:
@@ -100,5 +101,142 @@ def test_a_server_migrating_three_times_under_load_executes_every_call_once(
         assert code == 3, out
         assert "is sealed" in out and f"moved to 127.0.0.1:{d.pb}" in out
         assert len(d.seen()) == d.calls
+    finally:
+        d.stop_all()
+
+
+# --- crashes in the middle of a move ----------------------------------------------------------
+#
+# Each test kills one side at one point of the handover (a failpoint: the process SIGKILLs
+# itself there) and checks that one of the two instances ends up the owner, and that the
+# client's calls are all executed exactly once in the end.
+
+KILLED = 2000
+
+
+def failpoint(name: str) -> dict[str, str]:
+    return {"AMBROSIA_TEST_CALLS": str(KILLED), "AMBROSIA_EDGE_FAILPOINTS": f"{name}:1"}
+
+
+def finish(d: Devices) -> None:
+    wait_for(lambda: (s := d.client.status()) and s["done"], 120, "every call", d.output)
+    assert d.seen() == list(range(1, d.calls + 1))  # no gap, no duplicate
+
+
+def exited(child: Child, timeout: float = 60) -> int:
+    assert child.proc is not None
+    return child.proc.wait(timeout=timeout)
+
+
+def test_the_old_instance_killed_before_sealing_keeps_the_immortal(tmp_path: Path) -> None:
+    d = Devices(tmp_path, KILLED)
+    old = d.server(d.a, d.pa)
+    old.env = failpoint("handover-seal")  # dies when the copy is confirmed, before the seal
+    old.start()
+    d.client.start()
+    try:
+        d.wait_calls(KILLED // 4)
+        new = d.server(d.b, d.pb, "--migrate-from", f"127.0.0.1:{d.pa}")
+        new.start()
+        assert exited(new) == 1
+        assert exited(old) == -9
+        out = new.output()
+        assert "interrupted after the copy was made" in out, out
+        assert not d.b.exists()  # no log at the new home, half or whole
+        staging = d.b.with_name("server.migrating")
+        assert staging.exists() and f"mv {staging} {d.b}" in out
+
+        # the old log was not sealed: the old instance runs again, and owns the immortal
+        old.env = d.env
+        old.start()
+        d.wait_calls(len(d.seen()) + 20)
+        # moving it once more works, and replaces the stale copy
+        again = d.server(d.b, d.pb, "--migrate-from", f"127.0.0.1:{d.pa}")
+        again.start()
+        assert exited(old) == 0, d.output()
+        finish(d)
+        assert not staging.exists()
+    finally:
+        d.stop_all()
+
+
+def test_the_old_instance_killed_after_sealing_hands_over_by_a_rename(tmp_path: Path) -> None:
+    d = Devices(tmp_path, KILLED)
+    old = d.server(d.a, d.pa)
+    old.env = failpoint("handover-sealed")  # dies right after the seal, before saying so
+    old.start()
+    d.client.start()
+    try:
+        d.wait_calls(KILLED // 4)
+        new = d.server(d.b, d.pb, "--migrate-from", f"127.0.0.1:{d.pa}")
+        new.start()
+        assert exited(new) == 1
+        assert exited(old) == -9
+        staging = d.b.with_name("server.migrating")
+        assert staging.exists() and not d.b.exists()
+        # started again, the old instance refuses: its log names the new home
+        old.env = d.env
+        old.start()
+        assert exited(old) == 3
+        assert f"moved to 127.0.0.1:{d.pb}" in old.output()
+        # a plain start at the new home refuses too, until the move is finished by hand
+        plain = d.server(d.b, d.pb)
+        plain.start()
+        assert exited(plain) == 1
+        assert "unfinished move" in plain.output()
+        staging.rename(d.b)  # what the error messages say to do
+        d.server(d.b, d.pb).start()
+        finish(d)
+    finally:
+        d.stop_all()
+
+
+def test_the_new_instance_killed_before_ready_leaves_the_old_one_in_charge(
+    tmp_path: Path,
+) -> None:
+    d = Devices(tmp_path, KILLED)
+    old = d.server(d.a, d.pa)
+    old.start()
+    d.client.start()
+    try:
+        d.wait_calls(KILLED // 4)
+        new = d.server(d.b, d.pb, "--migrate-from", f"127.0.0.1:{d.pa}")
+        new.env = failpoint("migrate-ready")  # dies with the copy made, before saying READY
+        new.start()
+        assert exited(new) == -9
+        wait_for(
+            lambda: "abandoned" in old.output(), 30, "the old instance to go on", d.output
+        )
+        d.wait_calls(len(d.seen()) + 20)  # it does, as the primary
+        assert old.proc is not None and old.proc.poll() is None
+        assert not d.b.exists()
+        again = d.server(d.b, d.pb, "--migrate-from", f"127.0.0.1:{d.pa}")
+        again.start()
+        assert exited(old) == 0, d.output()
+        finish(d)
+    finally:
+        d.stop_all()
+
+
+def test_the_new_instance_killed_after_the_seal_finishes_when_started_again(
+    tmp_path: Path,
+) -> None:
+    d = Devices(tmp_path, KILLED)
+    old = d.server(d.a, d.pa)
+    old.start()
+    d.client.start()
+    try:
+        d.wait_calls(KILLED // 4)
+        new = d.server(d.b, d.pb, "--migrate-from", f"127.0.0.1:{d.pa}")
+        new.env = failpoint("migrate-sealed")  # dies after SEALED, before the rename
+        new.start()
+        assert exited(new) == -9
+        assert exited(old) == 0, d.output()
+        assert not d.b.exists()
+        # the same command again: the copy is known to be sealed, so it becomes the log
+        again = d.server(d.b, d.pb, "--migrate-from", f"127.0.0.1:{d.pa}")
+        again.start()
+        finish(d)
+        assert "finished the move" in again.output()
     finally:
         d.stop_all()
