@@ -111,7 +111,7 @@ def test_a_server_migrating_three_times_under_load_executes_every_call_once(
 # itself there) and checks that one of the two instances ends up the owner, and that the
 # client's calls are all executed exactly once in the end.
 
-KILLED = 2000
+KILLED = 600
 
 
 def failpoint(name: str) -> dict[str, str]:
