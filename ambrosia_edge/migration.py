@@ -263,9 +263,10 @@ async def _take_over(
         raise MigrationError(
             f"the move from {address} was interrupted after the copy was made ({exc}), and "
             f"whether the old instance sealed its log is not known. The complete copy is in "
-            f"{staging}. Run this same command again once {address} runs: if it was not "
-            f"sealed it hands over again. If starting it refuses, saying the immortal moved "
-            f"here, the move happened: finish it with mv {staging} {path}"
+            f"{staging}. On the old device, `ambrosia-edge status` on its log tells: if it says "
+            f"the log is sealed and the immortal moved here, the move happened: finish it with "
+            f"mv {staging} {path}. If not, start the old instance again (it still owns the "
+            f"immortal) and run this same command again"
         ) from None
     finally:
         with anyio.CancelScope(shield=True):

@@ -145,6 +145,7 @@ def test_the_old_instance_killed_before_sealing_keeps_the_immortal(tmp_path: Pat
         assert not d.b.exists()  # no log at the new home, half or whole
         staging = d.b.with_name("server.migrating")
         assert staging.exists() and f"mv {staging} {d.b}" in out
+        assert "sealed" not in cli("status", str(d.a), cwd=tmp_path).stdout  # so: not moved
 
         # the old log was not sealed: the old instance runs again, and owns the immortal
         old.env = d.env
@@ -179,6 +180,8 @@ def test_the_old_instance_killed_after_sealing_hands_over_by_a_rename(tmp_path: 
         old.start()
         assert exited(old) == 3
         assert f"moved to 127.0.0.1:{d.pb}" in old.output()
+        status = cli("status", str(d.a), cwd=tmp_path)
+        assert f"the log is sealed: the immortal moved to 127.0.0.1:{d.pb}" in status.stdout
         # a plain start at the new home refuses too, until the move is finished by hand
         plain = d.server(d.b, d.pb)
         plain.start()
@@ -204,9 +207,7 @@ def test_the_new_instance_killed_before_ready_leaves_the_old_one_in_charge(
         new.env = failpoint("migrate-ready")  # dies with the copy made, before saying READY
         new.start()
         assert exited(new) == -9
-        wait_for(
-            lambda: "abandoned" in old.output(), 30, "the old instance to go on", d.output
-        )
+        wait_for(lambda: "abandoned" in old.output(), 30, "the old instance to go on", d.output)
         d.wait_calls(len(d.seen()) + 20)  # it does, as the primary
         assert old.proc is not None and old.proc.poll() is None
         assert not d.b.exists()
