@@ -8,7 +8,7 @@ says READY; the old instance seals its log (:mod:`.handover`, :mod:`.seal`) and 
 only then does the staging directory become the log, by one rename. Recovery then runs as
 after any restart, and the immortal becomes primary here in the next epoch.
 
-What a crash at each point leaves (docs/guide.md, "Moving an immortal"):
+What a crash at each point leaves (docs/devices.md, "Moving an immortal to another device"):
 
 * before READY: the old instance goes on as the primary; the staging directory is only a
   partial copy, never a log, and the next attempt replaces it;
@@ -140,7 +140,7 @@ def _local_path(store: LogStore) -> Path:
         raise MigrationError(
             f"--migrate-from copies the log into a local directory, and {store.url} is not "
             "one. On a shared mount or an object store the new device reads the same log: "
-            "stop the immortal and start it there (docs/guide.md, 'Moving an immortal')"
+            "stop the immortal and start it there (docs/devices.md)"
         )
     return path
 
@@ -176,7 +176,7 @@ async def _resolve(runtime: _NewInstance, target: str) -> list[PeerAddress]:
     if not addresses:
         raise MigrationError(
             f"no address is known for {target!r}: give --migrate-from HOST:PORT, or run a "
-            "discovery that finds it (docs/guide.md)"
+            "discovery that finds it"
         )
     return addresses
 
