@@ -34,7 +34,8 @@ class Devices:
         self.tmp = tmp_path
         self.status = tmp_path / "status"
         self.status.mkdir()
-        self.env = {"AMBROSIA_TEST_CALLS": str(calls)}
+        # with a deployment secret: the handover's MACs are checked in every move
+        self.env = {"AMBROSIA_TEST_CALLS": str(calls), "AMBROSIA_EDGE_SECRET": "s3cret"}
         self.calls = calls
         self.pa, self.pb, self.pc = free_port(), free_port(), free_port()
         self.a = tmp_path / "device-a" / "server"
@@ -111,11 +112,11 @@ def test_a_server_migrating_three_times_under_load_executes_every_call_once(
 # itself there) and checks that one of the two instances ends up the owner, and that the
 # client's calls are all executed exactly once in the end.
 
-KILLED = 600
+KILLED = 2000
 
 
-def failpoint(name: str) -> dict[str, str]:
-    return {"AMBROSIA_TEST_CALLS": str(KILLED), "AMBROSIA_EDGE_FAILPOINTS": f"{name}:1"}
+def failpoint(d: Devices, name: str) -> dict[str, str]:
+    return {**d.env, "AMBROSIA_EDGE_FAILPOINTS": f"{name}:1"}
 
 
 def finish(d: Devices) -> None:
@@ -131,7 +132,7 @@ def exited(child: Child, timeout: float = 60) -> int:
 def test_the_old_instance_killed_before_sealing_keeps_the_immortal(tmp_path: Path) -> None:
     d = Devices(tmp_path, KILLED)
     old = d.server(d.a, d.pa)
-    old.env = failpoint("handover-seal")  # dies when the copy is confirmed, before the seal
+    old.env = failpoint(d, "handover-seal")  # dies when the copy is confirmed, before the seal
     old.start()
     d.client.start()
     try:
@@ -164,7 +165,7 @@ def test_the_old_instance_killed_before_sealing_keeps_the_immortal(tmp_path: Pat
 def test_the_old_instance_killed_after_sealing_hands_over_by_a_rename(tmp_path: Path) -> None:
     d = Devices(tmp_path, KILLED)
     old = d.server(d.a, d.pa)
-    old.env = failpoint("handover-sealed")  # dies right after the seal, before saying so
+    old.env = failpoint(d, "handover-sealed")  # dies right after the seal, before saying so
     old.start()
     d.client.start()
     try:
@@ -204,7 +205,7 @@ def test_the_new_instance_killed_before_ready_leaves_the_old_one_in_charge(
     try:
         d.wait_calls(KILLED // 4)
         new = d.server(d.b, d.pb, "--migrate-from", f"127.0.0.1:{d.pa}")
-        new.env = failpoint("migrate-ready")  # dies with the copy made, before saying READY
+        new.env = failpoint(d, "migrate-ready")  # dies with the copy made, before saying READY
         new.start()
         assert exited(new) == -9
         wait_for(lambda: "abandoned" in old.output(), 30, "the old instance to go on", d.output)
@@ -229,7 +230,7 @@ def test_the_new_instance_killed_after_the_seal_finishes_when_started_again(
     try:
         d.wait_calls(KILLED // 4)
         new = d.server(d.b, d.pb, "--migrate-from", f"127.0.0.1:{d.pa}")
-        new.env = failpoint("migrate-sealed")  # dies after SEALED, before the rename
+        new.env = failpoint(d, "migrate-sealed")  # dies after SEALED, before the rename
         new.start()
         assert exited(new) == -9
         assert exited(old) == 0, d.output()
@@ -237,7 +238,44 @@ def test_the_new_instance_killed_after_the_seal_finishes_when_started_again(
         # the same command again: the copy is known to be sealed, so it becomes the log
         again = d.server(d.b, d.pb, "--migrate-from", f"127.0.0.1:{d.pa}")
         again.start()
+        wait_for(lambda: "finished the move" in again.output(), 30, "the move", d.output)
         finish(d)
-        assert "finished the move" in again.output()
+    finally:
+        d.stop_all()
+
+
+def test_a_move_over_tls_needs_a_certificate_for_the_immortal(tmp_path: Path) -> None:
+    """With TLS the new instance proves itself as a link's sender does: a certificate of the
+    deployment's CA for the immortal's name. One for another name is refused, nothing moves."""
+    import trustme
+
+    ca = trustme.CA()
+    tls = tmp_path / "tls"
+    tls.mkdir()
+    ca.cert_pem.write_to_path(str(tls / "ca.pem"))
+
+    def flags(name: str) -> list[str]:
+        cert = ca.issue_cert(name)
+        cert.cert_chain_pems[0].write_to_path(str(tls / f"{name}.pem"))
+        cert.private_key_pem.write_to_path(str(tls / f"{name}.key"))
+        return ["--tls-cert", str(tls / f"{name}.pem"), "--tls-key", str(tls / f"{name}.key"),
+                "--tls-ca", str(tls / "ca.pem")]  # fmt: skip
+
+    d = Devices(tmp_path, 400)
+    d.client.args += flags("client")
+    server = d.server(d.a, d.pa, *flags("server"))
+    server.start()
+    d.client.start()
+    try:
+        d.wait_calls(100)
+        impostor = d.server(d.b, d.pb, "--migrate-from", f"127.0.0.1:{d.pa}", *flags("client"))
+        impostor.start()
+        assert exited(impostor) == 1
+        assert "refused to hand server over" in impostor.output(), impostor.output()
+        assert not d.b.exists() and not d.b.with_name("server.migrating").exists()
+        new = d.server(d.b, d.pb, "--migrate-from", f"127.0.0.1:{d.pa}", *flags("server"))
+        new.start()
+        assert exited(server) == 0, d.output()
+        finish(d)
     finally:
         d.stop_all()
