@@ -107,7 +107,7 @@ async def initiate(
         refusal = wire.parse_control(payload, "message")
         if refusal.get("code") == MOVED:
             # an ordinary outcome, like a peer gone: the sender tries its next address
-            raise BrokenByPeer(f"{destination} at {link.peer} is moving: {refusal['message']}")
+            raise PeerMoving(f"{destination} at {link.peer} is moving: {refusal['message']}")
         raise ProtocolError(f"{destination} refused the connection: {refusal['message']}")
     if ftype is not Frame.WELCOME:
         raise ProtocolError(f"{destination} answered the hello with {ftype.name}")
@@ -181,6 +181,11 @@ async def welcome(
         their_nonce = wire.bytes_field(hello.fields, "nonce", NONCE_BYTES)
         fields["mac"] = mac(secret, their_nonce, name, hello.source, welcome=True)
     await link.send(wire.control(Frame.WELCOME, fields))
+
+
+class PeerMoving(BrokenByPeer):
+    """The receiver refused with code "moved": it is handing itself over to a new instance,
+    which will listen elsewhere soon."""
 
 
 #: REFUSE's code from an immortal that is handing itself over to a new instance: try the next

@@ -31,6 +31,7 @@ import logging
 import os
 import shutil
 import socket
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -204,6 +205,7 @@ async def _take_over(
     link, address = await _connect(runtime, addresses)
     ready_sent = False
     try:
+        started = time.monotonic()
         offer = await _handshake(link, runtime, address, home)
         where = f"{name} at {address}"
         size, digest = offer["bytes"], offer["sha256"]
@@ -221,7 +223,7 @@ async def _take_over(
         try:
             await _receive_archive(link, archive, size, digest, where)
             try:
-                await anyio.to_thread.run_sync(import_log, archive, str(staging))
+                await anyio.to_thread.run_sync(_unpack, archive, staging)
             except ArchiveError as exc:
                 raise MigrationError(f"the copy from {where} was refused: {exc}") from None
         finally:
@@ -241,9 +243,10 @@ async def _take_over(
             failpoints.crash()
         _commit(staging, path)
         log.info(
-            "%s: moved here from %s; its log is sealed, this one takes over in epoch %d",
+            "%s: moved here from %s in %.2f s; its log is sealed, this one takes over in epoch %d",
             name,
             address,
+            time.monotonic() - started,
             sealed["epoch"],
         )
     except (ConnectionClosed, OSError, ProtocolError) as exc:
@@ -356,6 +359,17 @@ async def _receive_sealed(link: Link, where: str) -> dict[str, Any]:
     sealed = wire.parse_control(payload, "moved_to", "epoch")
     wire.int_field(sealed, "epoch")
     return sealed
+
+
+def _unpack(archive: Path, staging: Path) -> None:
+    """Import the archive into the staging directory and make every file of it durable."""
+    import_log(archive, str(staging), sync=False)
+    for file in staging.iterdir():
+        if file.is_file():
+            with open(file, "rb+") as fh:
+                os.fsync(fh.fileno())
+    _flush_directory(staging)
+    _flush_directory(staging.parent)
 
 
 def _read_marker(staging: Path) -> dict[str, Any] | None:

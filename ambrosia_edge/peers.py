@@ -35,6 +35,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("ambrosia_edge")
 
 MAX_BACKOFF = 5.0
+#: For this long after a peer said it is moving to a new instance, it is retried every 50 ms
+#: rather than with a growing back-off: the move takes a moment, not minutes.
+MOVE_GRACE = 30.0
 #: A DATA frame must fit in wire.MAX_FRAME: batches stop at half of it.
 MAX_BATCH = wire.MAX_FRAME // 2
 #: The least time between two ACKs on one connection (docs/protocol.md 4.9).
@@ -96,6 +99,8 @@ class Peers:
         self._turned_away_said = -math.inf  # when we last logged that the cap was reached
         #: the address each destination was last reached at, tried first the next time
         self._reached_at: dict[str, PeerAddress] = {}
+        #: until when each destination that said it is moving is retried without back-off
+        self._moving_until: dict[str, float] = {}
 
     # --- outbound links ---------------------------------------------------------------------
 
@@ -149,6 +154,8 @@ class Peers:
                     waiting_said = True
                 else:
                     log.debug("%s: link to %s down: %s", self.name, destination, exc)
+                if anyio.current_time() < self._moving_until.get(destination, -math.inf):
+                    backoff = 0.05  # its new instance listens any moment: look again soon
             finally:
                 if link is not None:
                     with anyio.CancelScope(shield=True):
@@ -188,6 +195,8 @@ class Peers:
             except BaseException as exc:
                 with anyio.CancelScope(shield=True):
                     await link.aclose()
+                if isinstance(exc, handshake.PeerMoving):
+                    self._moving_until[destination] = anyio.current_time() + MOVE_GRACE
                 if isinstance(exc, ProtocolError) and address != addresses[-1]:
                     log.error("%s: link to %s failed: %s", self.name, destination, exc)
                 elif not isinstance(exc, ConnectionClosed | OSError):

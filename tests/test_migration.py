@@ -8,8 +8,12 @@ the immortal went and exits 0; the client, which lists both addresses for the se
 
 from __future__ import annotations
 
+import itertools
 import subprocess
 import sys
+import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 from support import APPS, Child, free_port, wait_for
@@ -66,6 +70,27 @@ class Devices:
         n = min(n, self.calls)
         wait_for(lambda: len(self.seen()) >= n, 60, f"{n} calls", self.output)
 
+    def watch(self) -> Callable[[], list[float]]:
+        """Record when the client's count of results grows; the returned function stops and
+        gives the longest times without a new result (the pauses the moves cause)."""
+        marks: list[tuple[float, int]] = []
+        stop = threading.Event()
+
+        def poll() -> None:
+            while not stop.wait(0.005):
+                marks.append((time.monotonic(), len(self.seen())))
+
+        thread = threading.Thread(target=poll, daemon=True)
+        thread.start()
+
+        def pauses() -> list[float]:
+            stop.set()
+            thread.join()
+            changes = [t for (t, n), (_, m) in zip(marks[1:], marks, strict=False) if n != m]
+            return sorted((b - a for a, b in itertools.pairwise(changes)), reverse=True)
+
+        return pauses
+
     def stop_all(self) -> None:
         for child in [*self.instances, self.client]:
             child.kill()
@@ -79,6 +104,8 @@ def test_a_server_migrating_three_times_under_load_executes_every_call_once(
     server.start()
     d.client.start()
     try:
+        d.wait_calls(1)
+        pauses = d.watch()
         homes = [(d.b, d.pb), (d.a, d.pa), (d.b, d.pb)]
         for move, (log, port) in enumerate(homes, 1):
             d.wait_calls(move * d.calls // 5)
@@ -92,6 +119,8 @@ def test_a_server_migrating_three_times_under_load_executes_every_call_once(
             d.wait_calls(before + 20)  # the client follows by itself
         wait_for(lambda: (s := d.client.status()) and s["done"], 120, "every call", d.output)
         assert d.seen() == list(range(1, d.calls + 1))  # no gap, no duplicate
+        longest = pauses()[:3]
+        print(f"\nthe three longest pauses of the client's calls: {longest} s")
 
         # device A's log was sealed by the third move: starting it there refuses, naming B
         stale = d.server(d.a, d.pa)
