@@ -58,6 +58,9 @@ class Checkpointing:
 
         def _over_bound(self) -> bool: ...
 
+        # of the handover
+        holding: bool
+
     def _init_checkpointing(self) -> None:
         #: take a checkpoint as soon as possible (first start, CLI ``checkpoint``, SIGUSR1)
         self.checkpoint_requested = False
@@ -76,6 +79,8 @@ class Checkpointing:
         and the checkpointer is done with the previous checkpoint."""
         if not (self.checkpoint_requested or self.log_bytes >= self.options.checkpoint_bytes):
             return False
+        if self.holding:
+            return False  # a handover is packing the log: it must stand still (handover.py)
         if self._unstored is not None:
             return False
         executor = self.executor

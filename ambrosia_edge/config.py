@@ -214,6 +214,17 @@ class StoreOptions:
         "(default: a per-user state directory named after --name)",
         example="/var/lib/ambrosia/server",
     )
+    migrate_from: str | None = option(
+        default=None,
+        kind=TEXT,
+        flag="--migrate-from",
+        key=None,
+        metavar="HOST:PORT|NAME",
+        help="take the immortal over from its running instance at HOST:PORT (or found by "
+        "its NAME through discovery): its log is copied into --log, which must hold none, "
+        "and the old instance seals its own and stops (a live migration)",
+        example="192.168.1.20:7001",
+    )
     fsync: bool = option(
         default=True,
         kind=SWITCH,

@@ -13,12 +13,13 @@ timer. Checkpoints are stored by a task of their own, while pages go on into the
 The parts live in modules of their own, one concept each: :mod:`.committer` (where a page is
 committed), :mod:`.dispatcher` (where it runs), :mod:`.checkpointing` (where a checkpoint is
 taken, and retention), :mod:`.peers` (where peers connect; the handshake is
-:mod:`.handshake`). They are mixins of one class rather than objects pointing at each other:
-the per-message path reads and writes state of several parts (watermarks, the pending page,
-output buffers), and one object keeps each of those a single attribute lookup, as tuned. Each
-part declares, under ``TYPE_CHECKING``, what it uses of the others. This module holds the
-state they share, the outbox the executor sends through, ``snapshot``/``restore`` for
-checkpoints, and ``run``, which starts the tasks.
+:mod:`.handshake`), and :mod:`.handover` (handing the immortal over to a new instance, the
+old side of a live migration). They are mixins of one class rather than objects pointing at
+each other: the per-message path reads and writes state of several parts (watermarks, the
+pending page, output buffers), and one object keeps each of those a single attribute lookup,
+as tuned. Each part declares, under ``TYPE_CHECKING``, what it uses of the others. This module
+holds the state they share, the outbox the executor sends through, ``snapshot``/``restore``
+for checkpoints, and ``run``, which starts the tasks.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from .coordinator_options import CoordinatorOptions
 from .discovery import Discovery, StaticDiscovery
 from .dispatcher import Dispatcher, Runner
 from .errors import CodecError
+from .handover import Handover
 from .handshake import NonceSource
 from .kinds import PeerAddress
 from .logwriter import LogWriter
@@ -73,7 +75,7 @@ def _unhosted(outbox: Coordinator) -> Runner:
     return _Unhosted()
 
 
-class Coordinator(Committer, Dispatcher, Checkpointing, Peers):
+class Coordinator(Committer, Dispatcher, Checkpointing, Peers, Handover):
     """Owns one immortal's log, its input watermarks, its output buffers and its links.
 
     The executor and the coordinator need each other: the executor sends through the
@@ -139,6 +141,7 @@ class Coordinator(Committer, Dispatcher, Checkpointing, Peers):
         self._init_dispatcher()
         self._init_checkpointing()
         self._init_peers(nonce)
+        self._init_handover()
         self.executor: Runner = executor(self)  # last: the outbox is ready
 
     # --- outbox, used by the executor ---------------------------------------------------

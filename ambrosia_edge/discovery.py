@@ -16,7 +16,7 @@ from typing import Protocol, runtime_checkable
 
 import anyio
 
-from .kinds import PeerAddress
+from .kinds import PeerAddress, each_address
 from .registry import load
 
 
@@ -70,7 +70,7 @@ class StaticDiscovery:
 
     async def resolve(self, name: str) -> list[PeerAddress]:
         address = self._table.get(name)
-        return [] if address is None else [address]
+        return [] if address is None else each_address(address)
 
     def names(self) -> list[str]:
         return list(self._table)

@@ -33,16 +33,31 @@ from .wire import Frame
 
 NONCE_BYTES = 16
 
+#: HELLO's ``"role"`` when the new instance of an immortal comes to take it over from the
+#: running one (a live migration, docs/protocol.md 4.19); a HELLO without it opens a link.
+MIGRATE = "migrate"
+#: The labels of the two MACs of a migration: the new instance's HELLO, the old one's OFFER.
+MIGRATE_LABEL = b"ambrosia-edge/migrate\0"
+OFFER_LABEL = b"ambrosia-edge/offer\0"
+
 #: Where fresh nonces come from; a test passes a fixed one to reproduce the documented frames.
 NonceSource = Callable[[int], bytes]
 
 
 def mac(
-    secret: str, nonce: bytes, source: str, destination: str, *, welcome: bool = False
+    secret: str,
+    nonce: bytes,
+    source: str,
+    destination: str,
+    *,
+    welcome: bool = False,
+    label: bytes | None = None,
 ) -> bytes:
     """HMAC-SHA256 proving knowledge of the deployment secret, bound to the peer's nonce and
-    to the direction, so a HELLO cannot be replayed as a WELCOME or to another immortal."""
-    label = b"ambrosia-edge/welcome\0" if welcome else b"ambrosia-edge/hello\0"
+    to the direction, so a HELLO cannot be replayed as a WELCOME or to another immortal.
+    ``label`` overrides the direction's label (a migration's MACs have their own)."""
+    if label is None:
+        label = b"ambrosia-edge/welcome\0" if welcome else b"ambrosia-edge/hello\0"
     message = label + nonce + source.encode() + b"\0" + destination.encode()
     return hmac.new(secret.encode(), message, hashlib.sha256).digest()
 
@@ -104,6 +119,9 @@ async def initiate(
     ftype, payload = await link.receive()
     if ftype is Frame.REFUSE:
         refusal = wire.parse_control(payload, "message")
+        if refusal.get("code") == MOVED:
+            # an ordinary outcome, like a peer gone: the sender tries its next address
+            raise PeerMoving(f"{destination} at {link.peer} is moving: {refusal['message']}")
         kind = IncarnationError if refusal.get("code") == IncarnationError.code else ProtocolError
         raise kind(f"{destination} refused the connection: {refusal['message']}")
     if ftype is not Frame.WELCOME:
@@ -148,6 +166,21 @@ async def accept(link: Link, *, nonce: NonceSource, incarnation: str | None = No
     return Hello(str(hello["from"]), hello, challenge)
 
 
+def check_migration(hello: Hello, *, name: str, secret: str | None, peer: str) -> None:
+    """Raise ProtocolError (or AuthenticationError) unless ``hello`` is the new instance of this
+    very immortal asking to take it over, proving the deployment secret if there is one."""
+    fields = hello.fields
+    if fields["v"] != wire.PROTOCOL_VERSION:
+        raise ProtocolError(f"protocol version {fields['v']} is not {wire.PROTOCOL_VERSION}")
+    if fields["to"] != name or hello.source != name:
+        raise ProtocolError(
+            f"this is immortal {name!r}: a migration of {fields['to']!r} cannot take it over"
+        )
+    if secret is not None:
+        expected = mac(secret, hello.challenge, name, name, label=MIGRATE_LABEL)
+        _verify(fields, expected, f"the new instance of {name} at {peer}")
+
+
 def check(hello: Hello, *, name: str, secret: str | None, peer: str) -> None:
     """Raise ProtocolError (or its subclass AuthenticationError) if ``hello`` must be refused."""
     fields, source = hello.fields, hello.source
@@ -172,7 +205,18 @@ async def welcome(
     await link.send(wire.control(Frame.WELCOME, fields))
 
 
-async def refuse(link: Link, exc: ProtocolError) -> None:
+class PeerMoving(BrokenByPeer):
+    """The receiver refused with code "moved": it is handing itself over to a new instance,
+    which will listen elsewhere soon."""
+
+
+#: REFUSE's code from an immortal that is handing itself over to a new instance: try the next
+#: address (an ordinary outcome, not a protocol error).
+MOVED = "moved"
+
+
+async def refuse(link: Link, exc: ProtocolError, *, code: str | None = None) -> None:
     """Tell the peer why, if it still listens (for a second at most)."""
+    fields = {"code": code or exc.code, "message": str(exc)}
     with anyio.move_on_after(1), contextlib.suppress(ConnectionClosed):
-        await link.send(wire.control(Frame.REFUSE, {"code": exc.code, "message": str(exc)}))
+        await link.send(wire.control(Frame.REFUSE, fields))

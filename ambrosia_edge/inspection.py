@@ -25,6 +25,7 @@ from .errors import CheckpointError, StoreError
 from .lease import Lease, lease_of, process_alive
 from .page import decode_chunk_header, decode_page
 from .records import RecordScan, RecordType, scan_file, scan_records
+from .seal import decode_seal, is_seal
 from .store import LogStore, open_store
 
 __all__ = ["LogReport", "inspect_log", "read_log"]
@@ -338,6 +339,13 @@ def _read_chunk(
                         "was expected: pages are missing between chunks"
                     )
                 expected_page = info.first_page
+                continue
+            if rtype == RecordType.SEAL or (rtype is None and is_seal(body)):
+                seal = decode_seal(body, where)
+                report.notes.append(
+                    f"{where}: the log is sealed after page {seal.last_page}: the immortal "
+                    f"moved to {seal.moved_to} (epoch {seal.epoch}) on {seal.sealed_at}"
+                )
                 continue
             if rtype is not None and rtype != RecordType.PAGE:
                 report.notes.append(f"{where}: record of unknown type {rtype} skipped")

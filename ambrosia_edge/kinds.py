@@ -36,13 +36,16 @@ __all__ = [
     "SWITCH",
     "TEXT",
     "PeerAddress",
+    "PeerAddresses",
     "Problem",
     "check_peer",
     "check_text",
+    "each_address",
     "format_size",
     "parse_peer",
     "parse_size",
     "read_address",
+    "read_addresses",
     "read_peer",
     "read_size",
 ]
@@ -100,6 +103,33 @@ class PeerAddress:
             ) from None
 
 
+@dataclass(frozen=True)
+class PeerAddresses(PeerAddress):
+    """One peer at several addresses (``--peer NAME=HOST:PORT,HOST:PORT``), tried in order
+    (an immortal that moves between two devices is at one or the other). Where a single
+    address is expected it stands for the first."""
+
+    more: tuple[PeerAddress, ...] = ()
+
+    def __str__(self) -> str:
+        return ",".join(PeerAddress.__str__(a) for a in each_address(self))
+
+
+def each_address(address: PeerAddress) -> list[PeerAddress]:
+    """Every address of a peer, best first."""
+    if isinstance(address, PeerAddresses):
+        return [PeerAddress(address.host, address.port), *address.more]
+    return [address]
+
+
+def read_addresses(text: str) -> PeerAddress:
+    """``HOST:PORT`` or several, comma-separated; raises :class:`Problem`."""
+    parts = [read_address(part, False) for part in text.split(",")]
+    if len(parts) == 1:
+        return parts[0]
+    return PeerAddresses(parts[0].host, parts[0].port, tuple(parts[1:]))
+
+
 def read_address(text: str, allow_port_zero: bool) -> PeerAddress:
     """``HOST:PORT`` or ``[IPV6]:PORT``; raises :class:`Problem` for the caller to place."""
     text = text.strip()
@@ -145,7 +175,7 @@ def read_peer(text: str) -> tuple[str, PeerAddress | None]:
     if not eq:
         return name, None
     try:
-        return name, read_address(address, False)
+        return name, read_addresses(address)
     except Problem as exc:
         raise Problem(f"peer {name!r}: {exc}") from None
 
@@ -351,7 +381,7 @@ def _peer_table(value: object, at: At) -> dict[str, PeerAddress | None]:
             address = None
         elif isinstance(address, str):
             try:
-                address = read_address(address, False)
+                address = read_addresses(address)
             except Problem as exc:
                 raise at.bad(f"peer {peer!r}: {exc}", value[peer]) from None
         if address is not None and not isinstance(address, PeerAddress):

@@ -16,7 +16,9 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, TextIO
 
 from . import control
+from .errors import StoreError
 from .lease import LeaseInfo, lease_of, process_alive
+from .seal import find_seal
 from .store import LogStore, open_store
 
 __all__ = ["LogStatus", "print_status", "read_status"]
@@ -31,7 +33,8 @@ class LogStatus:
 
     log: str
     #: ``running`` (a primary holds the lease), ``stopped``, ``lapsed`` (its holder stopped
-    #: renewing: killed, or paused), ``unknown`` (the lease cannot be read), ``in-process``
+    #: renewing: killed, or paused), ``unknown`` (the lease cannot be read), ``in-process``,
+    #: ``moved`` (the log is sealed: a live migration took the immortal elsewhere; seal.py)
     state: str
     #: the primary's listen address (``host:port``), or None
     primary: str | None = None
@@ -70,6 +73,8 @@ def read_status(url: str) -> LogStatus:
         return status
     _from_lease(status, lease.info(), getattr(lease, "ttl", None))
     reply = _ask_primary(store)
+    if reply is None and status.state != "running":
+        _from_seal(status, store)
     if reply is not None:
         status.state = "running"
         status.primary = reply.get("listen") or status.primary
@@ -81,6 +86,20 @@ def read_status(url: str) -> LogStatus:
         status.stopped_links = dict(reply.get("stopped_links") or {})
         status.detail = "the primary answered on its control socket"
     return status
+
+
+def _from_seal(status: LogStatus, store: LogStore) -> None:
+    """A log handed over by a live migration says where the immortal went (seal.py)."""
+    try:
+        seal = find_seal(store, status.chunks)
+    except (StoreError, OSError):
+        return  # a damaged or vanishing chunk: inspect tells more
+    if seal is not None:
+        status.state = "moved"
+        status.detail = (
+            f"the log is sealed: the immortal moved to {seal.moved_to} (epoch {seal.epoch}) "
+            f"on {seal.sealed_at}"
+        )
 
 
 def _from_lease(status: LogStatus, info: LeaseInfo, ttl: object) -> None:

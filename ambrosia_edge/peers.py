@@ -45,6 +45,9 @@ log = logging.getLogger("ambrosia_edge")
 MAX_BACKOFF = 5.0
 #: How often a sender that cannot reach its peer says again that it waits (seconds).
 WAITING_REPEAT = 60.0
+#: For this long after a peer said it is moving to a new instance, it is retried every 50 ms
+#: rather than with a growing back-off: the move takes a moment, not minutes.
+MOVE_GRACE = 30.0
 #: A DATA frame must fit in wire.MAX_FRAME: batches stop at half of it.
 MAX_BATCH = wire.MAX_FRAME // 2
 #: The least time between two ACKs on one connection (docs/protocol.md 4.9).
@@ -83,6 +86,13 @@ class Peers:
         _durable_changed: Wakeup
 
         async def wait_page_room(self) -> None: ...
+
+        # of the handover
+        holding: bool
+
+        async def wait_released(self) -> None: ...
+        async def until_held(self) -> None: ...
+        async def serve_handover(self, link: Link, hello: handshake.Hello) -> None: ...
         def accept_batch(
             self,
             source: str,
@@ -104,6 +114,10 @@ class Peers:
         self._handshaking = 0  # inbound connections not yet through the handshake
         self._turned_away_said = -math.inf  # when we last logged that the cap was reached
         self._moved_wakeups: dict[str, Wakeup] = {}
+        #: the address each destination was last reached at, tried first the next time
+        self._reached_at: dict[str, PeerAddress] = {}
+        #: until when each destination that said it is moving is retried without back-off
+        self._moving_until: dict[str, float] = {}
 
     def _moved(self, destination: str) -> Wakeup:
         """Set when discovery says ``destination``'s addresses may have changed."""
@@ -124,25 +138,13 @@ class Peers:
         moved = self._moved(destination)
         waiting_since = waiting_said = -math.inf  # not waiting
         while True:
+            await self.wait_released()  # a handover holds our output (handover.py)
             link: Link | None = None
             addresses: list[PeerAddress] = []
             try:
                 # resolved on every attempt: an immortal that moved is found where it is now
                 addresses = await self.discovery.resolve(destination)
-                link, address = await _connect(
-                    self.transport, addresses, destination, self.options.handshake_timeout
-                )
-                total, replayable = await handshake.initiate(
-                    link,
-                    name=self.name,
-                    destination=destination,
-                    epoch=self.epoch,
-                    secret=self.options.secret,
-                    nonce=self._nonce,
-                    timeout=self.options.handshake_timeout,
-                    incarnation=self.incarnation,
-                    on_incarnation=partial(self._meet, destination),
-                )
+                link, address, total, replayable = await self._open_link(destination, addresses)
                 link.authenticated()
                 self.links_out[destination] = address
                 if out.rebase_pending:
@@ -164,6 +166,7 @@ class Peers:
                     partial(self._read_acks, link, out),
                     partial(self._send_loop, link, out),
                     partial(self._leave_if_moved, destination, address),
+                    self.until_held,
                 )
             except IncarnationError as exc:
                 # retrying cannot help: this link stays stopped until someone resolves it
@@ -196,6 +199,8 @@ class Peers:
                     waiting_said = now
                 else:
                     log.debug("%s: link to %s down: %s", self.name, destination, exc)
+                if anyio.current_time() < self._moving_until.get(destination, -math.inf):
+                    backoff = 0.05  # its new instance listens any moment: look again soon
             finally:
                 self.links_out.pop(destination, None)
                 if link is not None:
@@ -222,6 +227,64 @@ class Peers:
                     address,
                 )
                 raise ClosedByUs(f"{destination} moved to {now[0]}")
+
+    async def _open_link(
+        self, destination: str, addresses: list[PeerAddress]
+    ) -> tuple[Link, PeerAddress, int, int]:
+        """Connect and handshake with the first of ``addresses`` that takes us, starting with
+        the one that last did. One that cannot be reached, or that closes the connection
+        during the handshake or refuses it as moving away, is passed over for the next: an
+        immortal listed at two addresses (``--peer NAME=A,B``) is found at either."""
+        if not addresses:
+            raise ConnectionError("no address is known for it")
+        last = self._reached_at.get(destination)
+        if last in addresses:
+            addresses = [last, *(a for a in addresses if a != last)]
+        failure: BaseException | None = None
+        for address in addresses:
+            try:
+                with anyio.fail_after(self.options.handshake_timeout):
+                    # a host that is gone would otherwise hold the sender for minutes of SYNs
+                    link = await self.transport.connect(
+                        address.host, address.port, name=destination
+                    )
+            except TimeoutError:
+                failure = TimeoutError(
+                    f"{address} did not answer within {self.options.handshake_timeout:g} s"
+                )
+                continue
+            except (ConnectionClosed, OSError) as exc:
+                failure = exc
+                continue
+            try:
+                total, replayable = await handshake.initiate(
+                    link,
+                    name=self.name,
+                    destination=destination,
+                    epoch=self.epoch,
+                    secret=self.options.secret,
+                    nonce=self._nonce,
+                    timeout=self.options.handshake_timeout,
+                    incarnation=self.incarnation,
+                    on_incarnation=partial(self._meet, destination),
+                )
+            except BaseException as exc:
+                with anyio.CancelScope(shield=True):
+                    await link.aclose()
+                if isinstance(exc, IncarnationError):
+                    raise  # the same log at every address: the next cannot help
+                if isinstance(exc, handshake.PeerMoving):
+                    self._moving_until[destination] = anyio.current_time() + MOVE_GRACE
+                if isinstance(exc, ProtocolError) and address != addresses[-1]:
+                    log.error("%s: link to %s failed: %s", self.name, destination, exc)
+                elif not isinstance(exc, ConnectionClosed | OSError):
+                    raise
+                failure = exc
+                continue
+            self._reached_at[destination] = address
+            return link, address, total, replayable
+        assert failure is not None
+        raise failure
 
     async def _send_loop(self, link: Link, out: Output) -> None:
         wake = self._sender_wakeup(out.destination)
@@ -254,11 +317,15 @@ class Peers:
         out.rebase(mark[0], mark[1])
         wake = self._sender_wakeup(self.name)
         while True:
+            await self.wait_released()  # a handover holds every input
             first, replayable, batch = out.unsent(min(self.options.page_bytes, MAX_BATCH))
             if not batch:
                 await wake.wait()
                 continue
             await self.wait_page_room()
+            if self.holding:
+                out.sent_total = first - 1  # taken back: sent again once the hold is lifted
+                continue
             self.accept_batch(
                 self.name, first, len(batch), replayable, b"".join(batch), trusted=True
             )
@@ -294,6 +361,11 @@ class Peers:
                 )
                 return
             source = hello.source
+            if hello.fields.get("role") == handshake.MIGRATE:
+                await self.serve_handover(link, hello)  # the new instance of this immortal
+                return
+            if self.holding:
+                raise _Moving(f"{self.name} is handing itself over to a new instance")
             secret = self.options.secret
             handshake.check(hello, name=self.name, secret=secret, peer=link.peer)
             tls.check_claim(link.certificate_names, source, link.peer)
@@ -301,6 +373,8 @@ class Peers:
             link.authenticated()
             authenticated = True
             self._handshaking -= 1
+            if self.holding:
+                raise _Moving(f"{self.name} is handing itself over to a new instance")
             previous = self._inbound.get(source)
             self._inbound[source] = link  # a newer connection from the same sender wins
             if previous is not None:
@@ -317,6 +391,9 @@ class Peers:
             await _until_first_ends(
                 partial(self._write_acks, link, source), partial(self._read_data, link, source)
             )
+        except _Moving as exc:
+            log.debug("%s: turned %s (%s) away: %s", self.name, source, link.peer, exc)
+            await handshake.refuse(link, exc, code=handshake.MOVED)
         except ProtocolError as exc:
             self.stats["refused"] += 1
             if isinstance(exc, IncarnationError):
@@ -389,6 +466,11 @@ class Peers:
             await wake.wait()
 
 
+class _Moving(ProtocolError):
+    """A connection turned away because this immortal is handing itself over: refused with
+    code "moved", so the sender tries its next address."""
+
+
 async def _until_first_ends(*halves: Callable[[], Awaitable[None]]) -> None:
     """Run the two directions of a link until one ends; re-raise its error unwrapped.
 
@@ -417,24 +499,3 @@ async def _until_first_ends(*halves: Callable[[], Awaitable[None]]) -> None:
             # no cycle (error, traceback, this frame, error): it would keep the link and
             # what it holds alive until the cycle collector runs
             del error
-
-
-async def _connect(
-    transport: Transport, addresses: list[PeerAddress], name: str, timeout: float
-) -> tuple[Link, PeerAddress]:
-    """A connection to the first of ``addresses`` that answers within ``timeout`` seconds; the
-    last failure if none does (an address whose host is gone would otherwise hold the sender
-    for minutes of SYN retries)."""
-    if not addresses:
-        raise ConnectionError("no address is known for it")
-    failure: BaseException | None = None
-    for address in addresses:
-        try:
-            with anyio.fail_after(timeout):
-                return await transport.connect(address.host, address.port, name=name), address
-        except TimeoutError:
-            failure = TimeoutError(f"{address} did not answer within {timeout:g} s")
-        except (ConnectionClosed, OSError) as exc:
-            failure = exc
-    assert failure is not None
-    raise failure

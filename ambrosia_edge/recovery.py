@@ -35,6 +35,7 @@ from .executor import Executor
 from .immortal import Immortal, state_of
 from .page import Page, chunk_header, decode_chunk_header, decode_page
 from .records import RecordType, encode_record
+from .seal import Seal, decode_seal, find_seal, is_seal, sealed_error
 from .store import LogStore
 from .transport import Link
 
@@ -103,6 +104,13 @@ class Replayer:
         if not read_only:
             store.open()
         self._chunks = chunks = store.list_chunks()
+        #: the seal that ends the log, once a read-only replay reached it (seal.py)
+        self.seal: Seal | None = None
+        if not read_only:
+            seal = find_seal(store, chunks)
+            if seal is not None:  # handed over: refuse before anything is replayed or written
+                store.close()
+                raise sealed_error(seal, store.url)
         #: the number of the checkpoint started from, None for the log's start
         self.checkpoint_number: int | None = None
         self.checkpoint: Checkpoint | None = self._load_checkpoint(checkpoint)
@@ -239,6 +247,9 @@ class Replayer:
                         self._version_changed(version, where)
                     self._check_incarnation(header.get("incarnation"), where)
                     continue
+                if is_seal(body):  # the log's last record: the immortal moved on from here
+                    self.seal = decode_seal(body, where)
+                    return
                 page = decode_page(body, where)
                 if checkpoint is not None and page.number < checkpoint.next_page:
                     continue

@@ -318,6 +318,12 @@ def run_immortal(settings: Settings) -> int:
         raise ConfigError(f"{settings.target} is not a subclass of ambrosia_edge.Immortal")
     runtime = Runtime(cls, settings, sources=[open_declared(table) for table in settings.sources])
     runtime.control = socket_path(runtime.name, log_identity(runtime.store))
+    from .migration import finish_unfinished, migrate_in
+
+    if settings.migrate_from is not None:  # a live migration: take the log over first
+        migrate_in(settings, runtime.store, runtime.transport, runtime.discovery)
+    else:
+        finish_unfinished(runtime.store, runtime.name)
     lease = lease_of(runtime.store)
     if lease is not None and hasattr(lease, "on_deposed"):
         # found by the lease's renewal, between writes: nothing this process does from now on
@@ -329,6 +335,7 @@ def run_immortal(settings: Settings) -> int:
         with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGUSR1) as signals:
             async with anyio.create_task_group() as tg:
                 await tg.start(runtime.serve)
+                tg.start_soon(_stop_when_moved, runtime, tg.cancel_scope)
                 async for signum in signals:
                     if signum == signal.SIGUSR1:
                         log.info("%s: checkpoint requested", runtime.name)
@@ -354,6 +361,14 @@ def run_immortal(settings: Settings) -> int:
         anyio.run(main, backend_options=_backend_options())
     except BaseExceptionGroup as group:
         raise _first_ambrosia_error(group) or group from None
+    seal = runtime.coordinator.moved_to
+    if seal is not None:
+        print(
+            f"ambrosia-edge: {runtime.name} moved to {seal.moved_to} (epoch {seal.epoch}); "
+            f"its log at {runtime.store.url} is sealed and this instance has stopped",
+            file=sys.stderr,
+            flush=True,
+        )
     if any(
         t.is_alive() and not t.daemon
         for t in threading.enumerate()
@@ -366,6 +381,12 @@ def run_immortal(settings: Settings) -> int:
         sys.stderr.flush()
         os._exit(0)
     return 0
+
+
+async def _stop_when_moved(runtime: Runtime, scope: anyio.CancelScope) -> None:
+    """A live migration handed the immortal over (handover.py): this process is done."""
+    await runtime.coordinator.wait_moved()
+    scope.cancel()
 
 
 def _exit_deposed(exc: AmbrosiaError) -> None:
