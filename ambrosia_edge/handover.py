@@ -82,7 +82,7 @@ class Handover:
         self._hold_changed = Wakeup()
         #: set once the log is sealed: the immortal lives elsewhere now
         self.moved_to: Seal | None = None
-        self._moved = Wakeup()
+        self._handed_over = Wakeup()
 
     async def wait_released(self) -> None:
         """Return at once unless a handover holds inputs; then when it lets go."""
@@ -97,7 +97,7 @@ class Handover:
     async def wait_moved(self) -> Seal:
         """Return the seal once this instance has handed the immortal over."""
         while self.moved_to is None:
-            await self._moved.wait()
+            await self._handed_over.wait()
         return self.moved_to
 
     def _set_holding(self, holding: bool) -> None:
@@ -182,7 +182,7 @@ class Handover:
                 last_page,
             )
             self.moved_to = seal
-            self._moved.set()
+            self._handed_over.set()
         except (ConnectionClosed, OSError) as exc:
             if sealed:
                 raise
