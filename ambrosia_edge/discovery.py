@@ -56,7 +56,7 @@ class StaticDiscovery:
 
     async def resolve(self, name: str) -> list[PeerAddress]:
         address = self._table.get(name)
-        return [] if address is None else [address]
+        return [] if address is None else address.all()
 
     def names(self) -> list[str]:
         return list(self._table)

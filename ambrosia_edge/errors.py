@@ -13,7 +13,8 @@
     ├── CodecError                   CBOR encoding or decoding failed
     │   └── StateEncodingError       an immortal's attribute cannot be checkpointed
     ├── ProtocolError                a peer sent a malformed or unexpected frame
-    │   └── AuthenticationError      a peer failed the deployment-secret handshake
+    │   ├── AuthenticationError      a peer failed the deployment-secret handshake
+    │   └── StandbyError             the peer is a standby of that name: try its next address
     ├── RemoteError                  an awaited call raised in the callee
     ├── UnknownMethodError           a call names a method the immortal does not have
     ├── NotAnImpulseError            non-deterministic code called a non-impulse method
@@ -80,6 +81,13 @@ class ProtocolError(AmbrosiaError):
 
 class AuthenticationError(ProtocolError):
     code = "auth"
+
+
+class StandbyError(ProtocolError):
+    """The instance reached follows the log as a standby and takes no calls; the primary is at
+    another of the name's addresses (or becomes so when the standby takes over)."""
+
+    code = "standby"
 
 
 class RemoteError(AmbrosiaError):

@@ -21,7 +21,13 @@ from typing import Any
 import anyio
 
 from . import wire
-from .errors import AuthenticationError, BrokenByPeer, ConnectionClosed, ProtocolError
+from .errors import (
+    AuthenticationError,
+    BrokenByPeer,
+    ConnectionClosed,
+    ProtocolError,
+    StandbyError,
+)
 from .transport import Link
 from .wire import Frame
 
@@ -90,6 +96,8 @@ async def initiate(
     ftype, payload = await link.receive()
     if ftype is Frame.REFUSE:
         refusal = wire.parse_control(payload, "message")
+        if refusal.get("code") == StandbyError.code:
+            raise StandbyError(f"{destination} at {link.peer} is a standby")
         raise ProtocolError(f"{destination} refused the connection: {refusal['message']}")
     if ftype is not Frame.WELCOME:
         raise ProtocolError(f"{destination} answered the hello with {ftype.name}")

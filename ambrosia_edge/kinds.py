@@ -72,6 +72,9 @@ class PeerAddress:
 
     host: str
     port: int
+    #: further addresses the same name may answer on (its standbys, ``--peer
+    #: server=A:7001,B:7001``), tried in order after this one
+    also: tuple[PeerAddress, ...] = ()
 
     def __post_init__(self) -> None:
         if not isinstance(self.host, str) or not self.host:
@@ -80,9 +83,20 @@ class PeerAddress:
             raise ConfigError(f"PeerAddress: port must be an int, got {self.port!r}")
         if not 0 <= self.port <= 65535:
             raise ConfigError(f"PeerAddress: port must be in 0..65535, got {self.port}")
+        if not isinstance(self.also, tuple) or not all(
+            isinstance(a, PeerAddress) and not a.also for a in self.also
+        ):
+            raise ConfigError(
+                f"PeerAddress: also must be a tuple of plain PeerAddress, got {self.also!r}"
+            )
 
     def __str__(self) -> str:
-        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+        one = f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+        return ",".join([one, *map(str, self.also)])
+
+    def all(self) -> list[PeerAddress]:
+        """Every address, in the order to try them, each without ``also``."""
+        return [PeerAddress(self.host, self.port), *self.also]
 
     @classmethod
     def parse(cls, text: str, *, allow_port_zero: bool = False) -> PeerAddress:
@@ -130,8 +144,14 @@ def read_address(text: str, allow_port_zero: bool) -> PeerAddress:
     return PeerAddress(host, port)
 
 
+def read_addresses(text: str) -> PeerAddress:
+    """``HOST:PORT[,HOST:PORT...]``: every address one name may answer on, the first first."""
+    first, *rest = [read_address(part, False) for part in text.split(",")]
+    return PeerAddress(first.host, first.port, tuple(rest)) if rest else first
+
+
 def read_peer(text: str) -> tuple[str, PeerAddress]:
-    """``NAME=HOST:PORT`` as given to ``--peer``; raises :class:`Problem`."""
+    """``NAME=HOST:PORT[,HOST:PORT...]`` as given to ``--peer``; raises :class:`Problem`."""
     name, eq, address = text.partition("=")
     name = name.strip()
     if not eq:
@@ -139,7 +159,7 @@ def read_peer(text: str) -> tuple[str, PeerAddress]:
     if not NAME_RE.fullmatch(name):
         raise Problem(f"bad peer name {name!r}: {NAME_RULE}")
     try:
-        return name, read_address(address, False)
+        return name, read_addresses(address)
     except Problem as exc:
         raise Problem(f"peer {name!r}: {exc}") from None
 
@@ -319,7 +339,7 @@ def check_peer(peer: object, address: object, own_name: str | None, at: At) -> N
         raise at.bad(f"bad peer name: {NAME_RULE}", peer)
     if not isinstance(address, PeerAddress):
         raise at.bad(f"peer {peer!r} needs a PeerAddress", address)
-    if address.port == 0:
+    if any(a.port == 0 for a in address.all()):
         raise at.bad(f"peer {peer!r} needs a real port, not 0", str(address))
     if peer == own_name:
         raise at.bad(
@@ -341,9 +361,11 @@ def _peer_table(value: object, at: At) -> dict[str, PeerAddress]:
         raise at.bad('expected a table of name = "HOST:PORT"', value)
     peers: dict[str, PeerAddress] = {}
     for peer, address in value.items():
+        if isinstance(address, list) and address and all(isinstance(a, str) for a in address):
+            address = ",".join(address)
         if isinstance(address, str):
             try:
-                address = read_address(address, False)
+                address = read_addresses(address)
             except Problem as exc:
                 raise at.bad(f"peer {peer!r}: {exc}", value[peer]) from None
         if not isinstance(address, PeerAddress):

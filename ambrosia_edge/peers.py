@@ -1,13 +1,14 @@
 """Peer sessions: where peers connect. Outbound senders with backoff, inbound receivers.
 
 For each immortal it sends to, a sender resolves the name through discovery on every attempt,
-connects to each address in turn, runs the handshake (:mod:`.handshake`), realigns its output
-buffer with what the receiver holds, then sends DATA while reading ACKs; when the link breaks
-it waits (50 ms doubling to 5 s) and starts over. While a sender waits on the socket, new
-output joins its next DATA frame. Each inbound connection is served by :meth:`serve_link`:
-handshake, then DATA into the committer and ACKs of what is durable. Messages to oneself take
-a link that never leaves the process (:meth:`_self_sender`), so the log is the single order of
-everything the immortal executes.
+connects to each address in turn and runs the handshake (:mod:`.handshake`): a standby refuses
+with its own code, and the next address is tried at once, with no backoff while only standbys
+answer. Then it realigns its output buffer with what the receiver holds and sends DATA while
+reading ACKs; when the link breaks it waits (50 ms doubling to 5 s) and starts over. While a
+sender waits on the socket, new output joins its next DATA frame. Each inbound connection is
+served by :meth:`serve_link`: handshake, then DATA into the committer and ACKs of what is
+durable. Messages to oneself take a link that never leaves the process (:meth:`_self_sender`),
+so the log is the single order of everything the immortal executes.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typing import TYPE_CHECKING
 import anyio
 
 from . import handshake, tls, wire
-from .errors import AuthenticationError, ConnectionClosed, ProtocolError
+from .errors import AuthenticationError, ConnectionClosed, ProtocolError, StandbyError
 from .kinds import PeerAddress
 from .transport import Link, Transport
 from .wakeup import Wakeup
@@ -35,6 +36,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("ambrosia_edge")
 
 MAX_BACKOFF = 5.0
+#: The wait before asking again when only standbys answered (one is about to take over).
+STANDBY_RETRY = 0.02
 #: A DATA frame must fit in wire.MAX_FRAME: batches stop at half of it.
 MAX_BATCH = wire.MAX_FRAME // 2
 #: The least time between two ACKs on one connection (docs/protocol.md 4.9).
@@ -100,16 +103,7 @@ class Peers:
             try:
                 # resolved on every attempt: an immortal that moved is found where it is now
                 addresses = await self.discovery.resolve(destination)
-                link, address = await _connect(self.transport, addresses, destination)
-                total, replayable = await handshake.initiate(
-                    link,
-                    name=self.name,
-                    destination=destination,
-                    epoch=self.epoch,
-                    secret=self.options.secret,
-                    nonce=self._nonce,
-                    timeout=self.options.handshake_timeout,
-                )
+                link, address, (total, replayable) = await self._greet(destination, addresses)
                 link.authenticated()
                 if out.rebase_pending:
                     out.rebase(total, replayable)
@@ -130,7 +124,12 @@ class Peers:
                     partial(self._read_acks, link, out), partial(self._send_loop, link, out)
                 )
             except (ConnectionClosed, ProtocolError, OSError) as exc:
-                if isinstance(exc, AuthenticationError | ProtocolError):
+                if isinstance(exc, StandbyError):
+                    # only standbys answered: one of them takes over as soon as the primary's
+                    # lease lapses, so ask again soon rather than backing off
+                    log.debug("%s: %s", self.name, exc)
+                    backoff = STANDBY_RETRY
+                elif isinstance(exc, AuthenticationError | ProtocolError):
                     log.error("%s: link to %s failed: %s", self.name, destination, exc)
                 elif backoff >= 0.4 and not waiting_said:
                     # a few quick retries failed: say once that we wait, and why
@@ -152,6 +151,44 @@ class Peers:
                         await link.aclose()
             await anyio.sleep(backoff)
             backoff = min(backoff * 2, MAX_BACKOFF)
+
+    async def _greet(
+        self, destination: str, addresses: list[PeerAddress]
+    ) -> tuple[Link, PeerAddress, tuple[int, int]]:
+        """Connect to the first of ``addresses`` that answers as the primary, and handshake:
+        a standby refuses with its own code, and the next address is tried at once."""
+        if not addresses:
+            raise ConnectionError("no address is known for it")
+        failure: BaseException | None = None
+        for address in addresses:
+            try:
+                link = await self.transport.connect(address.host, address.port, name=destination)
+            except (ConnectionClosed, OSError) as exc:
+                if not isinstance(failure, StandbyError):
+                    failure = exc
+                continue
+            try:
+                marks = await handshake.initiate(
+                    link,
+                    name=self.name,
+                    destination=destination,
+                    epoch=self.epoch,
+                    secret=self.options.secret,
+                    nonce=self._nonce,
+                    timeout=self.options.handshake_timeout,
+                )
+            except StandbyError as exc:
+                failure = exc
+                with anyio.CancelScope(shield=True):
+                    await link.aclose()
+                continue
+            except BaseException:
+                with anyio.CancelScope(shield=True):
+                    await link.aclose()
+                raise
+            return link, address, marks
+        assert failure is not None
+        raise failure
 
     async def _send_loop(self, link: Link, out: Output) -> None:
         wake = self._sender_wakeup(out.destination)
@@ -326,19 +363,3 @@ async def _until_first_ends(*halves: Callable[[], Awaitable[None]]) -> None:
             # no cycle (error, traceback, this frame, error): it would keep the link and
             # what it holds alive until the cycle collector runs
             del error
-
-
-async def _connect(
-    transport: Transport, addresses: list[PeerAddress], name: str
-) -> tuple[Link, PeerAddress]:
-    """A connection to the first of ``addresses`` that answers; the last failure if none does."""
-    if not addresses:
-        raise ConnectionError("no address is known for it")
-    failure: BaseException | None = None
-    for address in addresses:
-        try:
-            return await transport.connect(address.host, address.port, name=name), address
-        except (ConnectionClosed, OSError) as exc:
-            failure = exc
-    assert failure is not None
-    raise failure

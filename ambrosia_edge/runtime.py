@@ -30,13 +30,14 @@ from .config import PeerAddress, Settings
 from .control import log_identity, serve_control, socket_path
 from .coordinator import Coordinator, CoordinatorOptions
 from .discovery import Discovery, open_discovery
-from .errors import AmbrosiaError, ConfigError, DeposedError, StateEncodingError
+from .errors import AmbrosiaError, ConfigError, DeposedError, LogLockedError, StateEncodingError
 from .executor import Executor
 from .feed import feed_sources
 from .immortal import Immortal, state_of
 from .lease import lease_of
 from .recovery import Replayer
 from .sources import ImpulseSource, open_declared
+from .standby import describe_holder, follow_until_primary
 from .store import LogStore, open_store
 from .tls import tls_files
 from .transport import TRANSPORTS, Transport
@@ -71,6 +72,9 @@ class Runtime:
         self.discovery = (
             discovery if discovery is not None else open_discovery(peers=settings.peers)
         )
+        lease = lease_of(self.store)
+        if settings.lease_ttl is not None and lease is not None and hasattr(lease, "ttl"):
+            lease.ttl = settings.lease_ttl  # a fencing lease's lifetime (--lease-ttl)
         #: run on the primary besides the immortal's own impulse_sources() (sources.py)
         self.sources = list(sources)
         if settings.mqtt is not None:
@@ -115,6 +119,42 @@ class Runtime:
         )
         replayer.run()
         replayer.finish()
+        self._adopt(replayer, started)
+
+    def stand_by(self) -> None:
+        """Follow the log as a standby of the instance that holds it, until this one holds
+        it; then the same as :meth:`recover` (:mod:`.standby`). Blocks; a signal handler that
+        raises stops it anywhere, as it does a recovery."""
+        log.info(
+            "%s: standby of %s: following %s, taking over when it stops",
+            self.name,
+            describe_holder(self.store),
+            self.store.url,
+        )
+
+        def replayer(read_only: bool) -> Replayer:
+            return Replayer(
+                self.cls,
+                self.store,
+                name=self.name,
+                read_only=read_only,
+                coordinator=self._build_coordinator,
+            )
+
+        started = time.monotonic()
+        replay = follow_until_primary(
+            replayer,
+            self.store,
+            name=self.name,
+            transport=self.transport,
+            listen=self.settings.listen,
+            handshake_timeout=self.settings.handshake_timeout,
+        )
+        self._adopt(replay, started)
+        self.recovery["standby"] = True
+
+    def _adopt(self, replayer: Replayer, started: float) -> None:
+        """Take a finished replay's coordinator and executor as this runtime's own."""
         self._coordinator = replayer.coordinator
         self.executor = replayer.executor
         checkpoint = replayer.checkpoint
@@ -223,6 +263,18 @@ class Runtime:
         source = f"checkpoint {r['checkpoint']}" if r["checkpoint"] else "the start"
         listen = self.settings.listen
         where = f"; listening on {listen.host}:{self.port}" if listen and self.port else ""
+        if r.get("standby"):
+            log.info(
+                "%s: primary in epoch %d, taking over as a standby (followed %d pages of %s "
+                "from %s)%s",
+                self.name,
+                r["epoch"],
+                r["pages"],
+                self.store.url,
+                source,
+                where,
+            )
+            return
         log.info(
             "%s: recovered from %s + %d pages of %s in %.2f s; primary in epoch %d%s",
             self.name,
@@ -304,7 +356,12 @@ def run_immortal(settings: Settings) -> int:
     # anywhere. Without this, a stop requested during a long replay killed the process.
     previous = signal.signal(signal.SIGTERM, _stop_recovering)
     try:
-        runtime.recover()  # before the loop: a damaged log is reported plainly, not from a task
+        try:
+            runtime.recover()  # before the loop: a damaged log is reported plainly, not from a task
+        except LogLockedError:
+            if not settings.standby:
+                raise
+            runtime.stand_by()  # another instance holds the log: follow it, take over from it
     except _StopRecovering:
         runtime.store.close()
         log.info("%s: stopped while recovering (signal %d)", runtime.name, signal.SIGTERM)
