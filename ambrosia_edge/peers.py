@@ -90,6 +90,11 @@ class Peers:
         self._inbound: dict[str, Link] = {}
         self._handshaking = 0  # inbound connections not yet through the handshake
         self._turned_away_said = -math.inf  # when we last logged that the cap was reached
+        #: each sender's link while it is up, and the address it reached last
+        self._outbound: dict[str, Link] = {}
+        self._reached: dict[str, PeerAddress] = {}
+        #: the largest epoch each source has said hello in (a new primary's is larger)
+        self._hello_epochs: dict[str, int] = {}
 
     # --- outbound links ---------------------------------------------------------------------
 
@@ -105,6 +110,8 @@ class Peers:
                 addresses = await self.discovery.resolve(destination)
                 link, address, (total, replayable) = await self._greet(destination, addresses)
                 link.authenticated()
+                self._outbound[destination] = link
+                self._reached[destination] = address
                 if out.rebase_pending:
                     out.rebase(total, replayable)
                 else:
@@ -147,6 +154,8 @@ class Peers:
                     log.debug("%s: link to %s down: %s", self.name, destination, exc)
             finally:
                 if link is not None:
+                    if self._outbound.get(destination) is link:
+                        del self._outbound[destination]
                     with anyio.CancelScope(shield=True):
                         await link.aclose()
             await anyio.sleep(backoff)
@@ -156,9 +165,18 @@ class Peers:
         self, destination: str, addresses: list[PeerAddress]
     ) -> tuple[Link, PeerAddress, tuple[int, int]]:
         """Connect to the first of ``addresses`` that answers as the primary, and handshake:
-        a standby refuses with its own code, and the next address is tried at once."""
+        a standby refuses with its own code, and the next address is tried at once.
+
+        After a link to one of several addresses ends, the others are tried first: its
+        instance may be paused rather than gone (its port still accepts), and a standby of it
+        may be the primary now.
+        """
         if not addresses:
             raise ConnectionError("no address is known for it")
+        reached = self._reached.get(destination)
+        if reached in addresses:
+            at = addresses.index(reached) + 1
+            addresses = addresses[at:] + addresses[:at]
         failure: BaseException | None = None
         for address in addresses:
             try:
@@ -177,8 +195,14 @@ class Peers:
                     nonce=self._nonce,
                     timeout=self.options.handshake_timeout,
                 )
-            except StandbyError as exc:
-                failure = exc
+            except (StandbyError, ConnectionClosed) as exc:
+                # a standby, or an instance that does not answer (paused, or dying): the next
+                if len(addresses) == 1 and not isinstance(exc, StandbyError):
+                    with anyio.CancelScope(shield=True):
+                        await link.aclose()
+                    raise
+                if not isinstance(failure, StandbyError):
+                    failure = exc
                 with anyio.CancelScope(shield=True):
                     await link.aclose()
                 continue
@@ -265,6 +289,7 @@ class Peers:
             link.authenticated()
             authenticated = True
             self._handshaking -= 1
+            await self._note_epoch(source, hello.fields.get("epoch"))
             previous = self._inbound.get(source)
             self._inbound[source] = link  # a newer connection from the same sender wins
             if previous is not None:
@@ -292,6 +317,25 @@ class Peers:
                 self._handshaking -= 1
             if self._inbound.get(source) is link:
                 del self._inbound[source]
+
+    async def _note_epoch(self, source: str, epoch: object) -> None:
+        """A source that says hello in a larger epoch than before has a new primary (a standby
+        took over): our link to it, if still up, goes to the instance it replaced, which may be
+        paused rather than dead, so it is closed and the sender finds the new one."""
+        if type(epoch) is not int:
+            return
+        before = self._hello_epochs.get(source)
+        self._hello_epochs[source] = max(epoch, before or 0)
+        stale = self._outbound.get(source)
+        if before is not None and epoch > before and stale is not None:
+            log.info(
+                "%s: %s is in epoch %d now; reconnecting to its new primary",
+                self.name,
+                source,
+                epoch,
+            )
+            with anyio.CancelScope(shield=True):
+                await stale.aclose()
 
     async def _turn_away(self, link: Link) -> None:
         """Refuse a connection because too many others are in the handshake (a flood, or a

@@ -149,6 +149,7 @@ class Runtime:
             transport=self.transport,
             listen=self.settings.listen,
             handshake_timeout=self.settings.handshake_timeout,
+            checkpoint=self._standby_checkpoint,
         )
         self._adopt(replay, started)
         self.recovery["standby"] = True
@@ -166,7 +167,7 @@ class Runtime:
         }
 
     def _build_coordinator(self, executor: Callable[[Coordinator], Executor]) -> Coordinator:
-        return Coordinator(
+        coordinator = Coordinator(
             self.name,
             self.store,
             self.transport,
@@ -175,11 +176,22 @@ class Runtime:
             executor=executor,
             on_checkpoint=self._checkpoint,
         )
+        standbys = getattr(lease_of(self.store), "standbys", None)
+        if standbys is not None and hasattr(self.store, "write_standby_checkpoint"):
+            coordinator.standby_checkpoints = lambda: bool(standbys())
+        return coordinator
 
     def _checkpoint(self, chunk: int, next_page: int) -> bytes | None:
         """Snapshot at the current dispatch point (called between pages), or None if busy."""
         executor = self.executor
         assert executor is not None
+        return self._snapshot(executor, self.coordinator, chunk, next_page)
+
+    def _snapshot(
+        self, executor: Executor, coordinator: Coordinator, chunk: int, next_page: int
+    ) -> bytes | None:
+        """Checkpoint ``chunk`` of ``executor``'s immortal as it stands, between pages: this
+        runtime's own, or a standby's replay; None if a handler is suspended."""
         if not executor.quiescent:
             return None
         obj = executor.obj
@@ -190,8 +202,8 @@ class Runtime:
             for attribute, value in state.items():  # name the attribute, not just the path
                 codec.encode(value, where=f"{type(obj).__name__}.{attribute}")
             raise
-        coordinator = self.coordinator.snapshot()
-        assert coordinator.next_page == next_page
+        snapshot = coordinator.snapshot()
+        assert snapshot.next_page == next_page
         return Checkpoint.build(
             immortal=self.name,
             class_path=class_path(self.cls),
@@ -199,8 +211,13 @@ class Runtime:
             chunk=chunk,
             state=encoded,
             next_call_id=executor.next_call_id,
-            coordinator=coordinator,
+            coordinator=snapshot,
         ).encode()
+
+    def _standby_checkpoint(self, replay: Replayer, chunk: int) -> bytes | None:
+        return self._snapshot(
+            replay.executor, replay.coordinator, chunk, replay.coordinator.next_page
+        )
 
     def request_checkpoint(self) -> None:
         self.coordinator.request_checkpoint()

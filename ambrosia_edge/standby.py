@@ -25,7 +25,7 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import anyio
@@ -53,6 +53,8 @@ log = logging.getLogger("ambrosia_edge")
 #: How often a standby looks for new pages and tries for the lease, in seconds: most of what a
 #: failover on the local tier costs, and a few cheap system calls each time.
 POLL = 0.02
+#: How often a standby rewrites its record beside the lease, in seconds.
+RECORD_EVERY = 1.0
 #: Failed reads in a row (a read racing the writer) before the replay starts over.
 _RETRIES = 50
 
@@ -79,45 +81,27 @@ def follow_until_primary(
     transport: Transport,
     listen: PeerAddress | None,
     handshake_timeout: float = 10.0,
+    checkpoint: Callable[[Replayer, int], bytes | None] | None = None,
     poll: float = POLL,
 ) -> Replayer:
     """Follow ``store`` as a standby until this process holds its lease; return the replay,
     finished (this process the primary in a new epoch).
 
-    ``replayer(read_only)`` starts a replay from the newest checkpoint. Blocks the calling
-    thread; the refusals to peers are served by an event loop of their own in another thread.
+    ``replayer(read_only)`` starts a replay from the newest checkpoint. ``checkpoint(replay,
+    chunk)`` builds checkpoint ``chunk`` from the replay as it stands (None while a handler is
+    suspended); with it, and a tier that takes checkpoints from a standby, the standby writes
+    each new chunk's checkpoint in the primary's place. Blocks the calling thread; the refusals
+    to peers are served by an event loop of their own in another thread.
     """
-    with _refusing(name, transport, listen, handshake_timeout):
-        replay = replayer(True)
-        failures = 0
-        while True:
-            try:
-                replay.run()
-                failures = 0
-            except LogChangedError as exc:
-                log.info("%s: %s; the standby replays from the newest checkpoint again", name, exc)
-                replay = replayer(True)
-                continue
-            except StoreError as exc:
-                # a read that raced the writer (or retention deleting a chunk behind us)
-                failures += 1
-                if failures >= _RETRIES:
-                    log.info("%s: %s; the standby replays from the newest checkpoint", name, exc)
-                    replay, failures = replayer(True), 0
-            try:
-                store.open()
-                break
-            except LogLockedError:
-                pass
-            time.sleep(poll)
-            try:
-                replay.follow()
-            except LogChangedError as exc:
-                log.info("%s: %s; the standby replays from the newest checkpoint again", name, exc)
-                replay = replayer(True)
-            except StoreError:
-                failures += 1
+    with _refusing(name, transport, listen, handshake_timeout) as address:
+        follower = _Follower(replayer, store, name, checkpoint, address)
+        try:
+            follower.follow(poll)
+        finally:
+            follower.records.drop()
+    replay = follower.replay
     started = time.monotonic()
+    replay.on_chunk = None
     replay.read_only = False
     try:
         replay.follow()
@@ -135,12 +119,126 @@ def follow_until_primary(
     return replay
 
 
+class _Records:
+    """This standby's record beside the lease (for tiers that keep one): rewritten every
+    :data:`RECORD_EVERY` seconds, so the primary leaves checkpoints to it and ``status``
+    names it."""
+
+    def __init__(self, store: LogStore, address: str | None) -> None:
+        lease = lease_of(store)
+        self._record = getattr(lease, "record_standby", None)
+        self._drop = getattr(lease, "drop_standby", None)
+        self._address = address
+        self._next = 0.0
+
+    def refresh(self) -> None:
+        now = time.monotonic()
+        if self._record is not None and now >= self._next:
+            self._next = now + RECORD_EVERY
+            self._record(self._address)
+
+    def drop(self) -> None:
+        if self._drop is not None:
+            self._drop()
+
+
+class _Follower:
+    """The standby's loop: replay what is there, write the checkpoints due, try for the lease."""
+
+    def __init__(
+        self,
+        replayer: Callable[[bool], Replayer],
+        store: LogStore,
+        name: str,
+        checkpoint: Callable[[Replayer, int], bytes | None] | None,
+        address: str | None,
+    ) -> None:
+        self._replayer = replayer
+        self.store = store
+        self.name = name
+        write = getattr(store, "write_standby_checkpoint", None)
+        self._build = checkpoint if write is not None else None
+        self._write: Callable[[int, bytes], bool] | None = write
+        #: a chunk begun without its checkpoint, which this standby is to write
+        self._due: int | None = None
+        self.records = _Records(store, address)
+        self.replay = self._start()
+
+    def _start(self) -> Replayer:
+        replay = self._replayer(True)
+        self._due = None
+        if self._build is not None:
+            replay.on_chunk = self._chunk_begun
+        return replay
+
+    def _chunk_begun(self, chunk: int) -> None:
+        checkpoints = self.store.list_checkpoints()
+        if not checkpoints or chunk > checkpoints[-1]:
+            self._due = chunk
+            self._checkpoint()
+
+    def _checkpoint(self) -> None:
+        """Write the due checkpoint if the replay stands between two pages with no handler
+        suspended; else try again after the next page."""
+        due, replay = self._due, self.replay
+        if due is None or not replay.peek_is_page_boundary:
+            return
+        assert self._build is not None and self._write is not None
+        data = self._build(replay, due)
+        if data is None:
+            return
+        if self._write(due, data):
+            log.info(
+                "%s: checkpoint %d written by the standby (%d bytes)", self.name, due, len(data)
+            )
+        self._due = None
+
+    def follow(self, poll: float) -> None:
+        """Return once this process holds the lease."""
+        failures = 0
+        while True:
+            self.records.refresh()
+            try:
+                while self.replay.step() is not None:
+                    if self._due is not None:
+                        self._checkpoint()
+                failures = 0
+            except LogChangedError as exc:
+                log.info("%s: %s; the standby replays from the newest checkpoint", self.name, exc)
+                self.replay = self._start()
+                continue
+            except StoreError as exc:
+                # a read that raced the writer (or retention deleting a chunk behind us)
+                failures += 1
+                if failures >= _RETRIES:
+                    log.info(
+                        "%s: %s; the standby replays from the newest checkpoint", self.name, exc
+                    )
+                    self.replay, failures = self._start(), 0
+            try:
+                self.store.open()
+                return
+            except LogLockedError:
+                pass
+            time.sleep(poll)
+            try:
+                self.replay.follow()
+            except LogChangedError as exc:
+                log.info("%s: %s; the standby replays from the newest checkpoint", self.name, exc)
+                self.replay = self._start()
+            except StoreError:
+                failures += 1
+
+
 @contextlib.contextmanager
-def _refusing(name: str, transport: Transport, listen: PeerAddress | None, timeout: float) -> Any:
+def _refusing(
+    name: str, transport: Transport, listen: PeerAddress | None, timeout: float
+) -> Iterator[str | None]:
     """Listen on ``listen`` meanwhile, refusing every peer as a standby (if it can be bound:
-    on the primary's own address, this instance listens there once it has taken over)."""
+    on the primary's own address, this instance listens there once it has taken over); give
+    the address peers reach this instance at."""
     if listen is None:
-        yield
+        yield None
         return
     with anyio.from_thread.start_blocking_portal() as portal:
         try:
@@ -149,11 +247,11 @@ def _refusing(name: str, transport: Transport, listen: PeerAddress | None, timeo
             )
         except ListenError as exc:
             log.info("%s: the standby listens once it has taken over (%s)", name, exc)
-            yield
+            yield str(listen)
             return
         log.info("%s: standby listening on %s:%s, sending peers on", name, listen.host, port)
         try:
-            yield
+            yield str(PeerAddress(listen.host, port))
         finally:
             future.cancel()
             with contextlib.suppress(BaseException):

@@ -7,6 +7,7 @@ client sees answered by the new primary.
 
 from __future__ import annotations
 
+import signal
 import statistics
 import subprocess
 import sys
@@ -19,6 +20,10 @@ from apps import counting
 from apps.counting import Counter, Mixer
 from support import APPS, Child, free_port, wait_for
 from test_crash_recovery import log_url, recovered_state
+
+from ambrosia_edge.logstatus import read_status
+from ambrosia_edge.recovery import Replayer
+from ambrosia_edge.store import open_store
 
 CALLS = 8000
 FAILOVERS = 5
@@ -158,3 +163,150 @@ def test_a_standby_can_be_refused(tmp_path: Path) -> None:
         assert f"is in use by pid {first.proc.pid}" in second.stderr
     finally:
         first.kill()
+
+
+def test_a_paused_primary_is_deposed_by_its_standby(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On the shared-mount tier a primary SIGSTOPped past its lease is replaced by its standby;
+    SIGCONTed, it stops at once with status 3 saying it was deposed, and the client's forks and
+    calls across all of it count exactly once. (``--lease-ttl`` sets the lease here.)"""
+    calls = 3000
+    server_log = f"nfs://{tmp_path / 'server'}"
+    client_log = tmp_path / "client"
+    pc, p1, p2 = free_port(), free_port(), free_port()
+    env = {"AMBROSIA_TEST_CALLS": str(calls)}
+    dirs = [tmp_path / name for name in ("status-1", "status-2", "status-client")]
+    for directory in dirs:
+        directory.mkdir()
+    first = Child(f"{APPS}:Counter", "server", server_log, p1, {"client": pc}, dirs[0], env)
+    second = Child(f"{APPS}:Counter", "server", server_log, p2, {"client": pc}, dirs[1], env)
+    first.args = second.args = ["--lease-ttl", "0.5"]
+    client = Child(f"{APPS}:Mixer", "client", client_log, pc, {}, dirs[2], env)
+    client.args = ["--peer", f"server=127.0.0.1:{p1},127.0.0.1:{p2}"]
+    everyone = (first, second, client)
+
+    def outputs() -> str:
+        return "\n".join(c.output() for c in everyone)
+
+    def seen() -> int:
+        status = client.status()
+        return len(status["seen"]) if status else -1
+
+    first.start()
+    try:
+        wait_for(first.status, 60, "the primary", outputs)
+        second.start()
+        client.start()
+        wait_for(partial(standby_ready, second), 60, "the standby", outputs)
+        wait_for(lambda: seen() >= 20, 60, "the client's progress", outputs)
+        assert first.proc is not None
+        paused = first.proc
+        paused.send_signal(signal.SIGSTOP)
+        try:
+            wait_for(second.status, 30, "the standby to take over", outputs)
+            at = seen()
+            wait_for(lambda: seen() > at + 10, 30, "calls answered by the new primary", outputs)
+        finally:
+            paused.send_signal(signal.SIGCONT)
+        assert paused.wait(timeout=30) == 3, first.output()
+        first.proc = None
+        assert "deposed: epoch 2 of the lease was taken" in first.output()
+        wait_for(lambda: (s := client.status()) and s["done"], 120, "the client to finish", outputs)
+        server = wait_for(lambda: (s := second.status()) and s["count"] == calls and s, 60, "end")
+        assert (server["received"], server["out_of_order"]) == (10 * calls, 0)
+        assert second.stop() == 0
+        assert client.stop() == 0
+    finally:
+        for child in everyone:
+            if child.proc is not None:
+                child.proc.send_signal(signal.SIGCONT)
+            child.kill()
+    monkeypatch.setattr(counting, "CALLS", calls)
+    counter = recovered_state(Counter, "server", server_log)
+    assert (counter.count, counter.received, counter.out_of_order) == (calls, 10 * calls, 0)
+    assert recovered_state(Mixer, "client", client_log).seen == list(range(1, calls + 1))
+
+
+@pytest.mark.parametrize("tier", ["file", "nfs"])
+def test_the_standby_writes_the_checkpoints_and_they_recover_exactly(
+    tmp_path: Path, tier: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With a standby, the primary begins each chunk and the standby writes its checkpoint,
+    from its replay; recovering from any of them gives exactly the state of a replay of the
+    whole log. Failing over keeps working from there on."""
+    calls = 1500
+    server_log = log_url(tmp_path, "server", tier)
+    client_log = tmp_path / "client"
+    pc, p1, p2 = free_port(), free_port(), free_port()
+    env = {"AMBROSIA_TEST_CALLS": str(calls)}
+    dirs = [tmp_path / name for name in ("status-1", "status-2", "status-client")]
+    for directory in dirs:
+        directory.mkdir()
+    servers = [
+        Child(f"{APPS}:Counter", "server", server_log, port, {"client": pc}, directory, env)
+        for port, directory in ((p1, dirs[0]), (p2, dirs[1]))
+    ]
+    for server in servers:
+        server.args = ["--checkpoint-bytes", "16KiB", "--keep-checkpoints", "1000"]
+    first, second = servers
+    client = Child(f"{APPS}:Mixer", "client", client_log, pc, {}, dirs[2], env)
+    client.args = ["--peer", f"server=127.0.0.1:{p1},127.0.0.1:{p2}"]
+    everyone = (first, second, client)
+
+    def outputs() -> str:
+        return "\n".join(c.output() for c in everyone)
+
+    def seen() -> int:
+        status = client.status()
+        return len(status["seen"]) if status else -1
+
+    first.start()
+    try:
+        wait_for(first.status, 60, "the primary", outputs)
+        second.start()
+        wait_for(partial(standby_ready, second), 60, "the standby", outputs)
+        # recorded beside the lease: status names it, and the primary leaves checkpoints to it
+        wait_for(
+            lambda: read_status(str(server_log)).standbys == [f"127.0.0.1:{p2}"],
+            30,
+            "status to name the standby",
+            outputs,
+        )
+        client.start()
+        wait_for(
+            lambda: second.output().count("written by the standby") >= 3,
+            60,
+            "checkpoints by the standby",
+            outputs,
+        )
+        first.kill()
+        wait_for(second.status, 60, "the standby to take over", outputs)
+        status = read_status(str(server_log))
+        assert (status.primary, status.standbys) == (f"127.0.0.1:{p2}", [])
+        wait_for(lambda: (s := client.status()) and s["done"], 120, "the client to finish", outputs)
+        assert second.stop() == 0
+        assert client.stop() == 0
+    finally:
+        for child in everyone:
+            child.kill()
+    by_primary = [line for line in first.output().splitlines() if "checkpoint" in line]
+    assert by_primary == ["ambrosia-edge: server: checkpoint 1 written (231 bytes)"]
+
+    store = open_store(str(server_log))
+    checkpoints = store.list_checkpoints()
+    assert len(checkpoints) >= 4
+    whole = Replayer(Counter, store, name="server", checkpoint=None, read_only=True)
+    whole.run()
+    assert (whole.obj.count, whole.obj.received, whole.obj.out_of_order) == (
+        calls,
+        10 * calls,
+        0,
+    )
+    for n in checkpoints:
+        replay = Replayer(Counter, store, name="server", checkpoint=n, read_only=True)
+        replay.run()
+        assert replay.state == whole.state, f"checkpoint {n}"
+        assert replay.coordinator.snapshot() == whole.coordinator.snapshot(), f"checkpoint {n}"
+    monkeypatch.setattr(counting, "CALLS", calls)
+    assert recovered_state(Mixer, "client", client_log).seen == list(range(1, calls + 1))
