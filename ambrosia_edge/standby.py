@@ -196,6 +196,8 @@ class _Follower:
     def follow(self, poll: float) -> None:
         """Return once this process holds the lease."""
         failures = 0
+        started = time.monotonic()
+        caught_up = False
         while True:
             self.records.refresh()
             try:
@@ -203,6 +205,14 @@ class _Follower:
                     if self._due is not None:
                         self._checkpoint()
                 failures = 0
+                if not caught_up:
+                    caught_up = True
+                    log.info(
+                        "%s: the standby has caught up with the log (page %d) in %.2f s",
+                        self.name,
+                        self.replay.coordinator.next_page - 1,
+                        time.monotonic() - started,
+                    )
             except LogChangedError as exc:
                 log.info("%s: %s; the standby replays from the newest checkpoint", self.name, exc)
                 self.replay = self._start()

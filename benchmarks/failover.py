@@ -46,7 +46,7 @@ def measure_failover(runner: Runner, *, failovers: int, pings: int) -> dict[str,
         return read_status(run_dir, "server").get("pid") == child.pid
 
     def following(child: Child) -> bool:
-        return "standby listening on" in child.text()
+        return "standby has caught up" in child.text()
 
     try:
         primary, where = start(0), 0

@@ -34,7 +34,7 @@ def standby_ready(child: Child) -> bool:
     if child.proc is None:
         return False
     newest = child.status_dir / f"{child.name}.{child.starts - 1}.log"
-    return "standby listening on" in newest.read_text(errors="replace")
+    return "standby has caught up" in newest.read_text(errors="replace")
 
 
 def run_failovers(
