@@ -35,6 +35,7 @@ from .kinds import (
     NAME_RE,
     NAME_RULE,
     PEERS,
+    SECONDS,
     SWITCH,
     TEXT,
     PeerAddress,
@@ -191,7 +192,8 @@ class ProcessOptions:
         kind=PEERS,
         flag="--peer",
         help="another immortal this one calls or answers, with its address or by name alone "
-        "(found by discovery); repeat for each peer",
+        "(found by discovery); repeat for each peer; a name with standbys lists every "
+        "address: NAME=HOST:PORT,HOST:PORT",
         example="client=127.0.0.1:7002",
     )
 
@@ -231,6 +233,22 @@ class StoreOptions:
         flag="--fsync",
         help="flush every log write to disk before running it; --no-fsync is faster but a "
         "power cut can lose the last inputs",
+    )
+    standby: bool = option(
+        default=True,
+        kind=SWITCH,
+        flag="--standby",
+        help="when another instance holds the log, follow it as a standby and take over when "
+        "it stops; --no-standby fails instead",
+    )
+    lease_ttl: float | None = option(
+        default=None,
+        kind=SECONDS,
+        flag="--lease-ttl",
+        help="how long the log's lease outlives its holder's last renewal before a standby "
+        "takes over, on tiers that fence by lease (nfs://: 1.5 s, s3:// gs:// az://: 2 s); "
+        "the holder renews every quarter of it",
+        example=1.5,
     )
 
 

@@ -70,7 +70,7 @@ class Handover:
         _have_input: Wakeup
 
         # of checkpointing
-        _unstored: tuple[int, bytes] | None
+        _unstored: tuple[int, bytes | None] | None
 
         # of the peer sessions
         _inbound: dict[str, Link]

@@ -27,6 +27,7 @@ from .errors import (
     ConnectionClosed,
     IncarnationError,
     ProtocolError,
+    StandbyError,
 )
 from .transport import Link
 from .wire import Frame
@@ -122,6 +123,8 @@ async def initiate(
         if refusal.get("code") == MOVED:
             # an ordinary outcome, like a peer gone: the sender tries its next address
             raise PeerMoving(f"{destination} at {link.peer} is moving: {refusal['message']}")
+        if refusal.get("code") == StandbyError.code:
+            raise StandbyError(f"{destination} at {link.peer} is a standby")
         kind = IncarnationError if refusal.get("code") == IncarnationError.code else ProtocolError
         raise kind(f"{destination} refused the connection: {refusal['message']}")
     if ftype is not Frame.WELCOME:

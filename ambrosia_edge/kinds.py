@@ -105,8 +105,8 @@ class PeerAddress:
 
 @dataclass(frozen=True)
 class PeerAddresses(PeerAddress):
-    """One peer at several addresses (``--peer NAME=HOST:PORT,HOST:PORT``), tried in order
-    (an immortal that moves between two devices is at one or the other). Where a single
+    """One peer at several addresses (``--peer NAME=HOST:PORT,HOST:PORT``), tried in order:
+    a primary and its standbys, or an immortal that moves between two devices. Where a single
     address is expected it stands for the first."""
 
     more: tuple[PeerAddress, ...] = ()
@@ -355,7 +355,7 @@ def check_peer(peer: object, address: object, own_name: str | None, at: At) -> N
         raise at.bad(f"bad peer name: {NAME_RULE}", peer)
     if address is not None and not isinstance(address, PeerAddress):
         raise at.bad(f"peer {peer!r} needs a PeerAddress (or None: found by discovery)", address)
-    if address is not None and address.port == 0:
+    if address is not None and any(a.port == 0 for a in each_address(address)):
         raise at.bad(f"peer {peer!r} needs a real port, not 0", str(address))
     if peer == own_name:
         raise at.bad(
@@ -379,7 +379,9 @@ def _peer_table(value: object, at: At) -> dict[str, PeerAddress | None]:
     for peer, address in value.items():
         if address == DISCOVER or address is None:
             address = None
-        elif isinstance(address, str):
+        elif isinstance(address, list) and address and all(isinstance(a, str) for a in address):
+            address = ",".join(address)
+        if isinstance(address, str):
             try:
                 address = read_addresses(address)
             except Problem as exc:

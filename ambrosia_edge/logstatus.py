@@ -72,6 +72,11 @@ def read_status(url: str) -> LogStatus:
         )
         return status
     _from_lease(status, lease.info(), getattr(lease, "ttl", None))
+    standbys = getattr(lease, "standbys", None)  # recorded beside the lease, where a tier can
+    if standbys is not None:
+        status.standbys = [
+            str(r.get("address") or f"pid {r.get('pid')} on {r.get('host')}") for r in standbys()
+        ]
     reply = _ask_primary(store)
     if reply is None and status.state != "running":
         _from_seal(status, store)

@@ -1,8 +1,10 @@
 """Peer sessions: where peers connect. Outbound senders with backoff, inbound receivers.
 
 For each immortal it sends to, a sender resolves the name through discovery on every attempt,
-connects to each address in turn, runs the handshake (:mod:`.handshake`), realigns its output
-buffer with what the receiver holds, then sends DATA while reading ACKs; when the link breaks
+connects to each address in turn and runs the handshake (:mod:`.handshake`): a standby refuses
+with its own code, as does an instance moving away, and the next address is tried at once, with
+no backoff while only standbys answer. Then it realigns its output buffer with what the receiver
+holds and sends DATA while reading ACKs; when the link breaks
 it waits (50 ms doubling to 5 s) and starts over, at once when discovery says the peer's
 addresses changed; a connected sender whose peer is announced elsewhere leaves for the new
 address (a peer that lost power never closes its end). While a sender waits on the socket, new
@@ -29,6 +31,7 @@ from .errors import (
     ConnectionClosed,
     IncarnationError,
     ProtocolError,
+    StandbyError,
 )
 from .kinds import PeerAddress
 from .transport import Link, Transport
@@ -48,6 +51,8 @@ WAITING_REPEAT = 60.0
 #: For this long after a peer said it is moving to a new instance, it is retried every 50 ms
 #: rather than with a growing back-off: the move takes a moment, not minutes.
 MOVE_GRACE = 30.0
+#: The wait before asking again when only standbys answered (one is about to take over).
+STANDBY_RETRY = 0.02
 #: A DATA frame must fit in wire.MAX_FRAME: batches stop at half of it.
 MAX_BATCH = wire.MAX_FRAME // 2
 #: The least time between two ACKs on one connection (docs/protocol.md 4.9).
@@ -114,8 +119,12 @@ class Peers:
         self._handshaking = 0  # inbound connections not yet through the handshake
         self._turned_away_said = -math.inf  # when we last logged that the cap was reached
         self._moved_wakeups: dict[str, Wakeup] = {}
-        #: the address each destination was last reached at, tried first the next time
+        #: the address each destination was last reached at (see _open_link)
         self._reached_at: dict[str, PeerAddress] = {}
+        #: each sender's link while it is up
+        self._outbound: dict[str, Link] = {}
+        #: the largest epoch each source has said hello in (a new primary's is larger)
+        self._hello_epochs: dict[str, int] = {}
         #: until when each destination that said it is moving is retried without back-off
         self._moving_until: dict[str, float] = {}
 
@@ -147,6 +156,7 @@ class Peers:
                 link, address, total, replayable = await self._open_link(destination, addresses)
                 link.authenticated()
                 self.links_out[destination] = address
+                self._outbound[destination] = link
                 if out.rebase_pending:
                     out.rebase(total, replayable)
                 else:
@@ -174,7 +184,12 @@ class Peers:
                 log.error("%s: link to %s stopped: %s", self.name, destination, exc)
                 return  # (the link is closed below)
             except (ConnectionClosed, ProtocolError, OSError) as exc:
-                if isinstance(exc, AuthenticationError | ProtocolError):
+                if isinstance(exc, StandbyError):
+                    # only standbys answered: one of them takes over as soon as the primary's
+                    # lease lapses, so ask again soon rather than backing off
+                    log.debug("%s: %s", self.name, exc)
+                    backoff = STANDBY_RETRY
+                elif isinstance(exc, AuthenticationError | ProtocolError):
                     log.error("%s: link to %s failed: %s", self.name, destination, exc)
                 elif backoff >= 0.4 and anyio.current_time() - waiting_said >= WAITING_REPEAT:
                     # a few quick retries failed: say that we wait, and why; again every
@@ -203,6 +218,8 @@ class Peers:
                     backoff = 0.05  # its new instance listens any moment: look again soon
             finally:
                 self.links_out.pop(destination, None)
+                if link is not None and self._outbound.get(destination) is link:
+                    del self._outbound[destination]
                 if link is not None:
                     with anyio.CancelScope(shield=True):
                         await link.aclose()
@@ -231,16 +248,29 @@ class Peers:
     async def _open_link(
         self, destination: str, addresses: list[PeerAddress]
     ) -> tuple[Link, PeerAddress, int, int]:
-        """Connect and handshake with the first of ``addresses`` that takes us, starting with
-        the one that last did. One that cannot be reached, or that closes the connection
-        during the handshake or refuses it as moving away, is passed over for the next: an
-        immortal listed at two addresses (``--peer NAME=A,B``) is found at either."""
+        """Connect and handshake with the first of ``addresses`` that takes us as the name's
+        primary. A standby refuses with its own code and an instance moving away with its own;
+        they, and an address that cannot be reached or does not answer, are passed over for
+        the next at once: an immortal listed at several addresses (``--peer NAME=A,B``) is
+        found at whichever serves it now.
+
+        After a link ends, the addresses after the one it went to are tried first: that
+        instance may be paused rather than gone (its port still accepts), and a standby of it
+        may be the primary now.
+        """
         if not addresses:
             raise ConnectionError("no address is known for it")
-        last = self._reached_at.get(destination)
-        if last in addresses:
-            addresses = [last, *(a for a in addresses if a != last)]
+        reached = self._reached_at.get(destination)
+        if reached in addresses:
+            at = addresses.index(reached) + 1
+            addresses = addresses[at:] + addresses[:at]
         failure: BaseException | None = None
+
+        def failed(exc: BaseException) -> None:
+            nonlocal failure
+            if not isinstance(failure, StandbyError):  # "a standby answered" says the most
+                failure = exc
+
         for address in addresses:
             try:
                 with anyio.fail_after(self.options.handshake_timeout):
@@ -249,12 +279,11 @@ class Peers:
                         address.host, address.port, name=destination
                     )
             except TimeoutError:
-                failure = TimeoutError(
-                    f"{address} did not answer within {self.options.handshake_timeout:g} s"
-                )
+                timeout = self.options.handshake_timeout
+                failed(TimeoutError(f"{address} did not answer within {timeout:g} s"))
                 continue
             except (ConnectionClosed, OSError) as exc:
-                failure = exc
+                failed(exc)
                 continue
             try:
                 total, replayable = await handshake.initiate(
@@ -275,11 +304,13 @@ class Peers:
                     raise  # the same log at every address: the next cannot help
                 if isinstance(exc, handshake.PeerMoving):
                     self._moving_until[destination] = anyio.current_time() + MOVE_GRACE
-                if isinstance(exc, ProtocolError) and address != addresses[-1]:
+                if isinstance(exc, ProtocolError) and not isinstance(exc, StandbyError):
+                    if address == addresses[-1]:
+                        raise
                     log.error("%s: link to %s failed: %s", self.name, destination, exc)
-                elif not isinstance(exc, ConnectionClosed | OSError):
+                elif not isinstance(exc, StandbyError | ConnectionClosed | OSError):
                     raise
-                failure = exc
+                failed(exc)
                 continue
             self._reached_at[destination] = address
             return link, address, total, replayable
@@ -373,6 +404,7 @@ class Peers:
             link.authenticated()
             authenticated = True
             self._handshaking -= 1
+            await self._note_epoch(source, hello.fields.get("epoch"))
             if self.holding:
                 raise _Moving(f"{self.name} is handing itself over to a new instance")
             previous = self._inbound.get(source)
@@ -423,6 +455,25 @@ class Peers:
             exc = incarnation.changed(self.name, peer, known, seen)
             self.stopped_links[peer] = str(exc)
             raise exc
+
+    async def _note_epoch(self, source: str, epoch: object) -> None:
+        """A source that says hello in a larger epoch than before has a new primary (a standby
+        took over): our link to it, if still up, goes to the instance it replaced, which may be
+        paused rather than dead, so it is closed and the sender finds the new one."""
+        if type(epoch) is not int:
+            return
+        before = self._hello_epochs.get(source)
+        self._hello_epochs[source] = max(epoch, before or 0)
+        stale = self._outbound.get(source)
+        if before is not None and epoch > before and stale is not None:
+            log.info(
+                "%s: %s is in epoch %d now; reconnecting to its new primary",
+                self.name,
+                source,
+                epoch,
+            )
+            with anyio.CancelScope(shield=True):
+                await stale.aclose()
 
     async def _turn_away(self, link: Link) -> None:
         """Refuse a connection because too many others are in the handshake (a flood, or a

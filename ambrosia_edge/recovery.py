@@ -152,6 +152,11 @@ class Replayer:
         #: of the chunks to replay (``chunks_to_read``), how many have been read whole
         self.chunks_read = 0
         self.chunks_to_read = len(self._replay)
+        #: the last record read (chunk, offset, body), where :meth:`follow` reads on from
+        self._last: tuple[int, int, bytes] | None = None
+        #: called with a chunk's number when its header has been read and every page before
+        #: it applied: the replay then stands where a checkpoint of that chunk would
+        self.on_chunk: Callable[[int], None] | None = None
         self._pages = self._read_pages()
         self._next: Page | None = None
         #: the number of the last message run, counted from the log's start (the checkpoint
@@ -228,7 +233,7 @@ class Replayer:
 
     # --- replaying -----------------------------------------------------------------------------
 
-    def _read_pages(self) -> Iterator[Page]:
+    def _read_pages(self, after: tuple[int, int, bytes] | None = None) -> Iterator[Page]:
         store = self.store
         checkpoint = self.checkpoint
         coordinator = self.coordinator
@@ -236,8 +241,20 @@ class Replayer:
         for number, chunk in enumerate(self._replay):
             self.chunks_read = number  # chunks read whole, for a progress bar
             last = chunk == chunks[-1]
-            self._have_header = False
+            resumed = after is not None and after[0] == chunk
+            self._have_header = resumed
             for offset, body in store.read_records(chunk, repair=last and not self.read_only):
+                if resumed:
+                    assert after is not None
+                    if offset < after[1]:
+                        continue
+                    if offset == after[1]:
+                        if body != after[2]:
+                            raise LogChangedError(f"{store.url} chunk {chunk} offset {offset}")
+                        resumed = False
+                        continue
+                    raise LogChangedError(f"{store.url} chunk {chunk} offset {after[1]}")
+                self._last = (chunk, offset, body)
                 where = f"{store.url} chunk {chunk} offset {offset}"
                 if not self._have_header:
                     header = decode_chunk_header(body, where)
@@ -246,6 +263,9 @@ class Replayer:
                     if isinstance(version, int) and version != self.version:
                         self._version_changed(version, where)
                     self._check_incarnation(header.get("incarnation"), where)
+                    first = header.get("first_page")
+                    if self.on_chunk is not None and first == coordinator.next_page:
+                        self.on_chunk(chunk)
                     continue
                 if is_seal(body):  # the log's last record: the immortal moved on from here
                     self.seal = decode_seal(body, where)
@@ -259,6 +279,34 @@ class Replayer:
                         "pages are missing, so replay would not be faithful"
                     )
                 yield page
+            if resumed:
+                # the record read last is gone: the log was cut back under us (a seal of the
+                # shared-mount tier after a deposed writer's late appends)
+                assert after is not None
+                raise LogChangedError(f"{store.url} chunk {chunk} offset {after[1]}")
+
+    def follow(self) -> None:
+        """Look again for what was appended since the end was reached, as a standby does:
+        list the chunks afresh and read on after the last record read (each file reopened,
+        so a shared mount shows other clients' appends).
+
+        Raises :class:`LogChangedError` if the record read last is no longer there as it was
+        read: what was replayed is then not a prefix of the log, and the replay must start
+        over.
+        """
+        if self._next is not None or self._current is not None:
+            return  # a page is read but not applied: the end has not been reached yet
+        self._chunks = chunks = self.store.list_chunks()
+        last = self._last
+        if last is None:
+            start = self.checkpoint.chunk if self.checkpoint is not None else 0
+            self._replay = [c for c in chunks if c >= start]
+        else:
+            self._replay = [c for c in chunks if c >= last[0]]
+            if not self._replay or self._replay[0] != last[0]:
+                raise LogChangedError(f"{self.store.url} chunk {last[0]} is gone")
+        self.chunks_to_read = len(self._replay)
+        self._pages = self._read_pages(last)
 
     def _version_changed(self, version: int, where: str) -> None:
         """A chunk header records another class version: a live upgrade happened here (the
@@ -437,6 +485,13 @@ class Replayer:
             # then every recovery replays with the old code)
             coordinator.checkpoint_requested = True
         coordinator.new_epoch()
+
+
+class LogChangedError(CorruptLogError):
+    """What a follower had read of a log is no longer in it (see :meth:`Replayer.follow`)."""
+
+    def __init__(self, where: str) -> None:
+        super().__init__(f"{where}: the record read there is no longer in the log")
 
 
 def check_version(cls: type[Immortal], checkpoint: Checkpoint, url: str) -> None:

@@ -31,13 +31,14 @@ from .control import log_identity, serve_control, socket_path
 from .coordinator import Coordinator, CoordinatorOptions
 from .discovery import Discovery, StaticDiscovery, open_discovery
 from .discovery_options import discovery_spec
-from .errors import AmbrosiaError, ConfigError, DeposedError, StateEncodingError
+from .errors import AmbrosiaError, ConfigError, DeposedError, LogLockedError, StateEncodingError
 from .executor import Executor
 from .feed import feed_sources
 from .immortal import Immortal, state_of
 from .lease import lease_of
 from .recovery import Replayer, complete_upgrade
 from .sources import ImpulseSource, open_declared
+from .standby import describe_holder, follow_until_primary
 from .store import LogStore, open_store
 from .tls import tls_files
 from .transport import TRANSPORTS, Transport
@@ -81,6 +82,9 @@ class Runtime:
                 "%s: no --listen: discovery cannot announce it, and no peer can call it",
                 self.name,
             )
+        lease = lease_of(self.store)
+        if settings.lease_ttl is not None and lease is not None and hasattr(lease, "ttl"):
+            lease.ttl = settings.lease_ttl  # a fencing lease's lifetime (--lease-ttl)
         #: run on the primary besides the immortal's own impulse_sources() (sources.py)
         self.sources = list(sources)
         #: sends the immortal's publishes to the broker of --mqtt (MQTT out)
@@ -134,6 +138,44 @@ class Runtime:
         )
         replayer.run()
         replayer.finish()
+        self._adopt(replayer, started, read_only=read_only)
+
+    def stand_by(self) -> None:
+        """Follow the log as a standby of the instance that holds it, until this one holds
+        it; then the same as :meth:`recover` (:mod:`.standby`). Blocks; a signal handler that
+        raises stops it anywhere, as it does a recovery."""
+        log.info(
+            "%s: standby of %s: following %s, taking over when it stops",
+            self.name,
+            describe_holder(self.store),
+            self.store.url,
+        )
+
+        def replayer(read_only: bool) -> Replayer:
+            return Replayer(
+                self.cls,
+                self.store,
+                name=self.name,
+                read_only=read_only,
+                coordinator=self._build_coordinator,
+            )
+
+        started = time.monotonic()
+        replay = follow_until_primary(
+            replayer,
+            self.store,
+            name=self.name,
+            transport=self.transport,
+            listen=self.settings.listen,
+            handshake_timeout=self.settings.handshake_timeout,
+            checkpoint=self._standby_checkpoint,
+        )
+        self._adopt(replay, started)
+        self.recovery["standby"] = True
+
+    def _adopt(self, replayer: Replayer, started: float, *, read_only: bool = False) -> None:
+        """Take a finished replay's coordinator and executor as this runtime's own (a standby's
+        too, once it holds the log: it goes on to be primary)."""
         self._coordinator = replayer.coordinator
         self.executor = replayer.executor
         if not read_only:
@@ -150,7 +192,7 @@ class Runtime:
         }
 
     def _build_coordinator(self, executor: Callable[[Coordinator], Executor]) -> Coordinator:
-        return Coordinator(
+        coordinator = Coordinator(
             self.name,
             self.store,
             self.transport,
@@ -159,11 +201,22 @@ class Runtime:
             executor=executor,
             on_checkpoint=self._checkpoint,
         )
+        standbys = getattr(lease_of(self.store), "standbys", None)
+        if standbys is not None and hasattr(self.store, "write_standby_checkpoint"):
+            coordinator.standby_checkpoints = lambda: bool(standbys())
+        return coordinator
 
     def _checkpoint(self, chunk: int, next_page: int) -> bytes | None:
         """Snapshot at the current dispatch point (called between pages), or None if busy."""
         executor = self.executor
         assert executor is not None
+        return self._snapshot(executor, self.coordinator, chunk, next_page)
+
+    def _snapshot(
+        self, executor: Executor, coordinator: Coordinator, chunk: int, next_page: int
+    ) -> bytes | None:
+        """Checkpoint ``chunk`` of ``executor``'s immortal as it stands, between pages: this
+        runtime's own, or a standby's replay; None if a handler is suspended."""
         if not executor.quiescent:
             return None
         complete_upgrade(executor, self.coordinator, self.cls)  # a pending live upgrade
@@ -175,8 +228,8 @@ class Runtime:
             for attribute, value in state.items():  # name the attribute, not just the path
                 codec.encode(value, where=f"{type(obj).__name__}.{attribute}")
             raise
-        coordinator = self.coordinator.snapshot()
-        assert coordinator.next_page == next_page
+        snapshot = coordinator.snapshot()
+        assert snapshot.next_page == next_page
         return Checkpoint.build(
             immortal=self.name,
             class_path=class_path(self.cls),
@@ -184,8 +237,13 @@ class Runtime:
             chunk=chunk,
             state=encoded,
             next_call_id=executor.next_call_id,
-            coordinator=coordinator,
+            coordinator=snapshot,
         ).encode()
+
+    def _standby_checkpoint(self, replay: Replayer, chunk: int) -> bytes | None:
+        return self._snapshot(
+            replay.executor, replay.coordinator, chunk, replay.coordinator.next_page
+        )
 
     def request_checkpoint(self) -> None:
         self.coordinator.request_checkpoint()
@@ -262,6 +320,18 @@ class Runtime:
         source = f"checkpoint {r['checkpoint']}" if r["checkpoint"] else "the start"
         listen = self.settings.listen
         where = f"; listening on {listen.host}:{self.port}" if listen and self.port else ""
+        if r.get("standby"):
+            log.info(
+                "%s: primary in epoch %d, taking over as a standby (followed %d pages of %s "
+                "from %s)%s",
+                self.name,
+                r["epoch"],
+                r["pages"],
+                self.store.url,
+                source,
+                where,
+            )
+            return
         log.info(
             "%s: recovered from %s + %d pages of %s in %.2f s; primary in epoch %d%s",
             self.name,
@@ -350,7 +420,12 @@ def run_immortal(settings: Settings) -> int:
     # anywhere. Without this, a stop requested during a long replay killed the process.
     previous = signal.signal(signal.SIGTERM, _stop_recovering)
     try:
-        runtime.recover()  # before the loop: a damaged log is reported plainly, not from a task
+        try:
+            runtime.recover()  # before the loop: a damaged log is reported plainly, not from a task
+        except LogLockedError:
+            if not settings.standby:
+                raise
+            runtime.stand_by()  # another instance holds the log: follow it, take over from it
     except _StopRecovering:
         runtime.store.close()
         log.info("%s: stopped while recovering (signal %d)", runtime.name, signal.SIGTERM)

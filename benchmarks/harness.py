@@ -19,6 +19,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from . import disk, restate_peer, tiers
+from .failover import measure_failover
 from .machine import machine
 from .measure import measure_pair, measure_replay
 from .modes import Mode, messages_for, throughput_batch
@@ -114,6 +115,13 @@ def run_suite(
             f"{row['seconds']:.2f} s, {row['mb_per_s']:,.0f} MB/s, "
             f"{row['messages_per_s']:,.0f} msg/s"
         )
+    f = measure_failover(runner, failovers=mode.failovers, pings=mode.failover_pings)
+    results.failover.append(f)
+    times = sorted(f["times_s"])
+    log(
+        f"  failover after SIGKILL to a standby, {len(times)} times: median "
+        f"{median(times):.3f} s, worst {times[-1]:.3f} s; every ping exactly once"
+    )
     results.seconds = time.monotonic() - started
     return results
 

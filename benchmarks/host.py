@@ -19,6 +19,7 @@ import anyio
 
 from ambrosia_edge import runtime as runtime_module
 from ambrosia_edge.cli import build_parser, build_run_settings
+from ambrosia_edge.errors import LogLockedError
 from ambrosia_edge.loader import load_class
 from ambrosia_edge.runtime import Runtime
 from ambrosia_edge.store import open_store
@@ -57,7 +58,10 @@ def main(argv: list[str]) -> int:
                     tg.cancel_scope.cancel()
                     return
 
-    runtime.recover()
+    try:
+        runtime.recover()
+    except LogLockedError:
+        runtime.stand_by()  # another instance holds the log: follow it (the failover figure)
     anyio.run(serve, backend_options=options)
     return 0
 

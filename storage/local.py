@@ -537,6 +537,28 @@ class LocalStore:
                 f"{what} writing checkpoint {final}: the checkpoint was not stored; {hint}"
             ) from exc
 
+    def write_standby_checkpoint(self, n: int, data: BytesLike) -> bool:
+        """Store checkpoint ``n`` from a standby, which does not hold the lease (True).
+
+        The flock lease leaves no deposed writer whose pages a standby could have replayed,
+        so its checkpoint is always of logged pages; it goes beside the final name under one
+        of its own (another standby may write the same checkpoint) and is renamed over it.
+        """
+        final = self.checkpoint_path(n)
+        tmp = final.with_name(f"{final.name}.{os.getpid()}.tmp")
+        try:
+            write_file(tmp, data, fsync=self.fsync)
+            os.replace(tmp, final)
+            self._sync_dir()
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            what, hint = _describe(exc)
+            raise CheckpointError(
+                f"{what} writing checkpoint {final}: the checkpoint was not stored; {hint}"
+            ) from exc
+        return True
+
     def read_checkpoint(self, n: int) -> bytes:
         path = self.checkpoint_path(n)
         try:

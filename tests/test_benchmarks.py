@@ -67,6 +67,11 @@ def test_smoke_run_reports_a_number_for_every_system(tmp_path: Path) -> None:
         assert whole["log_bytes"] >= whole["messages"] * whole["size"] > 0, (cache, whole)
         assert whole["seconds"] > 0 and whole["messages_per_s"] > 0, (cache, whole)
     assert "warm" in summary["log_replay"], summary["log_replay"]
+    failover = summary["failover"]
+    assert failover["exactly_once"] and failover["times_s"], failover
+    assert 0 < failover["median_s"] <= failover["worst_s"], failover
+    assert goals["failover after SIGKILL to a standby, median (s)"] == "< 2 s", goals
+    assert "### Failover to a standby" in table, table
 
 
 @pytest.mark.timeout(120)
