@@ -289,8 +289,7 @@ class Coordinator(Committer, Dispatcher, Checkpointing, Peers, Handover):
                     self.name,
                     PeerAddress(listen.host, port),
                     epoch=self.epoch,
-                    # the log's incarnation, where the core keeps one
-                    incarnation=getattr(self, "incarnation", None),
+                    incarnation=self.incarnation,
                 )
             tg.start_soon(self._self_sender)
             # a sender for each immortal discovery knows now (the --peer table, statically),

@@ -25,13 +25,14 @@ class Discovery(Protocol):
     """Publishes this immortal's address and finds the others'."""
 
     async def publish(
-        self, name: str, address: PeerAddress, *, epoch: int = 0, incarnation: int | None = None
+        self, name: str, address: PeerAddress, *, epoch: int = 0, incarnation: str | None = None
     ) -> None:
         """Make ``name`` reachable at ``address`` (called once listening, with the bound port).
 
-        ``epoch`` (and the log's ``incarnation``, where the log has one) tell the peers which
-        of two announcements of one name is the newer: a higher one means the immortal moved
-        or restarted, and its peers reconnect at once."""
+        ``epoch`` and the log's ``incarnation`` (its id, incarnation.py) tell the peers which
+        of two announcements of one name is the newer: a higher epoch of the same log means
+        the immortal moved or restarted, another incarnation that its log was replaced; either
+        way its peers reconnect at once."""
 
     async def resolve(self, name: str) -> list[PeerAddress]:
         """The addresses ``name`` may be reached at now, best first; empty when none is known.
@@ -64,7 +65,7 @@ class StaticDiscovery:
         self._changes = ChangeLog()
 
     async def publish(
-        self, name: str, address: PeerAddress, *, epoch: int = 0, incarnation: int | None = None
+        self, name: str, address: PeerAddress, *, epoch: int = 0, incarnation: str | None = None
     ) -> None:
         self.set(name, address)
 

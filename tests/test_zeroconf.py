@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -17,6 +18,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -145,6 +147,29 @@ async def test_a_first_resolve_waits_for_the_answer_to_its_question(deployment: 
                 await asking.aclose()
     finally:
         await server.aclose()
+
+
+@pytest.mark.anyio
+async def test_a_log_started_afresh_under_the_name_comes_first(deployment: str) -> None:
+    """Another incarnation (the log was wiped and started again) starts again at epoch 1: it
+    is still the newest news, ahead of the old log's higher epoch; of one log, the higher
+    epoch wins whatever the order it is heard in."""
+    old_log, new_log = open_discovery(spec(deployment)), open_discovery(spec(deployment))
+    client = open_discovery(spec(deployment), peers={"server": None})
+    try:
+        await old_log.publish("server", PeerAddress(LOOPBACK, 7001), epoch=9, incarnation="aa" * 8)
+        assert await found(client, "server") == [PeerAddress(LOOPBACK, 7001)]
+        await new_log.publish("server", PeerAddress(LOOPBACK, 7002), epoch=1, incarnation="bb" * 8)
+        assert (await found(client, "server", 7002))[:2] == [
+            PeerAddress(LOOPBACK, 7002),
+            PeerAddress(LOOPBACK, 7001),
+        ]
+        assert isinstance(client, ZeroconfDiscovery)
+        client._learn("server", replace(client._found["server"][0], epoch=0))  # heard late
+        assert (await client.resolve("server"))[0] == PeerAddress(LOOPBACK, 7002)
+    finally:
+        for discovery in (old_log, new_log, client):
+            await discovery.aclose()
 
 
 @pytest.mark.anyio
@@ -585,4 +610,5 @@ def test_avahi_browse_sees_the_service(
     assert fields[4] == "_ambrosia-edge._tcp"
     assert fields[7] == host
     txt = set(fields[9].split(" "))
-    assert {'"name=server"', f'"dep={deployment}"', '"proto=1"', '"epoch=1"', '"inc="'} <= txt
+    assert {'"name=server"', f'"dep={deployment}"', '"proto=1"', '"epoch=1"'} <= txt
+    assert any(re.fullmatch(r'"inc=[0-9a-f]{16}"', item) for item in txt), txt  # the log's id

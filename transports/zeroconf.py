@@ -96,12 +96,8 @@ class _Announcement:
     """What one instance of an immortal announced: where it listens, and how new it is."""
 
     epoch: int
-    incarnation: int
+    incarnation: str  # the log's id; empty if it has none
     addresses: tuple[PeerAddress, ...]
-
-    @property
-    def age(self) -> tuple[int, int]:
-        return (self.incarnation, self.epoch)
 
 
 class ZeroconfDiscovery:
@@ -136,7 +132,7 @@ class ZeroconfDiscovery:
     # --- the Discovery contract -------------------------------------------------------------
 
     async def publish(
-        self, name: str, address: PeerAddress, *, epoch: int = 0, incarnation: int | None = None
+        self, name: str, address: PeerAddress, *, epoch: int = 0, incarnation: str | None = None
     ) -> None:
         zc = self._start()
         hosts = await self._published_hosts(address.host)
@@ -150,8 +146,8 @@ class ZeroconfDiscovery:
                 "name": name,
                 "dep": self.deployment,
                 "epoch": str(epoch),
-                # the log's incarnation; empty where the log has none
-                "inc": "" if incarnation is None else str(incarnation),
+                # the log's id (incarnation.py); empty where the log has none
+                "inc": incarnation or "",
             },
             # a host name of this process's own: the goodbye of an old instance of the same
             # immortal (same host, other port) cannot take this one's address records with it
@@ -168,7 +164,7 @@ class ZeroconfDiscovery:
             raise ConfigError(f"zeroconf cannot announce {name!r}: {exc}") from exc
         self._keep(asyncio.ensure_future(done))
         self._published = info
-        self._learn(name, _Announcement(epoch, incarnation or 0, _addresses(hosts, address.port)))
+        self._learn(name, _Announcement(epoch, incarnation or "", _addresses(hosts, address.port)))
         where = ", ".join(hosts)
         if all(ipaddress.ip_address(h.partition("%")[0]).is_loopback for h in hosts) and any(
             not ipaddress.ip_address(i).is_loopback for i in self.interfaces or ["0.0.0.0"]
@@ -337,10 +333,10 @@ class ZeroconfDiscovery:
             return None
         try:
             epoch = int(txt.get("epoch") or 0)
-            incarnation = int(txt.get("inc") or 0)
         except ValueError:
-            log.debug("zeroconf: ignoring %s: epoch or incarnation is not a number", instance)
+            log.debug("zeroconf: ignoring %s: its epoch is not a number", instance)
             return None
+        incarnation = txt.get("inc") or ""
         hosts = info.parsed_scoped_addresses()
         if not hosts:
             return None
@@ -349,16 +345,20 @@ class ZeroconfDiscovery:
     def _learn(self, name: str, new: _Announcement) -> None:
         """Put an announcement in the table; tell the senders if that changed what they get.
 
-        A newer one (higher incarnation, then epoch) replaces the older ones: the immortal
-        moved or restarted. An older one is kept behind the newest, for the rare case of a
-        name whose log was started afresh (its epochs begin again at 1).
+        Of one log (incarnation), a higher epoch replaces the lower ones: the immortal moved
+        or restarted; a lower one (an old instance still answering) goes behind the higher.
+        Another log under the same name (wiped and started again: its epochs begin again at
+        1) comes first when it is announced, ahead of the other logs' announcements, which
+        are kept behind it.
         """
         old = self._found.get(name, [])
-        others = [a for a in old if a.age != new.age]
-        if all(a.age < new.age for a in others):
-            table = [new]
+        same = [a for a in old if a.incarnation == new.incarnation and a.epoch != new.epoch]
+        others = [a for a in old if a.incarnation != new.incarnation]
+        if all(a.epoch < new.epoch for a in same):
+            table = [new, *others][:KEPT]
         else:
-            table = sorted([new, *others], key=lambda a: a.age, reverse=True)[:KEPT]
+            ordered = sorted([new, *same], key=lambda a: a.epoch, reverse=True)
+            table = [*ordered, *others][:KEPT]
         if table != old:
             self._found[name] = table
             self._next_query.pop(name, None)
