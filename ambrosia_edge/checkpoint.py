@@ -24,6 +24,7 @@ from typing import Any
 import cbor2
 
 from .errors import CheckpointError
+from .fields import as_bytes, as_int, as_list, as_map, as_pair, as_str
 
 CHECKPOINT_FORMAT = "ambrosia-edge/checkpoint"
 CHECKPOINT_VERSION = 1
@@ -135,21 +136,28 @@ def decode_checkpoint(data: bytes, where: str) -> Checkpoint:
         )
     try:
         return Checkpoint(
-            immortal=str(doc["immortal"]),
-            class_path=str(doc["class"]),
-            class_version=int(doc["class_version"]),
-            chunk=int(doc["chunk"]),
-            next_page=int(doc["next_page"]),
-            epoch=int(doc["epoch"]),
-            state=bytes(doc["state"]),
-            next_call_id=int(doc["next_call_id"]),
-            inputs={str(k): (int(v[0]), int(v[1])) for k, v in doc["inputs"].items()},
-            outputs={
-                str(k): (int(v[0]), [(int(seq), bytes(msg)) for seq, msg in v[1]])
-                for k, v in doc["outputs"].items()
-            },
-            incarnation=None if doc.get("incarnation") is None else str(doc["incarnation"]),
-            peers={str(k): str(v) for k, v in doc.get("peers", {}).items()},
+            immortal=as_str(doc["immortal"]),
+            class_path=as_str(doc["class"]),
+            class_version=as_int(doc["class_version"]),
+            chunk=as_int(doc["chunk"]),
+            next_page=as_int(doc["next_page"]),
+            epoch=as_int(doc["epoch"]),
+            state=as_bytes(doc["state"]),
+            next_call_id=as_int(doc["next_call_id"]),
+            inputs={as_str(k): as_pair(v) for k, v in as_map(doc["inputs"]).items()},
+            outputs={as_str(k): _output(v) for k, v in as_map(doc["outputs"]).items()},
+            incarnation=None if doc.get("incarnation") is None else as_str(doc["incarnation"]),
+            peers={as_str(k): as_str(v) for k, v in as_map(doc.get("peers", {})).items()},
         )
-    except (KeyError, TypeError, ValueError, IndexError) as exc:
+    except (KeyError, TypeError, ValueError) as exc:
         raise CheckpointError(f"{where} is missing or has a malformed field ({exc})") from None
+
+
+def _output(value: object) -> tuple[int, list[tuple[int, bytes]]]:
+    """One destination's out-buffer: [next sequence number, [[number, message], ...]]."""
+    nxt, entries = as_list(value)
+    kept = []
+    for entry in as_list(entries):
+        seq, message = as_list(entry)
+        kept.append((as_int(seq), as_bytes(message)))
+    return as_int(nxt), kept

@@ -27,6 +27,7 @@ import cbor2
 
 from . import plaincbor
 from .errors import CorruptLogError
+from .fields import as_bytes, as_int, as_list, as_map, as_pair, as_str
 
 LOG_FORMAT = "ambrosia-edge/log"
 LOG_VERSION = 1
@@ -94,22 +95,22 @@ class Page:
 def decode_page(body: bytes, where: str) -> Page:
     """Decode a page body; ``where`` (file and offset) names the record in errors."""
     try:
-        items = cbor2.loads(body)
+        items = as_list(cbor2.loads(body))
         number, epoch, raw_entries, inputs, trims = items[:5]
         peers = items[5] if len(items) == 6 else {}
         if len(items) not in (5, 6):
             raise ValueError(f"{len(items)} items")
         entries = [
-            Entry(str(s), int(t), int(r), int(c), int(n), bytes(b))
-            for s, t, r, c, n, b in raw_entries
+            Entry(as_str(s), as_int(t), as_int(r), as_int(c), as_int(n), as_bytes(b))
+            for s, t, r, c, n, b in as_list(raw_entries)
         ]
         return Page(
-            int(number),
-            int(epoch),
+            as_int(number),
+            as_int(epoch),
             entries,
-            {str(k): (int(v[0]), int(v[1])) for k, v in inputs.items()},
-            {str(k): int(v) for k, v in trims.items()},
-            {str(k): str(v) for k, v in peers.items()},
+            {as_str(k): as_pair(v) for k, v in as_map(inputs).items()},
+            {as_str(k): as_int(v) for k, v in as_map(trims).items()},
+            {as_str(k): as_str(v) for k, v in as_map(peers).items()},
         )
     except Exception as exc:
         raise CorruptLogError(

@@ -35,6 +35,7 @@ class Mode:
     replay_log: int  # bytes of server log to replay from the start
     replay_log_size: int  # payload of the workload that writes it
     timeout: float  # seconds for any one measurement
+    tiers: bool = True  # also on the shared-mount and S3 tiers (benchmarks/tiers.py)
 
 
 MODES = {
@@ -61,6 +62,7 @@ MODES = {
         replay_log=8 * MIB,
         replay_log_size=16 * KIB,
         timeout=40,
+        tiers=False,
     ),
     "quick": Mode(
         name="quick",

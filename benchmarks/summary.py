@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from . import tiers
 from .results import Results
 from .stats import median, percentile, ratio
 from .systems import (
@@ -114,6 +115,7 @@ def summarise(results: Results) -> dict[str, Any]:
                 for role in ("server", "client")
             }
     floor = ping_floor(ping, disk, results)
+    on_tiers = tiers.summarise(results)
     return {
         "throughput": throughput,
         "ping": ping,
@@ -124,7 +126,9 @@ def summarise(results: Results) -> dict[str, Any]:
         "recovery": _recovery(results),
         "log_replay": _log_replay(results),
         "idle_rss_mib": idle,
-        "targets": targets(throughput, floor, counter, replay, idle, results),
+        "tiers": on_tiers,
+        "targets": targets(throughput, floor, counter, replay, idle, results)
+        + tiers.targets(on_tiers),
     }
 
 

@@ -141,3 +141,27 @@ def test_benchmarks_has_no_import_circle() -> None:
     graph = _imports_within(REPO / "benchmarks")
     assert "harness" in graph and graph["report"], graph
     assert _cycle(graph) == [], " -> ".join(_cycle(graph))
+
+
+def test_the_tiers_are_reported_against_the_local_disk_of_the_same_run() -> None:
+    from benchmarks import tiers
+    from benchmarks.results import Results
+
+    results = Results(mode="quick", command="", started="")
+
+    def run(system: str, size: int, rate: float) -> dict[str, object]:
+        return {"system": system, "size": size, "messages_per_s": rate, "rep": 0}
+
+    results.throughput = [run("ambrosia-edge", 16, 100_000.0), run("grpcio", 16, 5_000.0)]
+    results.ping = [{"system": "ambrosia-edge", "samples_ns": [400_000] * 3, "rep": 0}]
+    results.tiers = [
+        {"tier": tiers.S3, "workload": "throughput", "size": 16, "messages_per_s": 40_000.0},
+        {"tier": tiers.S3, "workload": "ping", "samples_ns": [3_000_000] * 3},
+    ]
+    summary = tiers.summarise(results)
+    assert summary[tiers.LOCAL] == {"16": 100_000.0, "ping_p50_us": 400.0}
+    assert summary[tiers.S3] == {"16": 40_000.0, "ping_p50_us": 3000.0}
+    [target] = tiers.targets(summary)
+    assert target["value"] == 0.4 and target["met"] is False
+    table = "\n".join(tiers.markdown(summary))
+    assert "| S3 (s3://, SeaweedFS) | 40,000 (0.40x) | - | 3,000 (7.50x) |" in table

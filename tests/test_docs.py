@@ -48,6 +48,8 @@ OTHER_PROGRAMS = {
     "mosquitto": "the MQTT broker (docs/mqtt.md)",
     "sudo": "setting a Raspberry Pi up as a service (examples/raspberry_pi)",
     "journalctl": "a service's log lines (examples/raspberry_pi)",
+    "openssl": "making a deployment's CA and certificates (docs/security.md)",
+    "chmod": "keeping a key readable by its owner only (docs/security.md)",
 }
 EXTRAS = set(
     tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]
