@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
-from . import disk, restate_peer, tiers
+from . import deployments, disk, restate_peer
 from .failover import measure_failover
 from .machine import machine
 from .measure import measure_pair, measure_replay
@@ -92,8 +92,8 @@ def run_suite(
             "(npm install -g @restatedev/restate-server; pip install restate-sdk hypercorn)"
         )
     with contextlib.ExitStack() as stack:
-        other_tiers = stack.enter_context(tiers.started(results, log)) if mode.tiers else []
-        _repetitions(runner, mode, reps, systems, other_tiers, use_dbos, use_restate, results, log)
+        others = stack.enter_context(deployments.started(results, log)) if mode.deployments else []
+        _repetitions(runner, mode, reps, systems, others, use_dbos, use_restate, results, log)
     # once per run: each takes seconds of traffic and a log of its own
     r = measure_recovery(
         runner,
@@ -131,7 +131,7 @@ def _repetitions(
     mode: Mode,
     reps: int,
     systems: list[str],
-    other_tiers: list[tiers.Tier],
+    others: list[deployments.Deployment],
     use_dbos: bool,
     use_restate: bool,
     results: Results,
@@ -231,5 +231,5 @@ def _repetitions(
                 f"  counter {system:<36} {r['increments_per_s']:>10,.0f} increments/s "
                 f"({total} increments)"
             )
-        if other_tiers:
-            tiers.measure(runner, mode, rep, other_tiers, results, log)
+        if others:
+            deployments.measure(runner, mode, rep, others, results, log)

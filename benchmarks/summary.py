@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import tiers
+from . import deployments
 from .results import Results
 from .stats import median, percentile, ratio
 from .systems import (
@@ -115,7 +115,7 @@ def summarise(results: Results) -> dict[str, Any]:
                 for role in ("server", "client")
             }
     floor = ping_floor(ping, disk, results)
-    on_tiers = tiers.summarise(results)
+    deployed = deployments.summarise(results)
     return {
         "throughput": throughput,
         "ping": ping,
@@ -127,9 +127,9 @@ def summarise(results: Results) -> dict[str, Any]:
         "log_replay": _log_replay(results),
         "failover": _failover(results),
         "idle_rss_mib": idle,
-        "tiers": on_tiers,
+        "deployments": deployed,
         "targets": targets(throughput, floor, counter, replay, idle, results)
-        + tiers.targets(on_tiers),
+        + deployments.targets(deployed),
     }
 
 

@@ -174,8 +174,8 @@ def test_benchmarks_has_no_import_circle() -> None:
     assert _cycle(graph) == [], " -> ".join(_cycle(graph))
 
 
-def test_the_tiers_are_reported_against_the_local_disk_of_the_same_run() -> None:
-    from benchmarks import tiers
+def test_deployments_are_reported_against_the_plain_one_of_the_same_run() -> None:
+    from benchmarks import deployments as tiers
     from benchmarks.results import Results
 
     results = Results(mode="quick", command="", started="")
@@ -185,7 +185,7 @@ def test_the_tiers_are_reported_against_the_local_disk_of_the_same_run() -> None
 
     results.throughput = [run("ambrosia-edge", 16, 100_000.0), run("grpcio", 16, 5_000.0)]
     results.ping = [{"system": "ambrosia-edge", "samples_ns": [400_000] * 3, "rep": 0}]
-    results.tiers = [
+    results.deployments = [
         {"tier": tiers.S3, "workload": "throughput", "size": 16, "messages_per_s": 40_000.0},
         {"tier": tiers.S3, "workload": "ping", "samples_ns": [3_000_000] * 3},
     ]
@@ -195,4 +195,4 @@ def test_the_tiers_are_reported_against_the_local_disk_of_the_same_run() -> None
     [target] = tiers.targets(summary)
     assert target["value"] == 0.4 and target["met"] is False
     table = "\n".join(tiers.markdown(summary))
-    assert "| S3 (s3://, SeaweedFS) | 40,000 (0.40x) | - | 3,000 (7.50x) |" in table
+    assert "| S3 (s3://, SeaweedFS), TCP | 40,000 (0.40x) | - | 3,000 (7.50x) |" in table

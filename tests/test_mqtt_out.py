@@ -37,17 +37,10 @@ RESULTS = int(os.environ.get("AMBROSIA_TEST_RESULTS", "10000"))
 KILLS = int(os.environ.get("AMBROSIA_TEST_MQTT_OUT_KILLS", "5"))
 #: publishes the producer may hand the broker ahead of its last logged acknowledgement
 WINDOW = 200
-#: seconds without the broker; the acceptance's minute runs with AMBROSIA_TEST_MQTT_MINUTE=1
+#: seconds without the broker; the acceptance's minute runs with ``pytest -m mqtt_minute``
 OUTAGES = [
     pytest.param(3.0, id="3s"),
-    pytest.param(
-        60.0,
-        id="1min",
-        marks=pytest.mark.skipif(
-            not os.environ.get("AMBROSIA_TEST_MQTT_MINUTE"),
-            reason="a minute without the broker: set AMBROSIA_TEST_MQTT_MINUTE=1",
-        ),
-    ),
+    pytest.param(60.0, id="1min", marks=pytest.mark.mqtt_minute),
 ]
 
 

@@ -26,7 +26,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from email.utils import formatdate
 from pathlib import Path
@@ -110,34 +110,49 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
             proc.wait()
 
 
-def _create_bucket(
-    endpoint: str, bucket: str, proc: subprocess.Popen[bytes], log: Path, *, signed: bool = False
+def _put_until_answered(
+    make: Callable[[], urllib.request.Request],
+    proc: subprocess.Popen[bytes],
+    log: Path,
+    *,
+    done: frozenset[int] = frozenset({409}),
 ) -> None:
-    """PUT the bucket until the server answers; both servers accept it unsigned. A server that
-    checks signatures (``signed``) answers 403 to that, which says it is up; it makes the bucket
-    on the first signed put."""
+    """Send the PUT ``make()`` builds until the server answers it (any HTTP status in ``done``
+    counts too: "already there"), failing with its log if it exits or stays silent."""
     deadline = time.monotonic() + READY_WITHIN
     while True:
         if proc.poll() is not None:
             raise RuntimeError(
                 f"the server exited with {proc.returncode}: {log.read_text()[-2000:]}"
             )
+        request = make()
         try:
-            req = urllib.request.Request(f"{endpoint}/{bucket}", method="PUT")
-            with urllib.request.urlopen(req, timeout=5) as response:
+            with urllib.request.urlopen(request, timeout=5) as response:
                 response.read()
             return
         except (urllib.error.URLError, ConnectionError, TimeoutError) as exc:
-            if isinstance(exc, urllib.error.HTTPError) and exc.code == 409:
-                return  # already there
-            if isinstance(exc, urllib.error.HTTPError) and exc.code == 403 and signed:
+            if isinstance(exc, urllib.error.HTTPError) and exc.code in done:
                 return
             if time.monotonic() > deadline:
                 raise RuntimeError(
-                    f"no answer from {endpoint} within {READY_WITHIN:g} s: {exc}; "
+                    f"no answer from {request.full_url} within {READY_WITHIN:g} s: {exc}; "
                     f"log: {log.read_text()[-2000:]}"
                 ) from exc
             time.sleep(0.1)
+
+
+def _create_bucket(
+    endpoint: str, bucket: str, proc: subprocess.Popen[bytes], log: Path, *, signed: bool = False
+) -> None:
+    """PUT the bucket until the server answers; both servers accept it unsigned. A server that
+    checks signatures (``signed``) answers 403 to that, which says it is up; it makes the bucket
+    on the first signed put."""
+    _put_until_answered(
+        lambda: urllib.request.Request(f"{endpoint}/{bucket}", method="PUT"),
+        proc,
+        log,
+        done=frozenset({409, 403}) if signed else frozenset({409}),
+    )
 
 
 @contextlib.contextmanager
@@ -235,36 +250,23 @@ def _create_container(
 ) -> None:
     """Create a container on Azurite, signed with its well-known key (it refuses anonymous
     requests), retrying until the server answers."""
-    deadline = time.monotonic() + READY_WITHIN
-    while True:
-        if proc.poll() is not None:
-            raise RuntimeError(f"azurite exited with {proc.returncode}: {log.read_text()[-2000:]}")
+
+    def signed() -> urllib.request.Request:
         headers = {"x-ms-date": formatdate(usegmt=True), "x-ms-version": "2021-08-06"}
         canonical = "".join(f"{k}:{v}\n" for k, v in sorted(headers.items()))
         resource = f"/{AZURITE_ACCOUNT}/{AZURITE_ACCOUNT}/{container}\nrestype:container"
-        signed = "PUT\n" + "\n" * 11 + canonical + resource
-        mac = hmac.new(base64.b64decode(AZURITE_KEY), signed.encode(), hashlib.sha256)
+        text = "PUT\n" + "\n" * 11 + canonical + resource
+        mac = hmac.new(base64.b64decode(AZURITE_KEY), text.encode(), hashlib.sha256)
         headers["Authorization"] = (
             f"SharedKey {AZURITE_ACCOUNT}:{base64.b64encode(mac.digest()).decode()}"
         )
-        request = urllib.request.Request(
+        return urllib.request.Request(
             f"{endpoint}/{container}?restype=container",
             method="PUT",
             headers={**headers, "Content-Length": "0"},
         )
-        try:
-            with urllib.request.urlopen(request, timeout=5) as response:
-                response.read()
-            return
-        except (urllib.error.URLError, ConnectionError, TimeoutError) as exc:
-            if isinstance(exc, urllib.error.HTTPError) and exc.code == 409:
-                return  # already there
-            if time.monotonic() > deadline:
-                raise RuntimeError(
-                    f"no answer from {endpoint} within {READY_WITHIN:g} s: {exc}; "
-                    f"log: {log.read_text()[-2000:]}"
-                ) from exc
-            time.sleep(0.1)
+
+    _put_until_answered(signed, proc, log)
 
 
 @contextlib.contextmanager

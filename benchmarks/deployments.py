@@ -1,7 +1,8 @@
-"""The storage tiers side by side: the durable throughput and ping workloads with both logs on a
-shared mount (``nfs://``, here a directory of the benchmark's own disk, so the figure is the
-tier's protocol, not a network) and on S3 (SeaweedFS started on 127.0.0.1 for the run), next to
-the local disk measured in the same repetition.
+"""The same workloads deployed otherwise: the durable throughput and ping workloads with the
+links over TLS (mutual, certificates made for the run), and with both logs on a shared mount
+(``nfs://``, here a directory of the benchmark's own disk, so the figure is the tier's protocol,
+not a network) or on S3 (SeaweedFS started on 127.0.0.1 for the run); each next to the plain
+deployment (local disk, TCP) measured in the same repetition.
 
 The S3 target is the point of the adaptive batching: a put costs milliseconds, so only pages
 that fill while the previous put is in flight keep forks flowing.
@@ -10,6 +11,7 @@ that fill while the previous put is in flight keep forks flowing.
 from __future__ import annotations
 
 import contextlib
+import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,31 +26,42 @@ from .results import Results
 from .stats import median, percentile, ratio, throughput_rate
 from .systems import AMBROSIA, KIB
 
-LOCAL = "local disk (file://)"
-SHARED = "shared mount (nfs://)"
-S3 = "S3 (s3://, SeaweedFS)"
-#: the payloads the tiers are compared at (of those the mode measures)
-TIER_SIZES = (16, 64 * KIB)
+LOCAL = "local disk, TCP"
+TLS = "local disk, TLS"
+SHARED = "shared mount (nfs://), TCP"
+S3 = "S3 (s3://, SeaweedFS), TCP"
+#: the payloads the deployments are compared at (of those the mode measures)
+SIZES = (16, 64 * KIB)
 S3_16 = "16 B fork throughput, durable, logs on S3 (SeaweedFS) vs local disk"
 S3_16_GOAL = 0.5
 
 
 @dataclass(frozen=True)
-class Tier:
-    """Where a pair's logs go: ``log(run_dir, role)`` is the URL, ``env`` what the peers need."""
+class Deployment:
+    """How a pair runs besides the plain way: ``log(run_dir, role)`` is a log URL on another
+    tier, ``env`` what the peers need to reach it, ``options(role)`` more flags for each."""
 
     name: str
-    log: Callable[[Path, str], str]
+    log: Callable[[Path, str], str] | None = None
     env: dict[str, str] = field(default_factory=dict)
+    options: Callable[[str], list[str]] | None = None
 
 
 @contextlib.contextmanager
-def started(results: Results, say: Callable[[str], None]) -> Iterator[list[Tier]]:
-    """The tiers to compare, their servers running until the block ends."""
-    tiers = [Tier(SHARED, lambda run_dir, role: f"nfs://{run_dir / role}")]
+def started(results: Results, say: Callable[[str], None]) -> Iterator[list[Deployment]]:
+    """The deployments to compare, their servers running until the block ends."""
     with contextlib.ExitStack() as stack:
+        scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="ambrosia-bench-")))
+        deployments = []
+        tls = _certificates(scratch / "tls")
+        if tls is None:
+            results.notes.append("TLS was not measured: trustme is not installed.")
+            say("skipping TLS: pip install trustme")
+        else:
+            deployments.append(Deployment(TLS, options=tls))
+        deployments.append(Deployment(SHARED, lambda run_dir, role: f"nfs://{run_dir / role}"))
         try:
-            server = stack.enter_context(seaweedfs_server(stack.enter_context(_scratch())))
+            server = stack.enter_context(seaweedfs_server(scratch))
         except ServerMissing as exc:
             results.notes.append(f"The S3 tier was not measured: {exc}.")
             say(f"skipping the S3 tier: {exc}")
@@ -58,29 +71,45 @@ def started(results: Results, say: Callable[[str], None]) -> Iterator[list[Tier]
             def s3_log(run_dir: Path, role: str) -> str:
                 return f"s3://{bucket}/{run_dir.name}/{role}"
 
-            tiers.append(Tier(S3, s3_log, server.env()))
-        yield tiers
+            deployments.append(Deployment(S3, s3_log, server.env()))
+        yield deployments
 
 
-@contextlib.contextmanager
-def _scratch() -> Iterator[Path]:
-    import tempfile
+def _certificates(folder: Path) -> Callable[[str], list[str]] | None:
+    """A CA and a certificate per immortal name (checked against the name a peer claims)."""
+    try:
+        import trustme
+    except ImportError:
+        return None
+    folder.mkdir()
+    ca = trustme.CA()
+    ca.cert_pem.write_to_path(str(folder / "ca.pem"))
+    for role in ("server", "client"):
+        leaf = ca.issue_cert(role)
+        leaf.cert_chain_pems[0].write_to_path(str(folder / f"{role}.pem"))
+        leaf.private_key_pem.write_to_path(str(folder / f"{role}.key"))
 
-    with tempfile.TemporaryDirectory(prefix="ambrosia-bench-seaweedfs-") as tmp:
-        yield Path(tmp)
+    def flags(role: str) -> list[str]:
+        return [
+            *("--tls-cert", str(folder / f"{role}.pem")),
+            *("--tls-key", str(folder / f"{role}.key")),
+            *("--tls-ca", str(folder / "ca.pem")),
+        ]
+
+    return flags
 
 
 def measure(
     runner: Runner,
     mode: Mode,
     rep: int,
-    tiers: list[Tier],
+    deployments: list[Deployment],
     results: Results,
     say: Callable[[str], None],
 ) -> None:
-    """One repetition of each tier: throughput at TIER_SIZES, then the ping."""
-    for size in (s for s in mode.sizes if s in TIER_SIZES):
-        for tier in tiers:
+    """One repetition of each deployment: throughput at SIZES, then the ping."""
+    for size in (s for s in mode.sizes if s in SIZES):
+        for tier in deployments:
             total = messages_for(mode, size, AMBROSIA)
             r = measure_pair(
                 runner,
@@ -91,22 +120,31 @@ def measure(
                 batch=throughput_batch(size),
                 log=tier.log,
                 env=tier.env,
+                options=tier.options,
             )
             r["tier"], r["rep"] = tier.name, rep
             r["messages_per_s"], r["timing"] = throughput_rate(r)
-            results.tiers.append(_slim(r))
+            results.deployments.append(_slim(r))
             say(
                 f"  throughput {size:>6} B {tier.name:<26} {r['messages_per_s']:>10,.0f} msg/s "
                 f"({total} messages)"
             )
-    for tier in tiers:
+    for tier in deployments:
         total = mode.ping_warmup + mode.pings
         r = measure_pair(
-            runner, AMBROSIA, "ping", size=16, total=total, batch=1000, log=tier.log, env=tier.env
+            runner,
+            AMBROSIA,
+            "ping",
+            size=16,
+            total=total,
+            batch=1000,
+            log=tier.log,
+            env=tier.env,
+            options=tier.options,
         )
         r["tier"], r["rep"] = tier.name, rep
         r["samples_ns"] = r["client"].pop("samples")[mode.ping_warmup :]
-        results.tiers.append(_slim(r))
+        results.deployments.append(_slim(r))
         p50 = percentile(sorted(r["samples_ns"]), 50) / 1e3
         say(f"  ping {tier.name:<26} p50 {p50:.0f} us ({len(r['samples_ns'])} pings)")
 
@@ -117,26 +155,26 @@ def _slim(r: dict[str, Any]) -> dict[str, Any]:
 
 
 def summarise(results: Results) -> dict[str, dict[str, float]]:
-    """Per tier: the median msg/s at each size and the ping's p50 (µs); local from the main
-    workloads of the same run."""
+    """Per deployment: the median msg/s at each size and the ping's p50 (µs); the plain one
+    from the main workloads of the same run."""
     runs: list[dict[str, Any]] = [
         {**r, "tier": LOCAL, "workload": "throughput"}
         for r in results.throughput
-        if r["system"] == AMBROSIA and r["size"] in TIER_SIZES
+        if r["system"] == AMBROSIA and r["size"] in SIZES
     ]
     runs += [
         {**r, "tier": LOCAL, "workload": "ping"} for r in results.ping if r["system"] == AMBROSIA
     ]
-    runs += results.tiers
-    if not results.tiers:
+    runs += results.deployments
+    if not results.deployments:
         return {}
     summary: dict[str, dict[str, float]] = {}
-    for tier in (LOCAL, SHARED, S3):
+    for tier in (LOCAL, TLS, SHARED, S3):
         mine = [r for r in runs if r["tier"] == tier]
         if not mine:
             continue
         row: dict[str, float] = {}
-        for size in TIER_SIZES:
+        for size in SIZES:
             rates = [
                 r["messages_per_s"]
                 for r in mine
@@ -178,10 +216,10 @@ def markdown(summary: dict[str, dict[str, float]]) -> list[str]:
         return text
 
     lines = [
-        "### Storage tiers: durable forks (messages/s) and ping p50 (µs), both logs on the tier "
-        "(median; in brackets: vs the local disk in the same run)",
+        "### Deployments: durable forks (messages/s) and ping p50 (µs), links over TLS or both "
+        "logs on another tier (median; in brackets: vs local disk and TCP in the same run)",
         "",
-        "| tier | 16 B forks | 64 KiB forks | ping p50 |",
+        "| deployment | 16 B forks | 64 KiB forks | ping p50 |",
         "|---|---|---|---|",
     ]
     for tier in summary:
