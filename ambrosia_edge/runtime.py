@@ -205,6 +205,8 @@ class Runtime:
         """Snapshot at the current dispatch point (called between pages), or None if busy."""
         executor = self.executor
         assert executor is not None
+        if executor.quiescent:
+            complete_upgrade(executor, self.coordinator, self.cls)  # a pending live upgrade
         return self._snapshot(executor, self.coordinator, chunk, next_page)
 
     def _snapshot(
@@ -214,7 +216,6 @@ class Runtime:
         runtime's own, or a standby's replay; None if a handler is suspended."""
         if not executor.quiescent:
             return None
-        complete_upgrade(executor, self.coordinator, self.cls)  # a pending live upgrade
         obj = executor.obj
         state = state_of(obj)
         try:
@@ -225,10 +226,11 @@ class Runtime:
             raise
         snapshot = coordinator.snapshot()
         assert snapshot.next_page == next_page
+        kind = type(obj)  # a standby following an older version's log replays with that class
         return Checkpoint.build(
             immortal=self.name,
-            class_path=class_path(self.cls),
-            class_version=self.cls.version,
+            class_path=class_path(kind),
+            class_version=kind.version,
             chunk=chunk,
             state=encoded,
             next_call_id=executor.next_call_id,
