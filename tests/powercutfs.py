@@ -19,8 +19,9 @@ one half (decided by SEED), so a file may keep a later write and lose an earlier
 Run as ``python powercutfs.py BACKING MOUNTPOINT CONTROL_SOCKET``; it stays in the foreground
 until unmounted (``fusermount3 -u MOUNTPOINT``). The control socket takes one line per
 connection: ``cut`` (answers ``cut``), ``cut N`` (the cut comes right after the next N
-operations that change something: a write, a flush, a create, a rename...) or ``stats``
-(answers a JSON object of counters).
+operations that change something: a write, a flush, a create, a rename...), ``image`` (after
+a cut: writes the durable image to BACKING.image now, for the caller to put in place of
+BACKING once the mount is gone) or ``stats`` (answers a JSON object of counters).
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ class PowerCutFS(mfusepy.Operations):
         self.frozen = False
         self.countdown: int | None = None
         self.changes = 0  # operations that changed something, for choosing where to cut
+        self.image_written = False
         self.next_ino = 1
         self.ino_of: dict[str, int] = {"/": ROOT}  # live path -> inode
         self.path_of: dict[int, str] = {ROOT: "/"}
@@ -151,6 +153,7 @@ class PowerCutFS(mfusepy.Operations):
     def write_image(self, target: str) -> None:
         """Write what the disk holds after the cut into ``target`` (a new directory)."""
         rng = random.Random(self.keep_seed) if self.keep_seed is not None else None
+        shutil.rmtree(target, ignore_errors=True)
         os.mkdir(target)
         self._image_dir(ROOT, target, rng)
 
@@ -429,6 +432,17 @@ def _serve_control(fs: PowerCutFS, control: str) -> None:
             if word == "cut":
                 fs.cut(int(count or 0))
                 conn.sendall(b"cut\n")
+            elif command == "image":
+                # (frozen, so nothing changes under it; written while still mounted, so the
+                # image does not depend on the file system's loop ending after the unmount)
+                with fs.mutex:
+                    if not fs.frozen:
+                        conn.sendall(b"not cut\n")
+                        continue
+                    if not fs.image_written:
+                        fs.write_image(fs.backing + ".image")
+                        fs.image_written = True
+                conn.sendall(b"image\n")
             elif command == "stats":
                 with fs.mutex:
                     data = dict(
@@ -457,9 +471,8 @@ def main(argv: list[str] | None = None) -> int:
     for fd, _ in list(fs.handles.values()):
         with contextlib.suppress(OSError):
             os.close(fd)
-    if fs.frozen:
+    if fs.frozen and not fs.image_written:  # (after "image", whoever asked for it swaps)
         image = backing + ".image"
-        shutil.rmtree(image, ignore_errors=True)
         fs.write_image(image)
         shutil.rmtree(backing)
         os.rename(image, backing)
