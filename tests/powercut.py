@@ -6,6 +6,7 @@ there it fails, since .ci/run installs Debian's fuse3 and the ``test`` extra bri
 
 from __future__ import annotations
 
+import ctypes.util
 import importlib.util
 import json
 import os
@@ -30,6 +31,8 @@ def fuse_missing() -> str | None:
         return "/dev/fuse does not exist (load the fuse module, or pass the device in)"
     if shutil.which("fusermount3") is None:
         return "fusermount3 is not installed (Debian: apt-get install fuse3)"
+    if ctypes.util.find_library("fuse3") is None:
+        return "libfuse3 is not installed (Debian: apt-get install fuse3)"
     if importlib.util.find_spec("mfusepy") is None:
         return "mfusepy is not installed (pip install -e '.[test]')"
     return None
@@ -71,7 +74,9 @@ class PowerCutDisk:
             args += ["--keep-unsynced", str(self.keep_seed + self.mounts)]
         self.control.unlink(missing_ok=True)
         with open(self.base / f"fs.{self.mounts}.log", "wb") as out:
-            self.proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT)
+            # libfuse 3, which .ci/run installs: mfusepy would take libfuse 2 first if present
+            env = dict(os.environ, FUSE_LIBRARY_NAME="fuse3")
+            self.proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=env)
         self.mounts += 1
         wait_for(
             lambda: (self.mounted() and self.control.exists()) or self._died(),
