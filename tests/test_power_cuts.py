@@ -17,7 +17,8 @@ recovery as well as in steady running. What is checked, after each cut and at th
 
 The local tier alone is cut at a sample of the steps of a run here, and at every step in the
 long mode. ``pytest -m powercut_long`` runs the long mode: 200 cuts in the Counter/Client run,
-60 in the fork stream and every step of the tier's run (about half an hour on two cores).
+60 in the fork stream and every step of the tier's run (about a quarter of an hour on two
+cores).
 """
 
 from __future__ import annotations
