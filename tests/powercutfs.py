@@ -422,8 +422,10 @@ class _FUSE(mfusepy.FUSE):
 
 def _serve_control(fs: PowerCutFS, control: str) -> None:
     server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    server.bind(control)
+    # listening before the path appears: a caller that sees the path can connect at once
+    server.bind(control + ".new")
     server.listen(4)
+    os.replace(control + ".new", control)
     while True:
         conn, _ = server.accept()
         with conn:
