@@ -141,7 +141,7 @@ class PowerCutDisk:
                 out.write("powercut.py: the daemon was still running 15 s after the unmount\n")
         self.proc = None
         assert code in (0, -signal.SIGKILL), self.output()
-        if cut:
+        if cut and image.exists():  # (else the daemon wrote the image and swapped itself)
             shutil.rmtree(self.backing)
             image.rename(self.backing)
         shutil.rmtree(str(self.backing) + ".durable", ignore_errors=True)

@@ -153,9 +153,12 @@ class PowerCutFS(mfusepy.Operations):
     def write_image(self, target: str) -> None:
         """Write what the disk holds after the cut into ``target`` (a new directory)."""
         rng = random.Random(self.keep_seed) if self.keep_seed is not None else None
+        building = f"{target}.{threading.get_ident()}"  # (whole or absent under its name)
+        shutil.rmtree(building, ignore_errors=True)
+        os.mkdir(building)
+        self._image_dir(ROOT, building, rng)
         shutil.rmtree(target, ignore_errors=True)
-        os.mkdir(target)
-        self._image_dir(ROOT, target, rng)
+        os.rename(building, target)
 
     def _image_dir(self, ino: int, target: str, rng: random.Random | None) -> None:
         for name, child in sorted(self.durable_entries.get(ino, {}).items()):
@@ -473,12 +476,13 @@ def main(argv: list[str] | None = None) -> int:
     for fd, _ in list(fs.handles.values()):
         with contextlib.suppress(OSError):
             os.close(fd)
-    if fs.frozen and not fs.image_written:  # (after "image", whoever asked for it swaps)
-        image = backing + ".image"
-        fs.write_image(image)
-        shutil.rmtree(backing)
-        os.rename(image, backing)
-    shutil.rmtree(scratch, ignore_errors=True)
+    with fs.mutex:  # (an "image" request may be under way: one writer only)
+        if fs.frozen and not fs.image_written:  # (after "image", whoever asked swaps)
+            fs.image_written = True
+            image = backing + ".image"
+            fs.write_image(image)
+            shutil.rmtree(backing)
+            os.rename(image, backing)
     return 0
 
 
