@@ -186,6 +186,7 @@ def test_a_tier_keeps_what_it_acknowledged_at_any_cut(
 
 
 @pytest.mark.powercut_long
+@pytest.mark.timeout(3600)
 @KEEP
 @TIER
 def test_a_tier_keeps_what_it_acknowledged_at_150_cuts(
