@@ -19,8 +19,9 @@ one half (decided by SEED), so a file may keep a later write and lose an earlier
 Run as ``python powercutfs.py BACKING MOUNTPOINT CONTROL_SOCKET``; it stays in the foreground
 until unmounted (``fusermount3 -u MOUNTPOINT``). The control socket takes one line per
 connection: ``cut`` (answers ``cut``), ``cut N`` (the cut comes right after the next N
-operations that change something: a write, a flush, a create, a rename...) or ``stats``
-(answers a JSON object of counters).
+operations that change something: a write, a flush, a create, a rename...), ``image`` (after
+a cut: writes the durable image to BACKING.image now, for the caller to put in place of
+BACKING once the mount is gone) or ``stats`` (answers a JSON object of counters).
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ class PowerCutFS(mfusepy.Operations):
         self.frozen = False
         self.countdown: int | None = None
         self.changes = 0  # operations that changed something, for choosing where to cut
+        self.image_written = False
         self.next_ino = 1
         self.ino_of: dict[str, int] = {"/": ROOT}  # live path -> inode
         self.path_of: dict[int, str] = {ROOT: "/"}
@@ -151,8 +153,12 @@ class PowerCutFS(mfusepy.Operations):
     def write_image(self, target: str) -> None:
         """Write what the disk holds after the cut into ``target`` (a new directory)."""
         rng = random.Random(self.keep_seed) if self.keep_seed is not None else None
-        os.mkdir(target)
-        self._image_dir(ROOT, target, rng)
+        building = f"{target}.{threading.get_ident()}"  # (whole or absent under its name)
+        shutil.rmtree(building, ignore_errors=True)
+        os.mkdir(building)
+        self._image_dir(ROOT, building, rng)
+        shutil.rmtree(target, ignore_errors=True)
+        os.rename(building, target)
 
     def _image_dir(self, ino: int, target: str, rng: random.Random | None) -> None:
         for name, child in sorted(self.durable_entries.get(ino, {}).items()):
@@ -419,8 +425,10 @@ class _FUSE(mfusepy.FUSE):
 
 def _serve_control(fs: PowerCutFS, control: str) -> None:
     server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    server.bind(control)
+    # listening before the path appears: a caller that sees the path can connect at once
+    server.bind(control + ".new")
     server.listen(4)
+    os.replace(control + ".new", control)
     while True:
         conn, _ = server.accept()
         with conn:
@@ -429,6 +437,17 @@ def _serve_control(fs: PowerCutFS, control: str) -> None:
             if word == "cut":
                 fs.cut(int(count or 0))
                 conn.sendall(b"cut\n")
+            elif command == "image":
+                # (frozen, so nothing changes under it; written while still mounted, so the
+                # image does not depend on the file system's loop ending after the unmount)
+                with fs.mutex:
+                    if not fs.frozen:
+                        conn.sendall(b"not cut\n")
+                        continue
+                    if not fs.image_written:
+                        fs.write_image(fs.backing + ".image")
+                        fs.image_written = True
+                conn.sendall(b"image\n")
             elif command == "stats":
                 with fs.mutex:
                     data = dict(
@@ -457,13 +476,13 @@ def main(argv: list[str] | None = None) -> int:
     for fd, _ in list(fs.handles.values()):
         with contextlib.suppress(OSError):
             os.close(fd)
-    if fs.frozen:
-        image = backing + ".image"
-        shutil.rmtree(image, ignore_errors=True)
-        fs.write_image(image)
-        shutil.rmtree(backing)
-        os.rename(image, backing)
-    shutil.rmtree(scratch, ignore_errors=True)
+    with fs.mutex:  # (an "image" request may be under way: one writer only)
+        if fs.frozen and not fs.image_written:  # (after "image", whoever asked swaps)
+            fs.image_written = True
+            image = backing + ".image"
+            fs.write_image(image)
+            shutil.rmtree(backing)
+            os.rename(image, backing)
     return 0
 
 
