@@ -85,7 +85,7 @@ def test_bitwise_crc_reference_is_castagnoli() -> None:
 
 
 def test_record_types() -> None:
-    assert [(t.name, int(t)) for t in RecordType] == [("CHUNK_HEADER", 0), ("PAGE", 1)]
+    assert [(t.name, int(t)) for t in RecordType] == [("CHUNK_HEADER", 0), ("PAGE", 1), ("SEAL", 2)]
 
 
 def test_bytes_like_bodies_frame_the_same() -> None:
