@@ -14,7 +14,10 @@
     ├── CodecError                   CBOR encoding or decoding failed
     │   └── StateEncodingError       an immortal's attribute cannot be checkpointed
     ├── ProtocolError                a peer sent a malformed or unexpected frame
-    │   └── AuthenticationError      a peer failed the deployment-secret handshake
+    │   ├── AuthenticationError      a peer failed the deployment-secret handshake
+    │   ├── AuthenticationError      a peer failed the deployment-secret handshake
+    │   ├── IncarnationError         a peer's log was replaced since we last talked to it
+    │   └── StandbyError             the peer is a standby of that name: try its next address
     ├── MigrationError               a live migration (--migrate-from) could not be done
     ├── RemoteError                  an awaited call raised in the callee
     ├── UnknownMethodError           a call names a method the immortal does not have
@@ -91,10 +94,24 @@ class AuthenticationError(ProtocolError):
     code = "auth"
 
 
+class IncarnationError(ProtocolError):
+    """A peer's log is another incarnation than the one this immortal talked to (wiped and
+    started again, or a copy of another): the link stops rather than drop or repeat messages."""
+
+    code = "incarnation"
+
+
 class MigrationError(AmbrosiaError):
     """A live migration could not be done; the message says what was left where."""
 
     code = "migration"
+
+
+class StandbyError(ProtocolError):
+    """The instance reached follows the log as a standby and takes no calls; the primary is at
+    another of the name's addresses (or becomes so when the standby takes over)."""
+
+    code = "standby"
 
 
 class RemoteError(AmbrosiaError):

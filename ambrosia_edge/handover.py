@@ -2,7 +2,7 @@
 
 A new instance of this immortal, started elsewhere with ``--migrate-from``, connects to our
 listening address like a peer but says ``"role": "migrate"`` in its HELLO
-(:mod:`.migration` is its side; docs/protocol.md 4.17 the frames). Then, in order:
+(:mod:`.migration` is its side; docs/protocol.md 4.19 the frames). Then, in order:
 
 1. **Hold.** Inbound links are closed and new ones refused with REFUSE ``"moved"`` (senders
    try their next address), our own senders and the link to ourselves stop, checkpoints are
@@ -70,7 +70,7 @@ class Handover:
         _have_input: Wakeup
 
         # of checkpointing
-        _unstored: tuple[int, bytes] | None
+        _unstored: tuple[int, bytes | None] | None
 
         # of the peer sessions
         _inbound: dict[str, Link]
@@ -82,7 +82,7 @@ class Handover:
         self._hold_changed = Wakeup()
         #: set once the log is sealed: the immortal lives elsewhere now
         self.moved_to: Seal | None = None
-        self._moved = Wakeup()
+        self._handed_over = Wakeup()
 
     async def wait_released(self) -> None:
         """Return at once unless a handover holds inputs; then when it lets go."""
@@ -97,7 +97,7 @@ class Handover:
     async def wait_moved(self) -> Seal:
         """Return the seal once this instance has handed the immortal over."""
         while self.moved_to is None:
-            await self._moved.wait()
+            await self._handed_over.wait()
         return self.moved_to
 
     def _set_holding(self, holding: bool) -> None:
@@ -182,7 +182,7 @@ class Handover:
                 last_page,
             )
             self.moved_to = seal
-            self._moved.set()
+            self._handed_over.set()
         except (ConnectionClosed, OSError) as exc:
             if sealed:
                 raise

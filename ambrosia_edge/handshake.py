@@ -21,14 +21,21 @@ from typing import Any
 import anyio
 
 from . import wire
-from .errors import AuthenticationError, BrokenByPeer, ConnectionClosed, ProtocolError
+from .errors import (
+    AuthenticationError,
+    BrokenByPeer,
+    ConnectionClosed,
+    IncarnationError,
+    ProtocolError,
+    StandbyError,
+)
 from .transport import Link
 from .wire import Frame
 
 NONCE_BYTES = 16
 
 #: HELLO's ``"role"`` when the new instance of an immortal comes to take it over from the
-#: running one (a live migration, docs/protocol.md 4.17); a HELLO without it opens a link.
+#: running one (a live migration, docs/protocol.md 4.19); a HELLO without it opens a link.
 MIGRATE = "migrate"
 #: The labels of the two MACs of a migration: the new instance's HELLO, the old one's OFFER.
 MIGRATE_LABEL = b"ambrosia-edge/migrate\0"
@@ -71,9 +78,15 @@ async def initiate(
     secret: str | None,
     nonce: NonceSource,
     timeout: float = math.inf,
+    incarnation: str | None = None,
+    on_incarnation: Callable[[str], None] | None = None,
 ) -> tuple[int, int]:
     """The sender's side: answer the challenge; return the receiver's watermarks of our output
     (total, replayable), which it holds durably.
+
+    ``incarnation`` is our log's id, sent in HELLO; ``on_incarnation`` is given the receiver's
+    (from CHALLENGE, if it sent one) once WELCOME has passed its checks, before anything is
+    realigned on it, and stops the handshake by raising.
 
     ``timeout`` bounds the wait for the challenge, which any listener sends at once. Not the
     wait for WELCOME: the receiver sends it only once what it announces is durable."""
@@ -97,6 +110,8 @@ async def initiate(
         "to": destination,
         "epoch": epoch,
     }
+    if incarnation is not None:
+        hello["incarnation"] = incarnation
     our_nonce = nonce(NONCE_BYTES)
     if secret is not None:
         hello["mac"] = mac(secret, their_nonce, name, destination)
@@ -108,7 +123,10 @@ async def initiate(
         if refusal.get("code") == MOVED:
             # an ordinary outcome, like a peer gone: the sender tries its next address
             raise PeerMoving(f"{destination} at {link.peer} is moving: {refusal['message']}")
-        raise ProtocolError(f"{destination} refused the connection: {refusal['message']}")
+        if refusal.get("code") == StandbyError.code:
+            raise StandbyError(f"{destination} at {link.peer} is a standby")
+        kind = IncarnationError if refusal.get("code") == IncarnationError.code else ProtocolError
+        raise kind(f"{destination} refused the connection: {refusal['message']}")
     if ftype is not Frame.WELCOME:
         raise ProtocolError(f"{destination} answered the hello with {ftype.name}")
     welcomed = wire.parse_control(payload, "total", "replayable")
@@ -120,6 +138,10 @@ async def initiate(
         _verify(welcomed, mac(secret, our_nonce, destination, name, welcome=True), destination)
     if replayable > total:
         raise ProtocolError(f"{destination} sent inconsistent watermarks {total}/{replayable}")
+    theirs = challenge.get("incarnation")
+    if on_incarnation is not None and isinstance(theirs, str) and theirs:
+        # only now: with a secret, the WELCOME has proved that this is the receiver
+        on_incarnation(theirs)
     return total, replayable
 
 
@@ -132,11 +154,14 @@ class Hello:
     challenge: bytes  # the nonce we sent it, which its MAC must cover
 
 
-async def accept(link: Link, *, nonce: NonceSource) -> Hello:
+async def accept(link: Link, *, nonce: NonceSource, incarnation: str | None = None) -> Hello:
     """The receiver's side, up to a HELLO read but not yet checked: a refusal can then name
-    the sender it claims to be."""
+    the sender it claims to be. ``incarnation``, our log's id, goes in the CHALLENGE."""
     challenge = nonce(NONCE_BYTES)
-    await link.send(wire.control(Frame.CHALLENGE, {"v": wire.PROTOCOL_VERSION, "nonce": challenge}))
+    opening: dict[str, Any] = {"v": wire.PROTOCOL_VERSION, "nonce": challenge}
+    if incarnation is not None:
+        opening["incarnation"] = incarnation
+    await link.send(wire.control(Frame.CHALLENGE, opening))
     ftype, payload = await link.receive()
     if ftype is not Frame.HELLO:
         raise ProtocolError(f"expected HELLO, got {ftype.name}")

@@ -22,6 +22,7 @@ from .options import At, Kind
 
 __all__ = [
     "COUNT",
+    "DISCOVER",
     "FILE",
     "LISTEN",
     "LOCATION",
@@ -104,8 +105,8 @@ class PeerAddress:
 
 @dataclass(frozen=True)
 class PeerAddresses(PeerAddress):
-    """One peer at several addresses (``--peer NAME=HOST:PORT,HOST:PORT``), tried in order
-    (an immortal that moves between two devices is at one or the other). Where a single
+    """One peer at several addresses (``--peer NAME=HOST:PORT,HOST:PORT``), tried in order:
+    a primary and its standbys, or an immortal that moves between two devices. Where a single
     address is expected it stands for the first."""
 
     more: tuple[PeerAddress, ...] = ()
@@ -160,14 +161,19 @@ def read_address(text: str, allow_port_zero: bool) -> PeerAddress:
     return PeerAddress(host, port)
 
 
-def read_peer(text: str) -> tuple[str, PeerAddress]:
-    """``NAME=HOST:PORT`` as given to ``--peer``; raises :class:`Problem`."""
+#: In a config file's ``[peers]`` table, the value that means "find its address by discovery".
+DISCOVER = "discover"
+
+
+def read_peer(text: str) -> tuple[str, PeerAddress | None]:
+    """``NAME=HOST:PORT`` as given to ``--peer``, or a bare ``NAME`` whose address discovery
+    finds (None); raises :class:`Problem`."""
     name, eq, address = text.partition("=")
     name = name.strip()
-    if not eq:
-        raise Problem("expected NAME=HOST:PORT")
     if not NAME_RE.fullmatch(name):
         raise Problem(f"bad peer name {name!r}: {NAME_RULE}")
+    if not eq:
+        return name, None
     try:
         return name, read_addresses(address)
     except Problem as exc:
@@ -220,8 +226,8 @@ def format_size(size: object) -> object:
     return size
 
 
-def parse_peer(text: str) -> tuple[str, PeerAddress]:
-    """Parse ``NAME=HOST:PORT`` as given to ``--peer``."""
+def parse_peer(text: str) -> tuple[str, PeerAddress | None]:
+    """Parse ``NAME=HOST:PORT`` or ``NAME`` (found by discovery) as given to ``--peer``."""
     try:
         return read_peer(text)
     except Problem as exc:
@@ -347,44 +353,48 @@ def check_peer(peer: object, address: object, own_name: str | None, at: At) -> N
     """One peer entry; ``own_name`` refuses an entry for the immortal itself, a sure mistake."""
     if not isinstance(peer, str) or not NAME_RE.fullmatch(peer):
         raise at.bad(f"bad peer name: {NAME_RULE}", peer)
-    if not isinstance(address, PeerAddress):
-        raise at.bad(f"peer {peer!r} needs a PeerAddress", address)
-    if address.port == 0:
+    if address is not None and not isinstance(address, PeerAddress):
+        raise at.bad(f"peer {peer!r} needs a PeerAddress (or None: found by discovery)", address)
+    if address is not None and any(a.port == 0 for a in each_address(address)):
         raise at.bad(f"peer {peer!r} needs a real port, not 0", str(address))
     if peer == own_name:
         raise at.bad(
             f"peer {peer!r} has this immortal's own name (calls to self need no peer entry)",
-            f"{peer}={address}",
+            peer if address is None else f"{peer}={address}",
         )
 
 
-def _peers_in_code(value: object, at: At) -> dict[str, PeerAddress]:
+def _peers_in_code(value: object, at: At) -> dict[str, PeerAddress | None]:
     if not isinstance(value, dict):
-        raise at.bad("expected a dict of name -> PeerAddress", value)
+        raise at.bad("expected a dict of name -> PeerAddress (None: found by discovery)", value)
     for peer, address in value.items():
         check_peer(peer, address, None, at)
     return value
 
 
-def _peer_table(value: object, at: At) -> dict[str, PeerAddress]:
+def _peer_table(value: object, at: At) -> dict[str, PeerAddress | None]:
     if not isinstance(value, Mapping):
-        raise at.bad('expected a table of name = "HOST:PORT"', value)
-    peers: dict[str, PeerAddress] = {}
+        raise at.bad(f'expected a table of name = "HOST:PORT" (or "{DISCOVER}")', value)
+    peers: dict[str, PeerAddress | None] = {}
     for peer, address in value.items():
+        if address == DISCOVER or address is None:
+            address = None
+        elif isinstance(address, list) and address and all(isinstance(a, str) for a in address):
+            address = ",".join(address)
         if isinstance(address, str):
             try:
                 address = read_addresses(address)
             except Problem as exc:
                 raise at.bad(f"peer {peer!r}: {exc}", value[peer]) from None
-        if not isinstance(address, PeerAddress):
-            raise at.bad(f'peer {peer!r}: expected "HOST:PORT"', address)
+        if address is not None and not isinstance(address, PeerAddress):
+            raise at.bad(f'peer {peer!r}: expected "HOST:PORT" or "{DISCOVER}"', address)
         if not isinstance(peer, str) or not NAME_RE.fullmatch(peer):
             raise at.bad(f"bad peer name: {NAME_RULE}", peer)
         peers[peer] = address
     return peers
 
 
-def _peers(value: object, at: At) -> dict[str, PeerAddress]:
+def _peers(value: object, at: At) -> dict[str, PeerAddress | None]:
     """A table in a file; ``--peer`` repeats, and one name with two addresses is a typo there."""
     if not at.from_flag or isinstance(value, Mapping):
         return _peer_table(value, at)
@@ -393,18 +403,22 @@ def _peers(value: object, at: At) -> dict[str, PeerAddress]:
     elif isinstance(value, list):
         items = list(value)
     else:
-        raise at.bad("expected NAME=HOST:PORT", value)
-    peers: dict[str, PeerAddress] = {}
+        raise at.bad("expected NAME=HOST:PORT or NAME", value)
+    peers: dict[str, PeerAddress | None] = {}
     for item in items:
         if isinstance(item, str):
             try:
                 peer, address = read_peer(item)
             except Problem as exc:
                 raise at.bad(str(exc), item) from None
-        elif isinstance(item, tuple) and len(item) == 2 and isinstance(item[1], PeerAddress):
+        elif (
+            isinstance(item, tuple)
+            and len(item) == 2
+            and (item[1] is None or isinstance(item[1], PeerAddress))
+        ):
             peer, address = _name(item[0], at), item[1]
         else:
-            raise at.bad("expected NAME=HOST:PORT", item)
+            raise at.bad("expected NAME=HOST:PORT or NAME", item)
         if peers.get(peer, address) != address:
             raise at.bad(
                 f"peer {peer!r} given twice with different addresses ({peers[peer]}, {address})",
@@ -428,7 +442,7 @@ LISTEN = Kind(_listen, _listen_in_code, metavar="HOST:PORT")
 PEERS = Kind(
     _peers,
     _peers_in_code,
-    metavar="NAME=HOST:PORT",
+    metavar="NAME[=HOST:PORT]",
     toml=_peers_toml,
     merge=lambda old, new: {**old, **new},
     repeat=True,

@@ -51,6 +51,10 @@ class LogStatus:
     checkpoint: int | None = None
     chunks: list[int] = field(default_factory=list)
     detail: str = ""
+    #: the log's id (incarnation.py), as the running primary reports it
+    incarnation: str | None = None
+    #: links the primary stopped for good, and why (a peer's log was replaced)
+    stopped_links: dict[str, str] = field(default_factory=dict)
 
 
 def read_status(url: str) -> LogStatus:
@@ -68,6 +72,11 @@ def read_status(url: str) -> LogStatus:
         )
         return status
     _from_lease(status, lease.info(), getattr(lease, "ttl", None))
+    standbys = getattr(lease, "standbys", None)  # recorded beside the lease, where a tier can
+    if standbys is not None:
+        status.standbys = [
+            str(r.get("address") or f"pid {r.get('pid')} on {r.get('host')}") for r in standbys()
+        ]
     reply = _ask_primary(store)
     if reply is None and status.state != "running":
         _from_seal(status, store)
@@ -78,6 +87,8 @@ def read_status(url: str) -> LogStatus:
         status.host = socket.gethostname()
         if status.epoch is None:
             status.epoch = reply.get("epoch")
+        status.incarnation = reply.get("incarnation")
+        status.stopped_links = dict(reply.get("stopped_links") or {})
         status.detail = "the primary answered on its control socket"
     return status
 
@@ -146,6 +157,8 @@ def write_text(status: LogStatus, out: TextIO) -> None:
         out.write(f"primary:     none ({status.state}: {status.detail})\n")
     if status.epoch is not None:
         out.write(f"epoch:       {status.epoch}\n")
+    if status.incarnation is not None:
+        out.write(f"incarnation: {status.incarnation}\n")
     if status.lease_age_s is not None:
         out.write(f"lease:       renewed {status.lease_age_s:.1f} s ago\n")
     standbys = ", ".join(status.standbys) if status.standbys else "none"
@@ -154,6 +167,8 @@ def write_text(status: LogStatus, out: TextIO) -> None:
     out.write(f"checkpoint:  {checkpoint}\n")
     chunks = f"{status.chunks[0]}..{status.chunks[-1]}" if status.chunks else "none"
     out.write(f"chunks:      {chunks}\n")
+    for peer, why in sorted(status.stopped_links.items()):
+        out.write(f"stopped:     link to {peer}: {why}\n")
 
 
 def print_status(url: str, as_json: bool) -> int:

@@ -4,7 +4,7 @@ connection attempt rather than once."""
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import aclosing
 from pathlib import Path
 
@@ -115,6 +115,35 @@ async def test_a_sender_starts_for_an_immortal_discovered_while_live() -> None:
         discovery.set("late", PeerAddress("127.0.0.1", port))
         await eventually(lambda: welcomed == ["client"], "a sender to the discovered immortal")
         tg.cancel_scope.cancel()
+
+
+async def test_a_connected_sender_leaves_when_its_peer_is_announced_elsewhere() -> None:
+    """A peer that lost power never closes its end: the old link looks open. When discovery
+    says the peer is somewhere else now, the sender leaves it and connects there at once."""
+    transport = TcpTransport()
+    welcomed: list[int] = []
+
+    def serving(port_of: list[int]) -> Callable[[Link], Awaitable[None]]:
+        async def serve(link: Link) -> None:
+            hello = await handshake.accept(link, nonce=os.urandom)
+            await handshake.welcome(link, hello, name="server", secret=None, total=0, replayable=0)
+            welcomed.append(port_of[0])
+            await anyio.sleep_forever()  # answers nothing more, never closes: a dead device
+
+        return serve
+
+    async with anyio.create_task_group() as tg:
+        old_port: list[int] = []
+        new_port: list[int] = []
+        old_port.append(await tg.start(transport.serve, "127.0.0.1", 0, serving(old_port)))
+        new_port.append(await tg.start(transport.serve, "127.0.0.1", 0, serving(new_port)))
+        discovery = StaticDiscovery(peers={"server": PeerAddress("127.0.0.1", old_port[0])})
+        client = Coordinator("client", None, transport, discovery=discovery)  # type: ignore[arg-type]
+        await tg.start(client.run)
+        await eventually(lambda: welcomed == old_port, "the first connection")
+        discovery.set("server", PeerAddress("127.0.0.1", new_port[0]))
+        with anyio.fail_after(1):  # at once: no back-off, no timeout of the old link
+            await eventually(lambda: welcomed == [*old_port, *new_port], "the move")
 
 
 # --- one peer at several addresses: --peer NAME=HOST:PORT,HOST:PORT ------------------------------

@@ -235,7 +235,7 @@ VECTORS: dict[str, Callable[[], bytes]] = {
         b"ambrosia-edge/welcome\0" + HELLO_NONCE + b"server" + b"\0" + b"client"
     ),
     "welcome-mac": lambda: _mac(SECRET, HELLO_NONCE, "server", "client", welcome=True),
-    # live migration (section 4.17)
+    # live migration (section 4.19)
     "migrate-mac-input": lambda: MIGRATE_LABEL + NONCE + b"server\0server",
     "migrate-mac": lambda: _mac(SECRET, NONCE, "server", "server", label=MIGRATE_LABEL),
     "offer-mac": lambda: _mac(SECRET, HELLO_NONCE, "server", "server", label=OFFER_LABEL),
