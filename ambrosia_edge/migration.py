@@ -121,15 +121,24 @@ def finish_unfinished(store: LogStore, name: str) -> None:
         _commit(staging, path)
         log.info("%s: finished the move from %s found in %s", name, marker.get("from"), staging)
         return
-    if store.list_chunks() or store.list_checkpoints():
-        return  # a log is here: the copy beside it is a leftover of an attempt, not ours to use
+    here = bool(store.list_chunks() or store.list_checkpoints())
+    if here and find_seal(store) is None:
+        return  # a live log is here: the copy beside it is a leftover of an attempt, not used
     origin = marker.get("from", "the old instance") if marker else "the old instance"
+    what = "a sealed log" if here else "no log"
     raise MigrationError(
-        f"{staging} holds an unfinished move of {name} from {origin}, and {path} no log: "
-        f"finish it with --migrate-from {origin} (the old instance still runs), or, if "
-        f"starting the old instance refuses because its log is sealed, with "
-        f"mv {staging} {path}; or delete {staging} to start {name} afresh here"
+        f"{staging} holds an unfinished move of {name} from {origin}, and {path} {what}: "
+        f"finish it with --migrate-from {origin} if the old instance still runs; if "
+        f"`ambrosia-edge status` on the old log says it is sealed and the immortal moved "
+        f"here, with {_finish_by_hand(staging, path, here)}; or delete {staging}"
     )
+
+
+def _finish_by_hand(staging: Path, path: Path, sealed_here: bool) -> str:
+    """The shell command that makes the copy the log, for a person who knows the old log is
+    sealed (over the sealed log of an earlier move away, if there is one here)."""
+    move = f"mv {staging} {path}"
+    return f"rm -r {path} && {move}" if sealed_here else move
 
 
 # ---------------------------------------------------------------------------------------------
@@ -268,8 +277,8 @@ async def _take_over(
             f"whether the old instance sealed its log is not known. The complete copy is in "
             f"{staging}. On the old device, `ambrosia-edge status` on its log tells: if it says "
             f"the log is sealed and the immortal moved here, the move happened: finish it with "
-            f"mv {staging} {path}. If not, start the old instance again (it still owns the "
-            f"immortal) and run this same command again"
+            f"{_finish_by_hand(staging, path, path.exists())}. If not, start the old instance "
+            f"again (it still owns the immortal) and run this same command again"
         ) from None
     finally:
         with anyio.CancelScope(shield=True):

@@ -58,12 +58,17 @@ class Stranger:
         self.port = self.sock.getsockname()[1]
         self.greeting = greeting
         self.open: list[socket.socket] = []
-        threading.Thread(target=self._serve, daemon=True).start()
+        self.closed = False
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
 
     def _serve(self) -> None:
-        while True:
+        self.sock.settimeout(0.1)  # a blocked accept() would outlive close(): look up often
+        while not self.closed:
             try:
                 conn, _ = self.sock.accept()
+            except TimeoutError:
+                continue
             except OSError:
                 return
             self.open.append(conn)
@@ -71,6 +76,8 @@ class Stranger:
                 conn.sendall(self.greeting)
 
     def close(self) -> None:
+        self.closed = True
+        self.thread.join()
         self.sock.close()
         for conn in self.open:
             conn.close()
