@@ -12,8 +12,10 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import pytest
 from apps import counting
@@ -39,17 +41,20 @@ def standby_ready(child: Child) -> bool:
 
 def run_failovers(
     tmp_path: Path,
-    tier: str,
+    server_log: Path | str,
+    client_log: Path | str,
     monkeypatch: pytest.MonkeyPatch,
+    *,
+    env: dict[str, str] | None = None,
+    recover: Callable[[type, str, Path | str], Any] = recovered_state,
     failovers: int = FAILOVERS,
     calls: int = CALLS,
 ) -> list[float]:
-    """The acceptance scenario; returns each failover's time in seconds."""
-    server_log = log_url(tmp_path, "server", tier)
-    client_log = log_url(tmp_path, "client", tier)
+    """The acceptance scenario; returns each failover's time in seconds. ``env`` is given to
+    every process (a store's endpoint, say), ``recover`` rebuilds an immortal from its log."""
     pc = free_port()
     ports = [free_port(), free_port()]
-    env = {"AMBROSIA_TEST_CALLS": str(calls)}
+    env = {"AMBROSIA_TEST_CALLS": str(calls), **(env or {})}
     servers = []
     for port in ports:  # one status directory each: both are "server"
         status = tmp_path / f"status-{port}"
@@ -112,23 +117,28 @@ def run_failovers(
             child.kill()
     # the client's code, replayed here, reads how many calls to make as the children did
     monkeypatch.setattr(counting, "CALLS", calls)
-    counter = recovered_state(Counter, "server", server_log)
+    counter = recover(Counter, "server", server_log)
     assert (counter.count, counter.received, counter.out_of_order) == (calls, 10 * calls, 0)
-    assert recovered_state(Mixer, "client", client_log).seen == list(range(1, calls + 1))
+    assert recover(Mixer, "client", client_log).seen == list(range(1, calls + 1))
     return times
+
+
+def report_failovers(tier: str, times: list[float]) -> None:
+    print(
+        f"\nfailover on {tier}:// after SIGKILL, {len(times)} times: median "
+        f"{statistics.median(times):.3f} s, worst {max(times):.3f} s "
+        f"({', '.join(f'{t:.3f}' for t in times)})"
+    )
 
 
 @pytest.mark.parametrize("tier", ["file", "nfs"])
 def test_sigkilled_primaries_fail_over_to_standbys_exactly_once(
     tmp_path: Path, tier: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    times = run_failovers(tmp_path, tier, monkeypatch)
+    server_log, client_log = log_url(tmp_path, "server", tier), log_url(tmp_path, "client", tier)
+    times = run_failovers(tmp_path, server_log, client_log, monkeypatch)
     assert len(times) == FAILOVERS
-    print(
-        f"\nfailover on {tier}:// after SIGKILL, {len(times)} times: median "
-        f"{statistics.median(times):.3f} s, worst {max(times):.3f} s "
-        f"({', '.join(f'{t:.3f}' for t in times)})"
-    )
+    report_failovers(tier, times)
 
 
 def test_a_standby_can_be_refused(tmp_path: Path) -> None:
