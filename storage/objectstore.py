@@ -632,8 +632,9 @@ class ObjectStore:
         another (~1.5-3 ms each on a server next door, tens of ms in a cloud) would make a
         recovery wait for the sum of them.
         """
-        names = [str(meta["path"]) for meta in self._objects(chunk)]
+        return self._fetch(chunk, [str(meta["path"]) for meta in self._objects(chunk)])
 
+    def _fetch(self, chunk: int, names: list[str]) -> list[tuple[str, bytes]]:
         def fetch(name: str) -> bytes:
             got = self._client.get("reading", name)
             if got is None:
@@ -659,6 +660,21 @@ class ObjectStore:
 
     def read_records(self, chunk: int, *, repair: bool = False) -> Iterator[tuple[int, bytes]]:
         return ((offset, body) for offset, _, body in self.read_typed_records(chunk, repair=repair))
+
+    def read_records_from(self, chunk: int, start: int) -> Iterator[tuple[int, bytes]]:
+        """:meth:`read_records` from byte ``start``, where a record read before begins: how a
+        standby reads on as the log grows, fetching only the objects from there on (their
+        sizes come with the listing)."""
+        base, names = 0, list[str]()
+        for meta in self._objects(chunk):
+            size = int(meta.get("size", 0))
+            if not names and base + size <= start:
+                base += size  # wholly before ``start``
+                continue
+            names.append(str(meta["path"]))
+        data = b"".join(body for _, body in self._fetch(chunk, names))
+        scan = scan_records(data, source=self._source(chunk), start=start - base)
+        return ((base + offset, body) for offset, _, body in scan)
 
     def read_typed_records(
         self, chunk: int, *, repair: bool = False
