@@ -70,11 +70,15 @@ from ambrosia_edge.errors import (
 from ambrosia_edge.lease import LeaseHolder, LeaseInfo, process_alive
 from ambrosia_edge.records import BytesLike, scan_records
 
+from .standbys import standby_alive
+
 __all__ = ["DEFAULT_LEASE_TTL", "ObjectLease", "ObjectStore"]
 
 #: Seconds a lease stays valid without renewal; a standby takes over after this much silence.
 DEFAULT_LEASE_TTL: Final = 2.0
 LEASE_NAME: Final = "lease"
+#: where standbys record themselves (ambrosia_edge.standby): one small JSON object each
+_STANDBYS: Final = "standbys/"
 _SCHEMES: Final = ("s3", "gs", "az")
 _CHUNK_RE: Final = re.compile(r"chunk-(\d{8,})")
 _CHECKPOINT_RE: Final = re.compile(r"checkpoint-(\d{8,})\.cbor")
@@ -265,6 +269,7 @@ class ObjectLease:
         self._client = client
         self.resource = client.url.rstrip("/")
         self.ttl = ttl
+        self._standby_key: str | None = None
         self._mutex = threading.Lock()
         self._etag: str | None = None
         self._record: dict[str, Any] = {}
@@ -453,6 +458,36 @@ class ObjectLease:
             self._client.put(
                 "releasing the lease", LEASE_NAME, json.dumps(record).encode(), mode={"e_tag": etag}
             )
+
+    # -- standbys (ambrosia_edge.standby), recorded beside the lease -----------------------------
+
+    def record_standby(self, address: str | None) -> None:
+        """Record (again) this process as a standby of the log, listening on ``address``."""
+        host = socket.gethostname()
+        key = f"{_STANDBYS}{host}-{os.getpid()}.json"
+        data = {"pid": os.getpid(), "host": host, "address": address, "renewed": time.time()}
+        with contextlib.suppress(StoreError, obx.BaseError):
+            self._client.put("recording a standby", key, json.dumps(data).encode())
+            self._standby_key = key
+
+    def drop_standby(self) -> None:
+        key, self._standby_key = self._standby_key, None
+        if key is not None:
+            with contextlib.suppress(StoreError, obx.BaseError):
+                self._client.delete("removing a standby's record", key)
+
+    def standbys(self) -> list[dict[str, Any]]:
+        """The standbys following the log now: pid, host, address."""
+        found = []
+        try:
+            for meta in self._client.list_objects("listing the standbys", _STANDBYS):
+                got = self._client.get("reading a standby's record", str(meta["path"]))
+                record = json.loads(got[0]) if got is not None else None
+                if isinstance(record, dict) and standby_alive(record):
+                    found.append(record)
+        except (StoreError, ValueError):
+            return []
+        return sorted(found, key=lambda r: (str(r.get("host")), str(r.get("pid"))))
 
     def info(self) -> LeaseInfo:
         try:
