@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 import anyio
 
+from . import failpoints
 from .page import Page, chunk_header
 from .records import RecordType, encode_record
 from .store import LogStore
@@ -48,6 +49,8 @@ class Checkpointing:
         chunk: int
         next_page: int
         on_checkpoint: CheckpointBuilder | None
+        class_version: int | None
+        incarnation: str | None
 
         # of the committer
         log_bytes: int
@@ -58,6 +61,9 @@ class Checkpointing:
         _drained: Wakeup
 
         def _over_bound(self) -> bool: ...
+
+        # of the handover
+        holding: bool
 
     def _init_checkpointing(self) -> None:
         #: take a checkpoint as soon as possible (first start, CLI ``checkpoint``, SIGUSR1)
@@ -83,6 +89,8 @@ class Checkpointing:
         and the checkpointer is done with the previous checkpoint."""
         if not (self.checkpoint_requested or self.log_bytes >= self.options.checkpoint_bytes):
             return False
+        if self.holding:
+            return False  # a handover is packing the log: it must stand still (handover.py)
         if self._unstored is not None:
             return False
         executor = self.executor
@@ -146,9 +154,20 @@ class Checkpointing:
         data = self.on_checkpoint(chunk, first_page)
         if data is None and self.chunk:
             return  # a handler got suspended while we waited; try again at a later page
-        header = encode_record(chunk_header(self.name, chunk, first_page), RecordType.CHUNK_HEADER)
+        header = encode_record(
+            chunk_header(
+                self.name,
+                chunk,
+                first_page,
+                class_version=self.class_version,  # after on_checkpoint: an upgrade's new one
+                incarnation=self.incarnation,
+            ),
+            RecordType.CHUNK_HEADER,
+        )
         store = self.store
         await anyio.to_thread.run_sync(_start_chunk, store, chunk, header)
+        if failpoints.armed and failpoints.reached("chunk-started"):
+            failpoints.crash()  # the new chunk's header is durable, its checkpoint is not
         self.chunk = chunk
         self.log_bytes = 0
         if data is None:
@@ -176,6 +195,8 @@ class Checkpointing:
                 log.info("%s: checkpoint %d written (%d bytes)", self.name, chunk, len(data))
             else:
                 log.debug("%s: chunk %d begun; a standby writes its checkpoint", self.name, chunk)
+            if failpoints.armed and failpoints.reached("checkpoint-stored"):
+                failpoints.crash()
             self._unstored = None
             self._have_input.set()  # a checkpoint requested meanwhile may be taken now
 

@@ -29,13 +29,14 @@ from .checkpoint import Checkpoint
 from .config import PeerAddress, Settings
 from .control import log_identity, serve_control, socket_path
 from .coordinator import Coordinator, CoordinatorOptions
-from .discovery import Discovery, open_discovery
+from .discovery import Discovery, StaticDiscovery, open_discovery
+from .discovery_options import discovery_spec
 from .errors import AmbrosiaError, ConfigError, DeposedError, LogLockedError, StateEncodingError
 from .executor import Executor
 from .feed import feed_sources
 from .immortal import Immortal, state_of
 from .lease import lease_of
-from .recovery import Replayer
+from .recovery import Replayer, complete_upgrade
 from .sources import ImpulseSource, open_declared
 from .standby import describe_holder, follow_until_primary
 from .store import LogStore, open_store
@@ -69,18 +70,36 @@ class Runtime:
         self.name = settings.name
         self.store = store if store is not None else open_store(settings.log, fsync=settings.fsync)
         self.transport = transport if transport is not None else default_transport(settings)
+        #: closed on the way out only when built here: a caller's may serve several runtimes
+        self._own_discovery = discovery is None
         self.discovery = (
-            discovery if discovery is not None else open_discovery(peers=settings.peers)
+            discovery
+            if discovery is not None
+            else open_discovery(discovery_spec(settings), peers=settings.peers)
         )
+        if settings.listen is None and not isinstance(self.discovery, StaticDiscovery):
+            log.warning(
+                "%s: no --listen: discovery cannot announce it, and no peer can call it",
+                self.name,
+            )
         lease = lease_of(self.store)
         if settings.lease_ttl is not None and lease is not None and hasattr(lease, "ttl"):
             lease.ttl = settings.lease_ttl  # a fencing lease's lifetime (--lease-ttl)
         #: run on the primary besides the immortal's own impulse_sources() (sources.py)
         self.sources = list(sources)
+        #: sends the immortal's publishes to the broker of --mqtt (MQTT out)
+        self.publisher: Any = None
         if settings.mqtt is not None:
-            from .mqtt_options import mqtt_source  # imports paho-mqtt: only when configured
+            # imports paho-mqtt: only when configured
+            from .mqtt_options import mqtt_publisher, mqtt_source
 
-            self.sources.append(mqtt_source(settings))
+            if settings.subscribe:
+                self.sources.append(mqtt_source(settings))
+            self.publisher = mqtt_publisher(settings)
+        if settings.ui is not None:
+            from .ui_options import web_source  # imports the web stack: only when configured
+
+            self.sources.append(web_source(settings, self))
         #: built by recovery, with the immortal's executor
         self._coordinator: Coordinator | None = None
         self.executor: Executor | None = None
@@ -119,7 +138,7 @@ class Runtime:
         )
         replayer.run()
         replayer.finish()
-        self._adopt(replayer, started)
+        self._adopt(replayer, started, read_only=read_only)
 
     def stand_by(self) -> None:
         """Follow the log as a standby of the instance that holds it, until this one holds
@@ -154,10 +173,16 @@ class Runtime:
         self._adopt(replay, started)
         self.recovery["standby"] = True
 
-    def _adopt(self, replayer: Replayer, started: float) -> None:
-        """Take a finished replay's coordinator and executor as this runtime's own."""
+    def _adopt(self, replayer: Replayer, started: float, *, read_only: bool = False) -> None:
+        """Take a finished replay's coordinator and executor as this runtime's own (a standby's
+        too, once it holds the log: it goes on to be primary)."""
         self._coordinator = replayer.coordinator
         self.executor = replayer.executor
+        if not read_only:
+            # a live upgrade: the new version takes over now if it can (else at the first
+            # quiescent checkpoint), before anything is logged; finish() asked for that
+            # checkpoint, which makes the conversion durable
+            complete_upgrade(replayer.executor, replayer.coordinator, self.cls)
         checkpoint = replayer.checkpoint
         self.recovery = {
             "checkpoint": checkpoint.chunk if checkpoint else None,
@@ -194,6 +219,7 @@ class Runtime:
         runtime's own, or a standby's replay; None if a handler is suspended."""
         if not executor.quiescent:
             return None
+        complete_upgrade(executor, coordinator, self.cls)  # a pending live upgrade
         obj = executor.obj
         state = state_of(obj)
         try:
@@ -215,6 +241,8 @@ class Runtime:
         ).encode()
 
     def _standby_checkpoint(self, replay: Replayer, chunk: int) -> bytes | None:
+        if type(replay.executor.obj) is not self.cls:
+            return None  # a standby of another version: the primary's code writes the log
         return self._snapshot(
             replay.executor, replay.coordinator, chunk, replay.coordinator.next_page
         )
@@ -234,7 +262,12 @@ class Runtime:
             "chunk": coordinator.chunk,
             "pages": coordinator.next_page - 1,
             "listen": f"{PeerAddress(listen.host, self.port)}" if listen and self.port else None,
-            "peers": {peer: str(address) for peer, address in self.settings.peers.items()},
+            "peers": {
+                peer: "discovered" if address is None else str(address)
+                for peer, address in self.settings.peers.items()
+            },
+            "incarnation": coordinator.incarnation,
+            "stopped_links": dict(coordinator.stopped_links),
         }
 
     # --- running -----------------------------------------------------------------------------
@@ -256,7 +289,11 @@ class Runtime:
                     anyio.from_thread.run_sync(fn, token=token)
 
                 executor.go_live(spawn, call_from_thread)
+                if self.publisher is not None:
+                    self.coordinator.publishes_to = self.settings.mqtt
                 self.port = await tg.start(self.coordinator.run)
+                if self.publisher is not None:
+                    await tg.start(self.publisher.run, self.coordinator)
                 self._log_recovered()
                 await anyio.to_thread.run_sync(self._announce)
                 # live from here on: what runs only on a primary starts now
@@ -266,7 +303,12 @@ class Runtime:
                 tg.start_soon(_guarded, self.name, executor.obj.becoming_primary)
                 task_status.started(self)
         finally:
-            self.store.close()
+            try:
+                if self._own_discovery:
+                    with anyio.CancelScope(shield=True), anyio.move_on_after(2):
+                        await self.discovery.aclose()  # a goodbye: peers look elsewhere at once
+            finally:
+                self.store.close()
 
     def _announce(self) -> None:
         """Record the listen address in the log's lease, for ``status`` (if the lease can)."""
@@ -348,6 +390,12 @@ def run_immortal(settings: Settings) -> int:
         raise ConfigError(f"{settings.target} is not a subclass of ambrosia_edge.Immortal")
     runtime = Runtime(cls, settings, sources=[open_declared(table) for table in settings.sources])
     runtime.control = socket_path(runtime.name, log_identity(runtime.store))
+    from .migration import finish_unfinished, migrate_in
+
+    if settings.migrate_from is not None:  # a live migration: take the log over first
+        migrate_in(settings, runtime.store, runtime.transport, runtime.discovery)
+    else:
+        finish_unfinished(runtime.store, runtime.name)
     lease = lease_of(runtime.store)
     if lease is not None and hasattr(lease, "on_deposed"):
         # found by the lease's renewal, between writes: nothing this process does from now on
@@ -359,6 +407,7 @@ def run_immortal(settings: Settings) -> int:
         with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGUSR1) as signals:
             async with anyio.create_task_group() as tg:
                 await tg.start(runtime.serve)
+                tg.start_soon(_stop_when_moved, runtime, tg.cancel_scope)
                 async for signum in signals:
                     if signum == signal.SIGUSR1:
                         log.info("%s: checkpoint requested", runtime.name)
@@ -389,6 +438,14 @@ def run_immortal(settings: Settings) -> int:
         anyio.run(main, backend_options=_backend_options())
     except BaseExceptionGroup as group:
         raise _first_ambrosia_error(group) or group from None
+    seal = runtime.coordinator.moved_to
+    if seal is not None:
+        print(
+            f"ambrosia-edge: {runtime.name} moved to {seal.moved_to} (epoch {seal.epoch}); "
+            f"its log at {runtime.store.url} is sealed and this instance has stopped",
+            file=sys.stderr,
+            flush=True,
+        )
     if any(
         t.is_alive() and not t.daemon
         for t in threading.enumerate()
@@ -401,6 +458,12 @@ def run_immortal(settings: Settings) -> int:
         sys.stderr.flush()
         os._exit(0)
     return 0
+
+
+async def _stop_when_moved(runtime: Runtime, scope: anyio.CancelScope) -> None:
+    """A live migration handed the immortal over (handover.py): this process is done."""
+    await runtime.coordinator.wait_moved()
+    scope.cancel()
 
 
 def _exit_deposed(exc: AmbrosiaError) -> None:

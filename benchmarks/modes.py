@@ -37,6 +37,7 @@ class Mode:
     failovers: int  # SIGKILLs of a primary with a standby following its log
     failover_pings: int  # awaited calls over them: enough to outlast the failovers
     timeout: float  # seconds for any one measurement
+    deployments: bool = True  # also over TLS, on nfs:// and on S3 (benchmarks/deployments.py)
 
 
 MODES = {
@@ -65,6 +66,7 @@ MODES = {
         failovers=1,
         failover_pings=1_500,
         timeout=40,
+        deployments=False,
     ),
     "quick": Mode(
         name="quick",

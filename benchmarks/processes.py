@@ -142,10 +142,17 @@ def send_go(run_dir: Path, **params: Any) -> None:
 
 
 def ambrosia_args(
-    role: str, run_dir: Path, port: int, peer_port: int, fsync: bool, *options: str
+    role: str,
+    run_dir: Path,
+    port: int,
+    peer_port: int,
+    fsync: bool,
+    *options: str,
+    log: str | None = None,
 ) -> list[str]:
     """The command line of one immortal of a pair: ``benchmarks.host`` takes the arguments of
-    ``ambrosia-edge run``, so what is measured is what a user runs."""
+    ``ambrosia-edge run``, so what is measured is what a user runs. The log is a directory of
+    the run unless ``log`` gives its URL."""
     cls, peer = ("BenchServer", "client") if role == "server" else ("BenchClient", "server")
     return [
         sys.executable,
@@ -155,7 +162,7 @@ def ambrosia_args(
         "--name",
         role,
         "--log",
-        str(run_dir / role),
+        log or str(run_dir / role),
         "--listen",
         f"127.0.0.1:{port}",
         "--peer",

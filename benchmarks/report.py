@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from . import deployments
 from .results import Results
 from .stats import ratio
 from .summary import PERCENTILES
@@ -151,6 +152,7 @@ def markdown(results: Results, summary: dict[str, Any]) -> str:
         )
         lines.append("")
         lines += _ping_floor_markdown(summary.get("ping_floor") or {})
+    lines += deployments.markdown(summary.get("deployments") or {})
 
     counter = summary["counter"]
     if counter:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from . import deployments
 from .results import Results
 from .stats import median, percentile, ratio
 from .systems import (
@@ -114,6 +115,7 @@ def summarise(results: Results) -> dict[str, Any]:
                 for role in ("server", "client")
             }
     floor = ping_floor(ping, disk, results)
+    deployed = deployments.summarise(results)
     return {
         "throughput": throughput,
         "ping": ping,
@@ -125,7 +127,9 @@ def summarise(results: Results) -> dict[str, Any]:
         "log_replay": _log_replay(results),
         "failover": _failover(results),
         "idle_rss_mib": idle,
-        "targets": targets(throughput, floor, counter, replay, idle, results),
+        "deployments": deployed,
+        "targets": targets(throughput, floor, counter, replay, idle, results)
+        + deployments.targets(deployed),
     }
 
 

@@ -42,7 +42,15 @@ from typing import Any, Final
 from ambrosia_edge.errors import DeposedError, LogLockedError, StoreError
 from ambrosia_edge.lease import LeaseHolder, LeaseInfo, process_alive
 
-from .diskio import CLOEXEC, describe, flush, flush_directory, write_all, write_file
+from .diskio import (
+    CLOEXEC,
+    describe,
+    flush,
+    flush_directory,
+    make_directories,
+    write_all,
+    write_file,
+)
 from .standbys import StandbyRecords
 
 __all__ = ["DEFAULT_LEASE_S", "EpochLease", "lease_name"]
@@ -143,7 +151,7 @@ class EpochLease:
             return
         directory = self.directory
         try:
-            directory.mkdir(parents=True, exist_ok=True)
+            make_directories(directory, fsync=self.fsync, lenient=True)
         except OSError as exc:
             what, hint = describe(exc)
             raise StoreError(f"{what} opening log directory {directory}; {hint}") from exc

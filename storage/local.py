@@ -237,6 +237,9 @@ class LocalStore:
             names = os.listdir(self.path)
         except FileNotFoundError:
             return []
+        except OSError as exc:
+            what, hint = _describe(exc)
+            raise StoreError(f"{what} listing log directory {self.path}; {hint}") from exc
         found: list[int] = []
         for name in names:
             m = pattern.fullmatch(name)
@@ -332,7 +335,14 @@ class LocalStore:
         """Create ``chunk`` (it must not exist), make it durable and make it the append target."""
         self._require_writer("starting a chunk")
         path = self.chunk_path(chunk)
-        if path.exists():
+        try:
+            os.lstat(path)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:  # (Path.exists lets a failing disk's EIO through untranslated)
+            what, hint = _describe(exc)
+            raise StoreError(f"{what} looking for {path} before creating it; {hint}") from exc
+        else:
             raise StoreError(
                 f"chunk {path} already exists; a new chunk must never overwrite logged records"
             )

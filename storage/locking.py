@@ -31,7 +31,7 @@ import cbor2
 from ambrosia_edge.errors import LogLockedError, StoreError
 from ambrosia_edge.lease import LeaseHolder, LeaseInfo
 
-from .diskio import CLOEXEC, describe, flush, write_all
+from .diskio import CLOEXEC, describe, flush, make_directories, write_all
 from .standbys import StandbyRecords
 
 __all__ = ["LOCK_NAME", "FlockLease", "LockHolder", "read_lock_holder", "read_lock_pid"]
@@ -179,7 +179,7 @@ class FlockLease:
             return
         directory = self.directory
         try:
-            directory.mkdir(parents=True, exist_ok=True)
+            make_directories(directory, fsync=self.fsync)
             fd = os.open(directory / LOCK_NAME, os.O_RDWR | os.O_CREAT | CLOEXEC, 0o644)
         except OSError as exc:
             what, hint = describe(exc)
