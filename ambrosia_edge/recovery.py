@@ -243,7 +243,13 @@ class Replayer:
             last = chunk == chunks[-1]
             resumed = after is not None and after[0] == chunk
             self._have_header = resumed
-            for offset, body in store.read_records(chunk, repair=last and not self.read_only):
+            read_from = getattr(store, "read_records_from", None)
+            if resumed and self.read_only and read_from is not None:
+                assert after is not None
+                records = read_from(chunk, after[1])  # a tier that can: no rescan from 0
+            else:
+                records = store.read_records(chunk, repair=last and not self.read_only)
+            for offset, body in records:
                 if resumed:
                     assert after is not None
                     if offset < after[1]:

@@ -238,6 +238,8 @@ class Runtime:
         ).encode()
 
     def _standby_checkpoint(self, replay: Replayer, chunk: int) -> bytes | None:
+        if type(replay.executor.obj) is not self.cls:
+            return None  # a standby of another version: the primary's code writes the log
         return self._snapshot(
             replay.executor, replay.coordinator, chunk, replay.coordinator.next_page
         )

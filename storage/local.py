@@ -280,6 +280,26 @@ class LocalStore:
         # no descriptor.
         return self._typed_records(chunk, str(path), repair)
 
+    def read_records_from(self, chunk: int, start: int) -> Iterator[tuple[int, bytes]]:
+        """:meth:`read_records` from byte ``start``, where a record read before begins: how a
+        standby reads on as the log grows, without scanning the chunk from its start again."""
+        path = self.chunk_path(chunk)
+        if not path.exists():
+            raise StoreError(f"no chunk {chunk} in log {self.path}: {path} does not exist")
+        return self._records_from(str(path), start)
+
+    def _records_from(self, path: str, start: int) -> Iterator[tuple[int, bytes]]:
+        try:
+            fd = os.open(path, os.O_RDONLY | _CLOEXEC)
+        except OSError as exc:
+            what, _ = _describe(exc)
+            raise StoreError(f"{what} opening {path} to read it") from exc
+        try:
+            for offset, _, body in scan_file(fd, source=path, start=start):
+                yield offset, body
+        finally:
+            os.close(fd)
+
     def _typed_records(
         self, chunk: int, path: str, repair: bool
     ) -> Iterator[tuple[int, int, bytes]]:

@@ -70,11 +70,15 @@ from ambrosia_edge.errors import (
 from ambrosia_edge.lease import LeaseHolder, LeaseInfo, process_alive
 from ambrosia_edge.records import BytesLike, scan_records
 
+from .standbys import standby_alive
+
 __all__ = ["DEFAULT_LEASE_TTL", "ObjectLease", "ObjectStore"]
 
 #: Seconds a lease stays valid without renewal; a standby takes over after this much silence.
 DEFAULT_LEASE_TTL: Final = 2.0
 LEASE_NAME: Final = "lease"
+#: where standbys record themselves (ambrosia_edge.standby): one small JSON object each
+_STANDBYS: Final = "standbys/"
 _SCHEMES: Final = ("s3", "gs", "az")
 _CHUNK_RE: Final = re.compile(r"chunk-(\d{8,})")
 _CHECKPOINT_RE: Final = re.compile(r"checkpoint-(\d{8,})\.cbor")
@@ -273,6 +277,7 @@ class ObjectLease:
         self._client = client
         self.resource = client.url.rstrip("/")
         self.ttl = ttl
+        self._standby_key: str | None = None
         self._mutex = threading.Lock()
         self._etag: str | None = None
         self._record: dict[str, Any] = {}
@@ -462,6 +467,36 @@ class ObjectLease:
                 "releasing the lease", LEASE_NAME, json.dumps(record).encode(), mode={"e_tag": etag}
             )
 
+    # -- standbys (ambrosia_edge.standby), recorded beside the lease -----------------------------
+
+    def record_standby(self, address: str | None) -> None:
+        """Record (again) this process as a standby of the log, listening on ``address``."""
+        host = socket.gethostname()
+        key = f"{_STANDBYS}{host}-{os.getpid()}.json"
+        data = {"pid": os.getpid(), "host": host, "address": address, "renewed": time.time()}
+        with contextlib.suppress(StoreError, obx.BaseError):
+            self._client.put("recording a standby", key, json.dumps(data).encode())
+            self._standby_key = key
+
+    def drop_standby(self) -> None:
+        key, self._standby_key = self._standby_key, None
+        if key is not None:
+            with contextlib.suppress(StoreError, obx.BaseError):
+                self._client.delete("removing a standby's record", key)
+
+    def standbys(self) -> list[dict[str, Any]]:
+        """The standbys following the log now: pid, host, address."""
+        found = []
+        try:
+            for meta in self._client.list_objects("listing the standbys", _STANDBYS):
+                got = self._client.get("reading a standby's record", str(meta["path"]))
+                record = json.loads(got[0]) if got is not None else None
+                if isinstance(record, dict) and standby_alive(record):
+                    found.append(record)
+        except (StoreError, ValueError):
+            return []
+        return sorted(found, key=lambda r: (str(r.get("host")), str(r.get("pid"))))
+
     def info(self) -> LeaseInfo:
         try:
             record, _ = self._read()
@@ -643,8 +678,9 @@ class ObjectStore:
         another (~1.5-3 ms each on a server next door, tens of ms in a cloud) would make a
         recovery wait for the sum of them.
         """
-        names = [str(meta["path"]) for meta in self._objects(chunk)]
+        return self._fetch(chunk, [str(meta["path"]) for meta in self._objects(chunk)])
 
+    def _fetch(self, chunk: int, names: list[str]) -> list[tuple[str, bytes]]:
         def fetch(name: str) -> bytes:
             got = self._client.get("reading", name)
             if got is None:
@@ -670,6 +706,21 @@ class ObjectStore:
 
     def read_records(self, chunk: int, *, repair: bool = False) -> Iterator[tuple[int, bytes]]:
         return ((offset, body) for offset, _, body in self.read_typed_records(chunk, repair=repair))
+
+    def read_records_from(self, chunk: int, start: int) -> Iterator[tuple[int, bytes]]:
+        """:meth:`read_records` from byte ``start``, where a record read before begins: how a
+        standby reads on as the log grows, fetching only the objects from there on (their
+        sizes come with the listing)."""
+        base, names = 0, list[str]()
+        for meta in self._objects(chunk):
+            size = int(meta.get("size", 0))
+            if not names and base + size <= start:
+                base += size  # wholly before ``start``
+                continue
+            names.append(str(meta["path"]))
+        data = b"".join(body for _, body in self._fetch(chunk, names))
+        scan = scan_records(data, source=self._source(chunk), start=start - base)
+        return ((base + offset, body) for offset, _, body in scan)
 
     def read_typed_records(
         self, chunk: int, *, repair: bool = False

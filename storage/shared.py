@@ -275,11 +275,24 @@ class SharedStore:
             self._require_writer("repairing a chunk")
         return self._typed_records(chunk, self.segment_paths(chunk), repair)
 
+    def read_records_from(self, chunk: int, start: int) -> Iterator[tuple[int, bytes]]:
+        """:meth:`read_records` from byte ``start`` of the chunk, where a record read before
+        begins: how a standby reads on as the log grows, without scanning from the start."""
+        segments = self.segment_paths(chunk)
+        return ((o, body) for o, _, body in self._typed_records(chunk, segments, False, start))
+
     def _typed_records(
-        self, chunk: int, segments: list[tuple[Path, int | None]], repair: bool
+        self,
+        chunk: int,
+        segments: list[tuple[Path, int | None]],
+        repair: bool,
+        start: int = 0,
     ) -> Iterator[tuple[int, int, bytes]]:
         base = 0
         for path, limit in segments:
+            if limit is not None and base + limit <= start:
+                base += limit  # wholly before ``start``
+                continue
             try:
                 mode = os.O_RDWR if repair and limit is None else os.O_RDONLY
                 fd = os.open(path, mode | CLOEXEC)
@@ -288,7 +301,12 @@ class SharedStore:
                 raise StoreError(f"{what} opening {path} to read it") from exc
             try:
                 size = os.fstat(fd).st_size
-                scan = scan_file(fd, source=str(path), size=size if limit is None else limit)
+                scan = scan_file(
+                    fd,
+                    source=str(path),
+                    size=size if limit is None else limit,
+                    start=max(0, start - base),
+                )
                 for offset, rtype, body in scan:
                     yield base + offset, rtype, body
                 if limit is not None:

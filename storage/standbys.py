@@ -27,7 +27,7 @@ from typing import Any, Final
 
 from ambrosia_edge.lease import process_alive
 
-__all__ = ["STANDBY_LIFETIME", "StandbyRecords"]
+__all__ = ["STANDBY_LIFETIME", "StandbyRecords", "standby_alive"]
 
 #: Seconds a standby's record counts after its last rewrite, when read on another host.
 STANDBY_LIFETIME: Final = 10.0
@@ -76,13 +76,15 @@ class StandbyRecords:
                 continue
             if not isinstance(record, dict):
                 continue
-            pid, renewed = record.get("pid"), record.get("renewed")
-            if record.get("host") == here and isinstance(pid, int):
-                alive = process_alive(pid)
-            else:
-                alive = isinstance(renewed, int | float) and time.time() - renewed < (
-                    STANDBY_LIFETIME
-                )
-            if alive:
+            if standby_alive(record, here):
                 found.append(record)
         return sorted(found, key=lambda r: (str(r.get("host")), str(r.get("pid"))))
+
+
+def standby_alive(record: dict[str, Any], here: str | None = None) -> bool:
+    """Whether the standby a record names still runs: by its pid on this host, else by its
+    last rewrite (within :data:`STANDBY_LIFETIME` seconds)."""
+    pid, renewed = record.get("pid"), record.get("renewed")
+    if record.get("host") == (here or socket.gethostname()) and isinstance(pid, int):
+        return process_alive(pid)
+    return isinstance(renewed, int | float) and time.time() - renewed < STANDBY_LIFETIME

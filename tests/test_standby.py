@@ -1,20 +1,21 @@
 """Active standbys, end to end: a client streams forks and awaited calls to a server run by a
 primary and a standby (``--peer server=ADDR1,ADDR2``); the primary is killed with SIGKILL
 again and again, a fresh standby started after each failover, and every fork and call is
-counted exactly once, in order. Each failover is timed from the kill to the first call the
-client sees answered by the new primary.
+counted exactly once, in order. Each failover is timed from the kill to the new primary
+serving (it reports its pid from ``becoming_primary``); the client's calls must then go on.
 """
 
 from __future__ import annotations
 
-import re
 import signal
 import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import pytest
 from apps import counting
@@ -40,17 +41,22 @@ def standby_ready(child: Child) -> bool:
 
 def run_failovers(
     tmp_path: Path,
-    tier: str,
+    server_log: Path | str,
+    client_log: Path | str,
     monkeypatch: pytest.MonkeyPatch,
+    *,
+    env: dict[str, str] | None = None,
+    recover: Callable[[type, str, Path | str], Any] = recovered_state,
     failovers: int = FAILOVERS,
     calls: int = CALLS,
 ) -> list[float]:
-    """The acceptance scenario; returns each failover's time in seconds."""
-    server_log = log_url(tmp_path, "server", tier)
-    client_log = log_url(tmp_path, "client", tier)
+    """The acceptance scenario; returns each failover's time in seconds. ``env`` is given to
+    every process (a store's endpoint, say), ``recover`` rebuilds an immortal from its log."""
     pc = free_port()
     ports = [free_port(), free_port()]
-    env = {"AMBROSIA_TEST_CALLS": str(calls)}
+    for key, value in (env or {}).items():  # this process reads the logs too (status)
+        monkeypatch.setenv(key, value)
+    env = {"AMBROSIA_TEST_CALLS": str(calls), **(env or {})}
     servers = []
     for port in ports:  # one status directory each: both are "server"
         status = tmp_path / f"status-{port}"
@@ -84,15 +90,23 @@ def run_failovers(
         client.start()
         for _ in range(failovers):
             wait_for(partial(standby_ready, standby), 60, "the standby to follow", outputs)
+            wait_for(  # recorded beside the lease, so status lists it
+                lambda s=standby: read_status(str(server_log)).standbys == [f"127.0.0.1:{s.port}"],
+                30,
+                "status to list the standby",
+                outputs,
+            )
             before = seen()
             wait_for(lambda b=before: seen() >= b + 10, 60, "the client's progress", outputs)
             assert primary.proc is not None
             killed = time.monotonic()
             primary.kill()
-            at_kill = seen()
-            wait_for(lambda a=at_kill: seen() > a, 60, "the standby to take over", outputs)
+            # serving: the standby holds the log, listens and has become primary (its
+            # becoming_primary reports its pid, every 20 ms)
+            wait_for(standby.status, 60, "the standby to take over", outputs, poll=0.002)
             times.append(time.monotonic() - killed)
-            wait_for(standby.status, 60, "the standby to report as primary", outputs)
+            then = seen()
+            wait_for(lambda t=then: seen() > t, 60, "calls answered by the new primary", outputs)
             primary, standby = standby, primary
             standby.start()  # a fresh standby where the old primary was
         wait_for(lambda: (s := client.status()) and s["done"], 120, "the client to finish", outputs)
@@ -113,23 +127,28 @@ def run_failovers(
             child.kill()
     # the client's code, replayed here, reads how many calls to make as the children did
     monkeypatch.setattr(counting, "CALLS", calls)
-    counter = recovered_state(Counter, "server", server_log)
+    counter = recover(Counter, "server", server_log)
     assert (counter.count, counter.received, counter.out_of_order) == (calls, 10 * calls, 0)
-    assert recovered_state(Mixer, "client", client_log).seen == list(range(1, calls + 1))
+    assert recover(Mixer, "client", client_log).seen == list(range(1, calls + 1))
     return times
+
+
+def report_failovers(tier: str, times: list[float]) -> None:
+    print(
+        f"\nfailover on {tier}:// after SIGKILL, {len(times)} times: median "
+        f"{statistics.median(times):.3f} s, worst {max(times):.3f} s "
+        f"({', '.join(f'{t:.3f}' for t in times)})"
+    )
 
 
 @pytest.mark.parametrize("tier", ["file", "nfs"])
 def test_sigkilled_primaries_fail_over_to_standbys_exactly_once(
     tmp_path: Path, tier: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    times = run_failovers(tmp_path, tier, monkeypatch)
+    server_log, client_log = log_url(tmp_path, "server", tier), log_url(tmp_path, "client", tier)
+    times = run_failovers(tmp_path, server_log, client_log, monkeypatch)
     assert len(times) == FAILOVERS
-    print(
-        f"\nfailover on {tier}:// after SIGKILL, {len(times)} times: median "
-        f"{statistics.median(times):.3f} s, worst {max(times):.3f} s "
-        f"({', '.join(f'{t:.3f}' for t in times)})"
-    )
+    report_failovers(tier, times)
 
 
 def test_a_standby_can_be_refused(tmp_path: Path) -> None:
@@ -292,8 +311,8 @@ def test_the_standby_writes_the_checkpoints_and_they_recover_exactly(
         for child in everyone:
             child.kill()
     by_primary = [line for line in first.output().splitlines() if "checkpoint" in line]
-    assert len(by_primary) == 1, by_primary  # the first start's, before any standby
-    assert re.fullmatch(r"ambrosia-edge: server: checkpoint 1 written \(\d+ bytes\)", by_primary[0])
+    assert len(by_primary) == 1, by_primary  # its first, before any standby
+    assert by_primary[0].startswith("ambrosia-edge: server: checkpoint 1 written ("), by_primary
 
     store = open_store(str(server_log))
     checkpoints = store.list_checkpoints()

@@ -345,3 +345,24 @@ def test_a_flaky_store_loses_and_duplicates_nothing(
     assert counts.dropped >= 5 and counts.lost_answers >= 5, vars(counts)
     monkeypatch.setenv(s3.endpoint_variable, s3.endpoint)
     assert bodies(url, 1) == [b"r%d" % i for i in range(100)]
+
+
+def test_reading_on_from_a_record_fetches_the_rest_of_the_chunk(url: str) -> None:
+    """``read_records_from``, as a standby follows a log: the records from that offset on, the
+    same as a whole read, and appends made since."""
+    writer = ObjectStore(url)
+    writer.open()
+    try:
+        writer.start_chunk(1)
+        for i in range(6):
+            writer.append(page(b"record %d" % i))
+        reader = open_store(url)
+        assert isinstance(reader, ObjectStore)
+        whole = list(reader.read_records(1))
+        assert len(whole) == 6
+        for offset, _ in whole:
+            assert list(reader.read_records_from(1, offset)) == [r for r in whole if r[0] >= offset]
+        writer.append(page(b"appended since"))
+        assert list(reader.read_records_from(1, whole[-1][0])) == list(reader.read_records(1))[-2:]
+    finally:
+        writer.close()

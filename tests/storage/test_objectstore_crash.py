@@ -126,3 +126,28 @@ def test_status_and_inspect_read_a_log_on_s3(
     assert report["checkpoints"][0]["class_path"].endswith(":Counter")
     assert [c["number"] for c in report["chunks"]] == [1]
     assert report["lock"]["state"].startswith("free"), report["lock"]
+
+
+def test_sigkilled_primaries_fail_over_to_standbys_with_logs_on_s3(
+    tmp_path: Path, seaweedfs: ObjectServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The failover acceptance test of tests/test_standby.py, both logs on s3:// (SeaweedFS):
+    a standby on this host takes over as soon as the killed primary's pid is gone."""
+    from test_standby import report_failovers, run_failovers
+
+    base = f"s3://{seaweedfs.bucket}/failover/{uuid.uuid4().hex}"
+
+    def recover(cls: type, name: str, log: Path | str) -> Any:
+        return recovered_state(cls, name, str(log), seaweedfs)
+
+    times = run_failovers(
+        tmp_path,
+        f"{base}/server",
+        f"{base}/client",
+        monkeypatch,
+        env=seaweedfs.env(),
+        recover=recover,
+        failovers=3,
+        calls=3000,
+    )
+    report_failovers("s3", times)
