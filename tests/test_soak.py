@@ -33,7 +33,7 @@ def test_a_round_that_comes_out_wrong_fails_the_soak(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The checks are live: a sink that wants one message more than was sent is a failure."""
-    monkeypatch.setattr(soak, "STALL_S", 3.0)
+    monkeypatch.setattr(soak, "SETTLE_S", 2.0)
     real = soak.stream
 
     def off_by_one(sink: object, sender: str, count: int, what: str) -> None:

@@ -59,6 +59,8 @@ FAILPOINTS = {"chunk-started": 2, "checkpoint-stored": 2, "page-write": 12}
 STRIKES = {"one": 4.0, "all": 2.0, "start-up": 2.0, "failpoint": 2.0}
 #: a round that makes no progress for this long has failed (the machine may be busy)
 STALL_S = 180.0
+#: once the work is done, how long the state may take to come out exact (status files lag)
+SETTLE_S = 60.0
 
 
 _taken: set[int] = set()
@@ -405,7 +407,7 @@ class Runner:
         scenario.quiesce()
         self.wait_done(scenario)
         # the state is published every 20 ms: the checks are retried until it is exact
-        deadline = time.monotonic() + STALL_S
+        deadline = time.monotonic() + SETTLE_S
         while True:
             try:
                 scenario.check()
