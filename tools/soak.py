@@ -344,8 +344,10 @@ class Runner:
         checkpoint_bytes: str,
         pause: float,
         strikes: dict[str, float],
+        keep: bool,
     ) -> None:
         self.kind = kind
+        self.keep = keep
         self.strikes = strikes
         self.root = root
         self.rng = rng
@@ -373,7 +375,8 @@ class Runner:
                         child.kill()
                 with self.tally.lock:
                     self.tally.rounds[self.kind.name] += 1
-                shutil.rmtree(scenario.directory, ignore_errors=True)
+                if not self.keep:
+                    shutil.rmtree(scenario.directory, ignore_errors=True)
         except Aborted:
             pass
         except BaseException as e:  # reported by the main thread
@@ -534,6 +537,7 @@ def soak(
             checkpoint_bytes,
             pause,
             kinds or STRIKES,
+            keep=directory is not None,
         )
         for name in names
     ]
