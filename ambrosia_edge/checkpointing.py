@@ -78,6 +78,11 @@ class Checkpointing:
         self.standby_checkpoints: Callable[[], bool] | None = None
         #: the chunk whose checkpoint was last left to a standby
         self._delegated: int | None = None
+        #: a live upgrade is pending or converted but not yet checkpointed (set by
+        #: ``Replayer.finish``): the primary writes that checkpoint itself, never a standby,
+        #: since the conversion happens in the primary's ``on_checkpoint`` and a standby
+        #: replaying the old version's pages converts only at a chunk header saying so
+        self.upgrade_unsaved = False
 
     def request_checkpoint(self) -> None:
         """Take a checkpoint at the next quiescent point (CLI ``checkpoint``, SIGUSR1, API)."""
@@ -112,10 +117,16 @@ class Checkpointing:
         standby follows the log: the standby then writes it from its replay, so the primary
         neither waits for its pages to run nor captures its state. If the standby did not
         write the previous one it was left, the primary checkpoints itself again."""
-        delegate = self.chunk and self.standby_checkpoints is not None
+        delegate = self.chunk and self.standby_checkpoints is not None and not self.upgrade_unsaved
         if delegate and await anyio.to_thread.run_sync(self._may_delegate):
             header = encode_record(
-                chunk_header(self.name, self.chunk + 1, self.next_page),
+                chunk_header(
+                    self.name,
+                    self.chunk + 1,
+                    self.next_page,
+                    class_version=self.class_version,  # so a standby's replay labels it right
+                    incarnation=self.incarnation,
+                ),
                 RecordType.CHUNK_HEADER,
             )
             await anyio.to_thread.run_sync(_start_chunk, self.store, self.chunk + 1, header)
@@ -173,6 +184,7 @@ class Checkpointing:
         if data is None:
             return  # only on a first start that could not snapshot: chunk 1 opens regardless
         self.checkpoint_requested = False
+        self.upgrade_unsaved = False  # on_checkpoint converted, if an upgrade was pending
         self._postponed_warned = False
         self._unstored = (chunk, data)
         self._have_checkpoint.set()

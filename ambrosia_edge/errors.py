@@ -11,6 +11,7 @@
     │   │   └── LogSealedError       the log was handed over to another instance (live migration)
     │   ├── CorruptLogError          a record in the middle of a log is damaged
     │   └── CheckpointError          a checkpoint cannot be read or written
+    │       └── VersionBackwardsError  the log is of a newer version than the class run
     ├── CodecError                   CBOR encoding or decoding failed
     │   └── StateEncodingError       an immortal's attribute cannot be checkpointed
     ├── ProtocolError                a peer sent a malformed or unexpected frame
@@ -76,6 +77,11 @@ class CorruptLogError(StoreError):
 
 class CheckpointError(StoreError):
     code = "checkpoint"
+
+
+class VersionBackwardsError(CheckpointError):
+    """The log was written by a newer version of the immortal's class than the one started:
+    never retried (a standby following the log stops at once), since no read fixes it."""
 
 
 class CodecError(AmbrosiaError):

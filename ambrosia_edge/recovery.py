@@ -30,7 +30,7 @@ from typing import Any
 from . import codec, failpoints, incarnation, messages, wire
 from .checkpoint import Checkpoint, decode_checkpoint
 from .coordinator import Coordinator
-from .errors import CheckpointError, ConfigError, CorruptLogError
+from .errors import CheckpointError, ConfigError, CorruptLogError, VersionBackwardsError
 from .executor import Executor
 from .immortal import Immortal, state_of
 from .page import Page, chunk_header, decode_chunk_header, decode_page
@@ -491,6 +491,7 @@ class Replayer:
             # that chunk exists but its checkpoint was never written, a checkpoint now: until
             # then every recovery replays with the old code)
             coordinator.checkpoint_requested = True
+            coordinator.upgrade_unsaved = True  # and by this process, not left to a standby
         coordinator.new_epoch()
         if not self.read_only:
             # a live upgrade: the new version takes over now if nothing waits (else at the
@@ -516,7 +517,7 @@ def check_version(cls: type[Immortal], checkpoint: Checkpoint, url: str) -> None
     if type(version) is not int or version < 1:
         raise ConfigError(f"{where}.version must be a whole number from 1, not {version!r}")
     if version < old:
-        raise CheckpointError(
+        raise VersionBackwardsError(
             f"{url} was checkpointed by version {old} of {checkpoint.class_path}, and {where} is "
             f"version {version}: a version cannot go backwards (its upgrade() only converts "
             f"older states); run version {old} or later"
@@ -535,7 +536,7 @@ _INHERITED_UPGRADE = Immortal.upgrade.__func__  # type: ignore[attr-defined]
 
 def _check_not_backwards(cls: type[Immortal], version: int, where: str) -> None:
     if version > cls.version:
-        raise CheckpointError(
+        raise VersionBackwardsError(
             f"{where} was written by version {version} of the immortal's class, and "
             f"{cls.__module__}:{cls.__qualname__} is version {cls.version}: a version cannot go "
             f"backwards; run version {version} or later"

@@ -205,18 +205,26 @@ class Runtime:
         """Snapshot at the current dispatch point (called between pages), or None if busy."""
         executor = self.executor
         assert executor is not None
-        if executor.quiescent:
-            complete_upgrade(executor, self.coordinator, self.cls)  # a pending live upgrade
+        if not executor.quiescent:
+            return None
+        complete_upgrade(executor, self.coordinator, self.cls)  # a pending live upgrade
         return self._snapshot(executor, self.coordinator, chunk, next_page)
 
     def _snapshot(
         self, executor: Executor, coordinator: Coordinator, chunk: int, next_page: int
     ) -> bytes | None:
         """Checkpoint ``chunk`` of ``executor``'s immortal as it stands, between pages: this
-        runtime's own, or a standby's replay; None if a handler is suspended."""
+        runtime's own, or a standby's replay; None if a handler is suspended.
+
+        The checkpoint is labelled with the class of the code that runs the state, which is
+        not always :attr:`cls`: a standby of a newer version following an older primary
+        replays the old version's pages with the old code (``previous``), and converts only
+        when it takes over. What it checkpoints meanwhile is the old version's state, so it
+        is labelled as the old version's, and recovers as such (docs/upgrades.md)."""
         if not executor.quiescent:
             return None
         obj = executor.obj
+        code = type(obj)
         state = state_of(obj)
         try:
             encoded = codec.encode(state, where=type(obj).__name__)
@@ -226,11 +234,10 @@ class Runtime:
             raise
         snapshot = coordinator.snapshot()
         assert snapshot.next_page == next_page
-        kind = type(obj)  # a standby following an older version's log replays with that class
         return Checkpoint.build(
             immortal=self.name,
-            class_path=class_path(kind),
-            class_version=kind.version,
+            class_path=class_path(code),
+            class_version=code.version,
             chunk=chunk,
             state=encoded,
             next_call_id=executor.next_call_id,
@@ -238,8 +245,6 @@ class Runtime:
         ).encode()
 
     def _standby_checkpoint(self, replay: Replayer, chunk: int) -> bytes | None:
-        if type(replay.executor.obj) is not self.cls:
-            return None  # a standby of another version: the primary's code writes the log
         return self._snapshot(
             replay.executor, replay.coordinator, chunk, replay.coordinator.next_page
         )

@@ -15,6 +15,12 @@ same way. How soon the lease passes is the tier's: the kernel drops a dead holde
 at once (local disk); a fencing lease is taken over when its holder's process is gone from this
 host, or once it has gone unrenewed for its lifetime (``--lease-ttl``).
 
+A standby may run a newer version of the immortal's class than the primary (an upgrade without
+downtime, docs/upgrades.md): the Replayer runs each page with the code of the version that
+logged it, as the chunk headers say, the checkpoints it writes are labelled with that version,
+and the conversion happens in :meth:`Replayer.finish` at the takeover. An older version than
+the log's stops at once (:class:`~ambrosia_edge.errors.VersionBackwardsError`), never retried.
+
 A standby does not publish its address, run impulse sources or serve the control socket: none
 of what runs only on a primary starts before it is one.
 """
@@ -39,6 +45,7 @@ from .errors import (
     ProtocolError,
     StandbyError,
     StoreError,
+    VersionBackwardsError,
 )
 from .kinds import PeerAddress
 from .lease import lease_of
@@ -224,6 +231,8 @@ class _Follower:
                 log.info("%s: %s; the standby replays from the newest checkpoint", self.name, exc)
                 self.replay = self._start()
                 continue
+            except VersionBackwardsError:
+                raise  # an older version than the log's: no retry fixes that
             except StoreError as exc:
                 # a read that raced the writer (or retention deleting a chunk behind us)
                 failures += 1
@@ -245,6 +254,8 @@ class _Follower:
             except LogChangedError as exc:
                 log.info("%s: %s; the standby replays from the newest checkpoint", self.name, exc)
                 self.replay = self._start()
+            except VersionBackwardsError:
+                raise
             except StoreError:
                 failures += 1
 
