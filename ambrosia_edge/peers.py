@@ -66,6 +66,7 @@ class Peers:
 
         # of the committer
         _trims: dict[str, int]
+        _live_values: bool
         _durable_changed: Wakeup
 
         async def wait_page_room(self) -> None: ...
@@ -184,11 +185,14 @@ class Peers:
         out.rebase(mark[0], mark[1])
         wake = self._sender_wakeup(self.name)
         while True:
+            captures = out.materialized
             first, replayable, batch = out.unsent(min(self.options.page_bytes, MAX_BATCH))
             if not batch:
                 await wake.wait()
                 continue
             await self.wait_page_room()
+            if out.materialized != captures:
+                self._live_values = True  # its page must not run ahead (committer.py)
             self.accept_batch(
                 self.name, first, len(batch), replayable, b"".join(batch), trusted=True
             )
