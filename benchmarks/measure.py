@@ -19,7 +19,16 @@ from ambrosia_edge.testing import free_port
 
 from . import procstat
 from .processes import BenchmarkError, Child, Runner, ambrosia_args, read_status, send_go
-from .systems import AMBROSIA, APPS, COUNTER_PEERS, DBOS_BATCHED, GRPC, NO_FSYNC, RESTATE_BATCHED
+from .systems import (
+    AMBROSIA,
+    APPS,
+    COUNTER_PEERS,
+    DBOS_BATCHED,
+    GRPC,
+    NO_FSYNC,
+    RESTATE_BATCHED,
+    TYPICAL_STEPS,
+)
 
 
 def measure_pair(
@@ -43,13 +52,15 @@ def measure_pair(
     env = runner.env(run_dir, total)
     children: list[Child] = []
     try:
-        if system in (AMBROSIA, NO_FSYNC):
-            fsync = system == AMBROSIA
+        if system in (AMBROSIA, NO_FSYNC, *TYPICAL_STEPS):
+            fsync = system != NO_FSYNC
+            app = "Typical" if system in TYPICAL_STEPS else "Bench"
             ps, pc = free_port(), free_port()
-            args = ambrosia_args("server", run_dir, ps, pc, fsync, *server_options)
+            args = ambrosia_args("server", run_dir, ps, pc, fsync, *server_options, app=app)
             server = Child("server", args, run_dir, env)
             children.append(server)
-            client = Child("client", ambrosia_args("client", run_dir, pc, ps, fsync), run_dir, env)
+            args = ambrosia_args("client", run_dir, pc, ps, fsync, app=app)
+            client = Child("client", args, run_dir, env)
             children.append(client)
 
             def up() -> bool:

@@ -142,11 +142,18 @@ def send_go(run_dir: Path, **params: Any) -> None:
 
 
 def ambrosia_args(
-    role: str, run_dir: Path, port: int, peer_port: int, fsync: bool, *options: str
+    role: str,
+    run_dir: Path,
+    port: int,
+    peer_port: int,
+    fsync: bool,
+    *options: str,
+    app: str = "Bench",
 ) -> list[str]:
     """The command line of one immortal of a pair: ``benchmarks.host`` takes the arguments of
-    ``ambrosia-edge run``, so what is measured is what a user runs."""
-    cls, peer = ("BenchServer", "client") if role == "server" else ("BenchClient", "server")
+    ``ambrosia-edge run``, so what is measured is what a user runs. ``app`` is the prefix of
+    the classes in benchmarks/apps.py: ``Bench`` (tuned) or ``Typical``."""
+    cls, peer = (f"{app}Server", "client") if role == "server" else (f"{app}Client", "server")
     return [
         sys.executable,
         "-m",
