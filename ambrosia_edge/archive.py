@@ -26,7 +26,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from .checkpoint import decode_checkpoint
 from .errors import AmbrosiaError, LogLockedError, StoreError
@@ -34,7 +34,15 @@ from .page import decode_chunk_header
 from .records import RecordType, encode_record, scan_records
 from .store import LogStore, open_store
 
-__all__ = ["ARCHIVE_FORMAT", "ARCHIVE_VERSION", "ArchiveError", "export_log", "import_log"]
+__all__ = [
+    "ARCHIVE_FORMAT",
+    "ARCHIVE_VERSION",
+    "ArchiveError",
+    "export_log",
+    "import_log",
+    "pack_log",
+    "write_archive",
+]
 
 ARCHIVE_FORMAT = "ambrosia-edge/archive"
 ARCHIVE_VERSION = 1
@@ -73,23 +81,44 @@ def export_log(url: str, archive: str | os.PathLike[str]) -> Exported:
     if not checkpoints and not chunks:
         raise ArchiveError(f"export: there is no log at {url} (no checkpoint, no chunk)")
     with _reading(store, url):
-        checkpoints, chunks = store.list_checkpoints(), store.list_chunks()
-        newest = checkpoints[-1] if checkpoints else None
-        members: list[tuple[str, bytes]] = []
-        immortal = ""
-        if newest is not None:
-            data = store.read_checkpoint(newest)
-            immortal = decode_checkpoint(data, f"{url} checkpoint {newest}").immortal
-            members.append((f"checkpoint-{newest:08d}", data))
-        kept = [c for c in chunks if newest is None or c >= newest]
-        for chunk in kept:
-            framed = bytearray()
-            for position, (rtype, body) in enumerate(_typed_records(store, chunk)):
-                if position == 0 and rtype == RecordType.CHUNK_HEADER and not immortal:
-                    where = f"{url} chunk {chunk}"
-                    immortal = str(decode_chunk_header(body, where).get("immortal", ""))
-                framed += encode_record(body, rtype)
-            members.append((f"chunk-{chunk:08d}", bytes(framed)))
+        manifest, members = pack_log(store, url)
+    target = Path(archive)
+    partial = target.with_name(target.name + ".partial")
+    try:
+        with open(partial, "wb") as fh:
+            write_archive(manifest, members, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(partial, target)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            partial.unlink()
+        raise ArchiveError(f"export: cannot write {target}: {exc.strerror or exc}") from None
+    total = sum(len(data) for _, data in members)
+    return Exported(manifest["immortal"], manifest["checkpoint"], manifest["chunks"], total)
+
+
+def pack_log(store: LogStore, url: str) -> tuple[dict[str, Any], list[tuple[str, bytes]]]:
+    """The manifest and members of an archive of the log in ``store``: its newest checkpoint
+    and every chunk from that one on. The caller keeps writers away meanwhile (``export``
+    holds the writer lock; a live migration holds every input first)."""
+    checkpoints, chunks = store.list_checkpoints(), store.list_chunks()
+    newest = checkpoints[-1] if checkpoints else None
+    members: list[tuple[str, bytes]] = []
+    immortal = ""
+    if newest is not None:
+        data = store.read_checkpoint(newest)
+        immortal = decode_checkpoint(data, f"{url} checkpoint {newest}").immortal
+        members.append((f"checkpoint-{newest:08d}", data))
+    kept = [c for c in chunks if newest is None or c >= newest]
+    for chunk in kept:
+        framed = bytearray()
+        for position, (rtype, body) in enumerate(_typed_records(store, chunk)):
+            if position == 0 and rtype == RecordType.CHUNK_HEADER and not immortal:
+                where = f"{url} chunk {chunk}"
+                immortal = str(decode_chunk_header(body, where).get("immortal", ""))
+            framed += encode_record(body, rtype)
+        members.append((f"chunk-{chunk:08d}", bytes(framed)))
     manifest = {
         "format": ARCHIVE_FORMAT,
         "version": ARCHIVE_VERSION,
@@ -102,22 +131,17 @@ def export_log(url: str, archive: str | os.PathLike[str]) -> Exported:
             for name, data in members
         },
     }
-    target = Path(archive)
-    partial = target.with_name(target.name + ".partial")
-    try:
-        with tarfile.open(partial, "w", format=tarfile.PAX_FORMAT) as tar:
-            _add(tar, MANIFEST, json.dumps(manifest, indent=2).encode())
-            for name, data in members:
-                _add(tar, name, data)
-        with open(partial, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(partial, target)
-    except OSError as exc:
-        with contextlib.suppress(OSError):
-            partial.unlink()
-        raise ArchiveError(f"export: cannot write {target}: {exc.strerror or exc}") from None
-    total = sum(len(data) for _, data in members)
-    return Exported(immortal, newest, kept, total)
+    return manifest, members
+
+
+def write_archive(
+    manifest: dict[str, Any], members: list[tuple[str, bytes]], fileobj: IO[bytes]
+) -> None:
+    """The archive itself: a tar file, the manifest first."""
+    with tarfile.open(fileobj=fileobj, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        _add(tar, MANIFEST, json.dumps(manifest, indent=2).encode())
+        for name, data in members:
+            _add(tar, name, data)
 
 
 @contextlib.contextmanager
@@ -162,11 +186,13 @@ def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
 # import
 
 
-def import_log(archive: str | os.PathLike[str], url: str) -> dict[str, Any]:
+def import_log(archive: str | os.PathLike[str], url: str, *, sync: bool = True) -> dict[str, Any]:
     """Unpack ``archive`` into the empty log location ``url``; returns the manifest.
 
     Everything is checked before the first write: the format and version, every member's size
-    and checksum, the records in each chunk; and ``url`` must hold no log yet.
+    and checksum, the records in each chunk; and ``url`` must hold no log yet. ``sync=False``
+    leaves making the files durable to the caller (who knows which they are; ``os.sync``
+    flushes every file system of the machine).
     """
     path = Path(archive)
     members = _verified_members(path)
@@ -199,7 +225,8 @@ def import_log(archive: str | os.PathLike[str], url: str) -> dict[str, Any]:
                 store.append(encode_record(body, rtype))
     finally:
         store.close()
-    os.sync()
+    if sync:
+        os.sync()
     return manifest
 
 

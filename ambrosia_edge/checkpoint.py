@@ -8,7 +8,8 @@ One CBOR map (docs/protocol.md has the byte-level spec)::
      "state": bytes,                                  # codec-encoded {attribute: value}
      "next_call_id": int,
      "inputs": {source: [total, replayable]},         # executed watermarks
-     "outputs": {destination: [next_replayable, [[replayable, message], ...]]}}
+     "outputs": {destination: [next_replayable, [[replayable, message], ...]]},
+     "incarnation": id, "peers": {name: id}}         # optional (incarnation.py)
 
 Only replayable output is kept: impulses in send buffers are dropped at recovery anyway (paper
 §4.2, behaviour 4). The app state is a nested byte string so that the coordinator's part can be
@@ -23,6 +24,7 @@ from typing import Any
 import cbor2
 
 from .errors import CheckpointError
+from .fields import as_bytes, as_int, as_list, as_map, as_pair, as_str
 
 CHECKPOINT_FORMAT = "ambrosia-edge/checkpoint"
 CHECKPOINT_VERSION = 1
@@ -41,6 +43,9 @@ class CoordinatorState:
     inputs: dict[str, tuple[int, int]] = field(default_factory=dict)  # executed watermarks
     #: destination -> (next replayable sequence number, [(replayable number, message), ...])
     outputs: dict[str, tuple[int, list[tuple[int, bytes]]]] = field(default_factory=dict)
+    #: this log's id, and the ids of the peers' logs as last seen (incarnation.py)
+    incarnation: str | None = None
+    peers: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -55,6 +60,8 @@ class Checkpoint:
     next_call_id: int
     inputs: dict[str, tuple[int, int]] = field(default_factory=dict)
     outputs: dict[str, tuple[int, list[tuple[int, bytes]]]] = field(default_factory=dict)
+    incarnation: str | None = None
+    peers: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def build(
@@ -80,32 +87,39 @@ class Checkpoint:
             next_call_id=next_call_id,
             inputs=coordinator.inputs,
             outputs=coordinator.outputs,
+            incarnation=coordinator.incarnation,
+            peers=coordinator.peers,
         )
 
     @property
     def coordinator(self) -> CoordinatorState:
-        return CoordinatorState(self.epoch, self.next_page, self.inputs, self.outputs)
+        return CoordinatorState(
+            self.epoch, self.next_page, self.inputs, self.outputs, self.incarnation, self.peers
+        )
 
     def encode(self) -> bytes:
-        return cbor2.dumps(
-            {
-                "format": CHECKPOINT_FORMAT,
-                "version": CHECKPOINT_VERSION,
-                "immortal": self.immortal,
-                "class": self.class_path,
-                "class_version": self.class_version,
-                "chunk": self.chunk,
-                "next_page": self.next_page,
-                "epoch": self.epoch,
-                "state": self.state,
-                "next_call_id": self.next_call_id,
-                "inputs": {k: list(v) for k, v in self.inputs.items()},
-                "outputs": {
-                    k: [nxt, [[seq, msg] for seq, msg in entries]]
-                    for k, (nxt, entries) in self.outputs.items()
-                },
-            }
-        )
+        doc: dict[str, Any] = {
+            "format": CHECKPOINT_FORMAT,
+            "version": CHECKPOINT_VERSION,
+            "immortal": self.immortal,
+            "class": self.class_path,
+            "class_version": self.class_version,
+            "chunk": self.chunk,
+            "next_page": self.next_page,
+            "epoch": self.epoch,
+            "state": self.state,
+            "next_call_id": self.next_call_id,
+            "inputs": {k: list(v) for k, v in self.inputs.items()},
+            "outputs": {
+                k: [nxt, [[seq, msg] for seq, msg in entries]]
+                for k, (nxt, entries) in self.outputs.items()
+            },
+        }
+        if self.incarnation is not None:
+            doc["incarnation"] = self.incarnation
+        if self.peers:
+            doc["peers"] = dict(self.peers)
+        return cbor2.dumps(doc)
 
 
 def decode_checkpoint(data: bytes, where: str) -> Checkpoint:
@@ -122,19 +136,28 @@ def decode_checkpoint(data: bytes, where: str) -> Checkpoint:
         )
     try:
         return Checkpoint(
-            immortal=str(doc["immortal"]),
-            class_path=str(doc["class"]),
-            class_version=int(doc["class_version"]),
-            chunk=int(doc["chunk"]),
-            next_page=int(doc["next_page"]),
-            epoch=int(doc["epoch"]),
-            state=bytes(doc["state"]),
-            next_call_id=int(doc["next_call_id"]),
-            inputs={str(k): (int(v[0]), int(v[1])) for k, v in doc["inputs"].items()},
-            outputs={
-                str(k): (int(v[0]), [(int(seq), bytes(msg)) for seq, msg in v[1]])
-                for k, v in doc["outputs"].items()
-            },
+            immortal=as_str(doc["immortal"]),
+            class_path=as_str(doc["class"]),
+            class_version=as_int(doc["class_version"]),
+            chunk=as_int(doc["chunk"]),
+            next_page=as_int(doc["next_page"]),
+            epoch=as_int(doc["epoch"]),
+            state=as_bytes(doc["state"]),
+            next_call_id=as_int(doc["next_call_id"]),
+            inputs={as_str(k): as_pair(v) for k, v in as_map(doc["inputs"]).items()},
+            outputs={as_str(k): _output(v) for k, v in as_map(doc["outputs"]).items()},
+            incarnation=None if doc.get("incarnation") is None else as_str(doc["incarnation"]),
+            peers={as_str(k): as_str(v) for k, v in as_map(doc.get("peers", {})).items()},
         )
-    except (KeyError, TypeError, ValueError, IndexError) as exc:
+    except (KeyError, TypeError, ValueError) as exc:
         raise CheckpointError(f"{where} is missing or has a malformed field ({exc})") from None
+
+
+def _output(value: object) -> tuple[int, list[tuple[int, bytes]]]:
+    """One destination's out-buffer: [next sequence number, [[number, message], ...]]."""
+    nxt, entries = as_list(value)
+    kept = []
+    for entry in as_list(entries):
+        seq, message = as_list(entry)
+        kept.append((as_int(seq), as_bytes(message)))
+    return as_int(nxt), kept

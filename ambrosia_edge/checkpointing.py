@@ -5,6 +5,10 @@ the log has grown by ``checkpoint_bytes`` since the last one. The committer take
 pages, once every logged page has run and no handler is suspended (:meth:`_roll`), and opens a
 new chunk with it; the checkpointer task stores it while pages go on into that chunk, then
 deletes the checkpoints and chunks past ``keep_checkpoints`` (:func:`retain`).
+
+While a standby follows the log (:mod:`.standby`), the committer only begins the new chunk
+and the standby writes its checkpoint from its own replay, at the first point in that chunk
+where no handler is suspended: the primary never pauses for a checkpoint then.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from typing import TYPE_CHECKING
 
 import anyio
 
+from . import failpoints
 from .page import Page, chunk_header
 from .records import RecordType, encode_record
 from .store import LogStore
@@ -44,6 +49,8 @@ class Checkpointing:
         chunk: int
         next_page: int
         on_checkpoint: CheckpointBuilder | None
+        class_version: int | None
+        incarnation: str | None
 
         # of the committer
         log_bytes: int
@@ -55,13 +62,22 @@ class Checkpointing:
 
         def _over_bound(self) -> bool: ...
 
+        # of the handover
+        holding: bool
+
     def _init_checkpointing(self) -> None:
         #: take a checkpoint as soon as possible (first start, CLI ``checkpoint``, SIGUSR1)
         self.checkpoint_requested = False
         self._postponed_warned = False
-        #: the checkpoint the checkpointer is to write (chunk, data), until it is stored
-        self._unstored: tuple[int, bytes] | None = None
+        #: the checkpoint the checkpointer is to write (chunk, data), until it is stored; data
+        #: None: a standby writes it, and the checkpointer only applies retention
+        self._unstored: tuple[int, bytes | None] | None = None
         self._have_checkpoint = Wakeup()
+        #: whether a standby follows the log and writes its checkpoints (set by the runtime
+        #: where the tier records standbys; called in a worker thread)
+        self.standby_checkpoints: Callable[[], bool] | None = None
+        #: the chunk whose checkpoint was last left to a standby
+        self._delegated: int | None = None
 
     def request_checkpoint(self) -> None:
         """Take a checkpoint at the next quiescent point (CLI ``checkpoint``, SIGUSR1, API)."""
@@ -73,6 +89,8 @@ class Checkpointing:
         and the checkpointer is done with the previous checkpoint."""
         if not (self.checkpoint_requested or self.log_bytes >= self.options.checkpoint_bytes):
             return False
+        if self.holding:
+            return False  # a handover is packing the log: it must stand still (handover.py)
         if self._unstored is not None:
             return False
         executor = self.executor
@@ -90,6 +108,35 @@ class Checkpointing:
         return True
 
     async def _roll(self) -> None:
+        """Start a new log chunk, and its checkpoint (:meth:`_roll_and_checkpoint`) unless a
+        standby follows the log: the standby then writes it from its replay, so the primary
+        neither waits for its pages to run nor captures its state. If the standby did not
+        write the previous one it was left, the primary checkpoints itself again."""
+        delegate = self.chunk and self.standby_checkpoints is not None
+        if delegate and await anyio.to_thread.run_sync(self._may_delegate):
+            header = encode_record(
+                chunk_header(self.name, self.chunk + 1, self.next_page),
+                RecordType.CHUNK_HEADER,
+            )
+            await anyio.to_thread.run_sync(_start_chunk, self.store, self.chunk + 1, header)
+            self.chunk += 1
+            self.log_bytes = 0
+            self.checkpoint_requested = False
+            self._postponed_warned = False
+            self._delegated = self.chunk
+            self._unstored = (self.chunk, None)  # retention only
+            self._have_checkpoint.set()
+            return
+        await self._roll_and_checkpoint()
+
+    def _may_delegate(self) -> bool:
+        delegated = self._delegated
+        if delegated is not None and delegated not in self.store.list_checkpoints():
+            return False
+        assert self.standby_checkpoints is not None
+        return self.standby_checkpoints()
+
+    async def _roll_and_checkpoint(self) -> None:
         """Start a new log chunk with a checkpoint of the state after every page so far.
 
         The committer holds the next page back until the dispatcher has executed everything
@@ -107,9 +154,20 @@ class Checkpointing:
         data = self.on_checkpoint(chunk, first_page)
         if data is None and self.chunk:
             return  # a handler got suspended while we waited; try again at a later page
-        header = encode_record(chunk_header(self.name, chunk, first_page), RecordType.CHUNK_HEADER)
+        header = encode_record(
+            chunk_header(
+                self.name,
+                chunk,
+                first_page,
+                class_version=self.class_version,  # after on_checkpoint: an upgrade's new one
+                incarnation=self.incarnation,
+            ),
+            RecordType.CHUNK_HEADER,
+        )
         store = self.store
         await anyio.to_thread.run_sync(_start_chunk, store, chunk, header)
+        if failpoints.armed and failpoints.reached("chunk-started"):
+            failpoints.crash()  # the new chunk's header is durable, its checkpoint is not
         self.chunk = chunk
         self.log_bytes = 0
         if data is None:
@@ -133,7 +191,12 @@ class Checkpointing:
                 continue
             chunk, data = self._unstored
             await anyio.to_thread.run_sync(_store_checkpoint, self.store, chunk, data, keep)
-            log.info("%s: checkpoint %d written (%d bytes)", self.name, chunk, len(data))
+            if data is not None:
+                log.info("%s: checkpoint %d written (%d bytes)", self.name, chunk, len(data))
+            else:
+                log.debug("%s: chunk %d begun; a standby writes its checkpoint", self.name, chunk)
+            if failpoints.armed and failpoints.reached("checkpoint-stored"):
+                failpoints.crash()
             self._unstored = None
             self._have_input.set()  # a checkpoint requested meanwhile may be taken now
 
@@ -143,8 +206,9 @@ def _start_chunk(store: LogStore, chunk: int, header: bytes) -> None:
     store.append(header)
 
 
-def _store_checkpoint(store: LogStore, chunk: int, data: bytes, keep: int) -> None:
-    store.write_checkpoint(chunk, data)
+def _store_checkpoint(store: LogStore, chunk: int, data: bytes | None, keep: int) -> None:
+    if data is not None:
+        store.write_checkpoint(chunk, data)
     retain(store, keep)
 
 

@@ -59,6 +59,9 @@ class Committer:
     #: told the link to ourselves' durable total each time a page holding messages on it is
     #: logged (from _self_ack: once a page, and only while an impulse source runs; feed.py)
     on_self_durable: Callable[[int], None] | None = None
+    #: told the trim watermarks of each page that carries some, once it is durable (the MQTT
+    #: publisher learns there which acknowledgements a crash can no longer undo)
+    on_trims_durable: Callable[[dict[str, int]], None] | None = None
 
     if TYPE_CHECKING:
         # of the coordinator
@@ -115,6 +118,9 @@ class Committer:
         #: did the page sealed last
         self._live_values = False
         self._sealed_live_values = False
+        #: peers' log ids first met since the last page (incarnation.py), logged with the next
+        self._met: dict[str, str] = {}
+        self._trims_wanted = False  # log_trims: a page even without input
         self._have_input = Wakeup()
         self._page_room = Wakeup()
         self._durable_changed = Wakeup()
@@ -199,6 +205,13 @@ class Committer:
             self._writer.submit(self._seal())
             self.stats["sealed_ahead"] += 1
 
+    def log_trims(self) -> None:
+        """Log the acknowledgements received since the last page soon, in a page of their own
+        if no input comes to carry them (a page with no entries: replay applies its trims)."""
+        if self._trims:
+            self._trims_wanted = True
+            self._have_input.set()
+
     async def wait_page_room(self) -> None:
         while self._pending_bytes > self.options.page_bytes:
             await self._page_room.wait()
@@ -214,8 +227,10 @@ class Committer:
         inputs = {
             e.source: (self.received[e.source][0], self.received[e.source][1]) for e in entries
         }
-        page = Page(self.next_page, self.epoch, entries, inputs, self._trims)
+        page = Page(self.next_page, self.epoch, entries, inputs, self._trims, self._met)
         self._trims = {}
+        self._met = {}
+        self._trims_wanted = False
         self.next_page += 1
         return page
 
@@ -271,7 +286,7 @@ class Committer:
                     continue
                 if self._checkpoint_due():
                     await self._roll()
-                if not self._pending:
+                if not self._pending and not (self._trims_wanted and self._trims):
                     self._committer_idle = True
                     try:
                         await self._have_input.wait()
@@ -367,6 +382,8 @@ class Committer:
             self._durable_queue.append(page)
             self._have_durable.set()
         self._acknowledge(page)
+        if page.trims and self.on_trims_durable is not None:
+            self.on_trims_durable(page.trims)
 
     def _acknowledge(self, page: Page) -> None:
         for source in page.inputs:

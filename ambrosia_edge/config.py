@@ -27,6 +27,7 @@ from typing import Any
 import platformdirs
 
 from .coordinator_options import CoordinatorOptions
+from .discovery_options import DiscoveryOptions, check_addresses
 from .errors import ConfigError
 from .kinds import (
     LOCATION,
@@ -34,6 +35,7 @@ from .kinds import (
     NAME_RE,
     NAME_RULE,
     PEERS,
+    SECONDS,
     SWITCH,
     TEXT,
     PeerAddress,
@@ -56,6 +58,7 @@ from .options import (
     read_file,
     read_values,
 )
+from .ui_options import UiOptions
 
 __all__ = [
     "RUN_OPTIONS",
@@ -184,11 +187,13 @@ class ProcessOptions:
         help="unique name of this immortal in the deployment (default: class name, lowercased)",
         example="server",
     )
-    peers: dict[str, PeerAddress] = option(
+    peers: dict[str, PeerAddress | None] = option(
         default_factory=dict,
         kind=PEERS,
         flag="--peer",
-        help="another immortal this one calls or answers; repeat for each peer",
+        help="another immortal this one calls or answers, with its address or by name alone "
+        "(found by discovery); repeat for each peer; a name with standbys lists every "
+        "address: NAME=HOST:PORT,HOST:PORT",
         example="client=127.0.0.1:7002",
     )
 
@@ -211,12 +216,39 @@ class StoreOptions:
         "(default: a per-user state directory named after --name)",
         example="/var/lib/ambrosia/server",
     )
+    migrate_from: str | None = option(
+        default=None,
+        kind=TEXT,
+        flag="--migrate-from",
+        key=None,
+        metavar="HOST:PORT|NAME",
+        help="take the immortal over from its running instance at HOST:PORT (or found by "
+        "its NAME through discovery): its log is copied into --log, which must hold none, "
+        "and the old instance seals its own and stops (a live migration)",
+        example="192.168.1.20:7001",
+    )
     fsync: bool = option(
         default=True,
         kind=SWITCH,
         flag="--fsync",
         help="flush every log write to disk before running it; --no-fsync is faster but a "
         "power cut can lose the last inputs",
+    )
+    standby: bool = option(
+        default=True,
+        kind=SWITCH,
+        flag="--standby",
+        help="when another instance holds the log, follow it as a standby and take over when "
+        "it stops; --no-standby fails instead",
+    )
+    lease_ttl: float | None = option(
+        default=None,
+        kind=SECONDS,
+        flag="--lease-ttl",
+        help="how long the log's lease outlives its holder's last renewal before a standby "
+        "takes over, on tiers that fence by lease (nfs://: 1.5 s, s3:// gs:// az://: 2 s); "
+        "the holder renews every quarter of it",
+        example=1.5,
     )
 
 
@@ -255,7 +287,15 @@ class SecretSource:
 
 
 @options
-class Settings(MqttOptions, DeviceOptions, CoordinatorOptions, StoreOptions, ProcessOptions):
+class Settings(
+    UiOptions,
+    DiscoveryOptions,
+    MqttOptions,
+    DeviceOptions,
+    CoordinatorOptions,
+    StoreOptions,
+    ProcessOptions,
+):
     """Everything the runtime needs to start one immortal: every component's options in one.
 
     Validated on construction, like each options class; an empty ``log`` means the per-user
@@ -267,15 +307,18 @@ class Settings(MqttOptions, DeviceOptions, CoordinatorOptions, StoreOptions, Pro
             object.__setattr__(self, "log", default_log_url(self.name))
         ProcessOptions.__post_init__(self)
         self.check_routes()
+        check_addresses(self)
 
 
 #: The options of ``ambrosia-edge run``, grouped as ``--help`` shows them.
 RUN_OPTIONS: tuple[tuple[str, tuple[type, ...]], ...] = (
     ("immortal and peers", (ProcessOptions,)),
+    ("discovery (see docs/discovery.md)", (DiscoveryOptions,)),
     ("log", (StoreOptions,)),
     ("device", (DeviceOptions,)),
     ("coordinator", (CoordinatorOptions, SecretSource)),
     ("MQTT (impulses from a broker; see docs/mqtt.md)", (MqttOptions,)),
+    ("web page (see docs/ui.md)", (UiOptions,)),
 )
 
 _TABLE = declared(*(cls for _, classes in RUN_OPTIONS for cls in classes))
@@ -359,7 +402,7 @@ def load_settings(config_file: Path | None, **cli_overrides: object) -> Settings
             )
         merged["name"] = derived
     _apply_profile(merged)
-    flag_peers: dict[str, PeerAddress] = from_flags.get("peers", {})
+    flag_peers: dict[str, PeerAddress | None] = from_flags.get("peers", {})
     for peer, address in merged.get("peers", {}).items():
         at = At(_FLAG if peer in flag_peers else file_where, _TABLE["peers"])
         check_peer(peer, address, merged["name"], at)

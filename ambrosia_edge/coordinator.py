@@ -13,12 +13,13 @@ timer. Checkpoints are stored by a task of their own, while pages go on into the
 The parts live in modules of their own, one concept each: :mod:`.committer` (where a page is
 committed), :mod:`.dispatcher` (where it runs), :mod:`.checkpointing` (where a checkpoint is
 taken, and retention), :mod:`.peers` (where peers connect; the handshake is
-:mod:`.handshake`). They are mixins of one class rather than objects pointing at each other:
-the per-message path reads and writes state of several parts (watermarks, the pending page,
-output buffers), and one object keeps each of those a single attribute lookup, as tuned. Each
-part declares, under ``TYPE_CHECKING``, what it uses of the others. This module holds the
-state they share, the outbox the executor sends through, ``snapshot``/``restore`` for
-checkpoints, and ``run``, which starts the tasks.
+:mod:`.handshake`), and :mod:`.handover` (handing the immortal over to a new instance, the
+old side of a live migration). They are mixins of one class rather than objects pointing at
+each other: the per-message path reads and writes state of several parts (watermarks, the
+pending page, output buffers), and one object keeps each of those a single attribute lookup,
+as tuned. Each part declares, under ``TYPE_CHECKING``, what it uses of the others. This module
+holds the state they share, the outbox the executor sends through, ``snapshot``/``restore``
+for checkpoints, and ``run``, which starts the tasks.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import logging
 import os
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.abc
@@ -40,11 +41,13 @@ from .coordinator_options import CoordinatorOptions
 from .discovery import Discovery, StaticDiscovery
 from .dispatcher import Dispatcher, Runner
 from .errors import CodecError
+from .handover import Handover
 from .handshake import NonceSource
 from .kinds import PeerAddress
 from .logwriter import LogWriter
 from .outputs import Output, Thunk
 from .peers import Peers
+from .publishing import MQTT_OUT, Outlet
 from .store import LogStore
 from .transport import Transport
 from .wakeup import Wakeup
@@ -72,7 +75,7 @@ def _unhosted(outbox: Coordinator) -> Runner:
     return _Unhosted()
 
 
-class Coordinator(Committer, Dispatcher, Checkpointing, Peers):
+class Coordinator(Committer, Dispatcher, Checkpointing, Peers, Handover):
     """Owns one immortal's log, its input watermarks, its output buffers and its links.
 
     The executor and the coordinator need each other: the executor sends through the
@@ -110,7 +113,17 @@ class Coordinator(Committer, Dispatcher, Checkpointing, Peers):
         self.next_page = 1
         self.chunk = 0
         self.live = False
+        #: the version of the immortal's class that runs the pages now, written in each chunk
+        #: header so that a replay knows where a live upgrade converted the state
+        self.class_version: int | None = None
+        #: this log's id (incarnation.py), and the ids of the peers' logs as last seen
+        self.incarnation: str | None = None
+        self.peer_incarnations: dict[str, str] = {}
+        #: links stopped for good, and why (a peer's new incarnation): shown by ``status``
+        self.stopped_links: dict[str, str] = {}
         self.outputs: dict[str, Output] = {}
+        #: the broker that takes this immortal's publishes (set before run); None: no broker
+        self.publishes_to: str | None = None
         self.received: dict[str, list[int]] = {}  # source -> [total, replayable] (incl. pending)
         self.durable: dict[str, tuple[int, int]] = {}  # logged
         self.dispatched: dict[str, tuple[int, int]] = {}  # executed (what a checkpoint holds)
@@ -129,6 +142,7 @@ class Coordinator(Committer, Dispatcher, Checkpointing, Peers):
         self._init_dispatcher()
         self._init_checkpointing()
         self._init_peers(nonce)
+        self._init_handover()
         self.executor: Runner = executor(self)  # last: the outbox is ready
 
     # --- outbox, used by the executor ---------------------------------------------------
@@ -177,6 +191,19 @@ class Coordinator(Committer, Dispatcher, Checkpointing, Peers):
         self.send(self.name, message, impulse=True)
         return out.next_total - 1
 
+    # --- the outlet, used by the MQTT publisher (publishing.py) ---------------------------
+
+    def wakeup(self, destination: str) -> Wakeup:
+        return self._sender_wakeup(destination)
+
+    def acknowledged(self, destination: str, replayable: int) -> None:
+        """A receiver that is not an immortal (the MQTT broker) holds everything up to
+        ``replayable`` on an output whose totals are its replayable numbers: trim it, and log
+        the mark with the next page, as a peer's ACK is."""
+        self.output(destination).trim(replayable)
+        self._trims[destination] = replayable
+        self._output_room.set()
+
     def _sender_wakeup(self, destination: str) -> Wakeup:
         wake = self._wake_sender.get(destination)
         if wake is None:
@@ -195,12 +222,16 @@ class Coordinator(Committer, Dispatcher, Checkpointing, Peers):
                 destination: (out.next_replayable, list(out.replayable_entries()))
                 for destination, out in self.outputs.items()
             },
+            incarnation=self.incarnation,
+            peers=dict(self.peer_incarnations),
         )
 
     def restore(self, state: CoordinatorState) -> None:
         """Start from a checkpoint's coordinator part, before replaying the pages after it."""
         self.epoch = state.epoch
         self.next_page = state.next_page
+        self.incarnation = state.incarnation
+        self.peer_incarnations.update(state.peers)
         for source, mark in state.inputs.items():
             self.received[source] = list(mark)
             self.durable[source] = mark
@@ -218,7 +249,22 @@ class Coordinator(Committer, Dispatcher, Checkpointing, Peers):
     # --- running ------------------------------------------------------------------------------
 
     def _warn_if_unreachable(self, destination: str) -> None:
+        if destination == MQTT_OUT:
+            if self.publishes_to is None:
+                log.warning(
+                    "%s: publishes wait in memory: no MQTT broker is configured "
+                    "(add --mqtt mqtt://HOST:PORT)",
+                    self.name,
+                )
+            return
         if destination != self.name and destination not in self.discovery.names():
+            if not isinstance(self.discovery, StaticDiscovery):
+                log.info(
+                    "%s: calls to %r wait in memory until discovery finds it",
+                    self.name,
+                    destination,
+                )
+                return
             log.warning(
                 "%s: calls to %r wait in memory: no address is known for it "
                 "(add --peer %s=HOST:PORT)",
@@ -242,7 +288,13 @@ class Coordinator(Committer, Dispatcher, Checkpointing, Peers):
                 port = await tg.start(
                     self.transport.serve, listen.host, listen.port, self.serve_link
                 )
-                await self.discovery.publish(self.name, PeerAddress(listen.host, port))
+                await self.discovery.publish(
+                    self.name,
+                    PeerAddress(listen.host, port),
+                    epoch=self.epoch,
+                    # the log's incarnation, where the core keeps one
+                    incarnation=getattr(self, "incarnation", None),
+                )
             tg.start_soon(self._self_sender)
             # a sender for each immortal discovery knows now (the --peer table, statically),
             # and for each it comes to know later
@@ -258,14 +310,26 @@ class Coordinator(Committer, Dispatcher, Checkpointing, Peers):
     async def _follow_discovery(
         self, changes: AsyncIterator[str], tg: anyio.abc.TaskGroup, senders: set[str]
     ) -> None:
-        """Start a sender for each immortal that discovery tells of after we went live."""
+        """Start a sender for each immortal that discovery tells of after we went live, and
+        tell a running one that its destination's addresses changed (it retries at once)."""
         try:
             async for destination in changes:
-                if destination != self.name and destination not in senders:
+                if destination == self.name:
+                    continue
+                if destination not in senders:
                     senders.add(destination)
                     tg.start_soon(self._sender, destination)
+                else:
+                    self._moved(destination).set()
         finally:
             aclose = getattr(changes, "aclose", None)
             if aclose is not None:
                 with anyio.CancelScope(shield=True):
                     await aclose()
+
+
+if TYPE_CHECKING:
+
+    def _outlet(coordinator: Coordinator) -> Outlet:
+        """The type checker's proof that the coordinator is what the MQTT publisher needs."""
+        return coordinator

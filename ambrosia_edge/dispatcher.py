@@ -63,6 +63,9 @@ class Dispatcher:
         _have_input: Wakeup
         checkpoint_requested: bool
 
+        # of the peers
+        peer_incarnations: dict[str, str]
+
     def _init_dispatcher(self) -> None:
         self._applied_page = 0  # the last page executed, 0 before the first in this life
         self._in_page = False  # a live page is being executed
@@ -104,6 +107,8 @@ class Dispatcher:
                 self.durable[source] = mark
             self.next_page = page.number + 1
             self.epoch = max(self.epoch, page.epoch)
+            if page.peers:
+                self.peer_incarnations.update(page.peers)
 
     def _over_bound(self) -> bool:
         limit = self.options.buffer_bytes

@@ -8,12 +8,17 @@
     ├── StoreError                   a storage tier failed
     │   ├── LogLockedError           another process holds the log (one writer per log)
     │   ├── DeposedError             a newer writer took the log's lease; this one must stop
+    │   │   └── LogSealedError       the log was handed over to another instance (live migration)
     │   ├── CorruptLogError          a record in the middle of a log is damaged
     │   └── CheckpointError          a checkpoint cannot be read or written
     ├── CodecError                   CBOR encoding or decoding failed
     │   └── StateEncodingError       an immortal's attribute cannot be checkpointed
     ├── ProtocolError                a peer sent a malformed or unexpected frame
-    │   └── AuthenticationError      a peer failed the deployment-secret handshake
+    │   ├── AuthenticationError      a peer failed the deployment-secret handshake
+    │   ├── AuthenticationError      a peer failed the deployment-secret handshake
+    │   ├── IncarnationError         a peer's log was replaced since we last talked to it
+    │   └── StandbyError             the peer is a standby of that name: try its next address
+    ├── MigrationError               a live migration (--migrate-from) could not be done
     ├── RemoteError                  an awaited call raised in the callee
     ├── UnknownMethodError           a call names a method the immortal does not have
     ├── NotAnImpulseError            non-deterministic code called a non-impulse method
@@ -56,6 +61,13 @@ class DeposedError(StoreError):
     exit_code = 3
 
 
+class LogSealedError(DeposedError):
+    """The log ends in a seal: a live migration handed it to another instance, which is the
+    immortal now. Nothing may be appended; the message names the new home."""
+
+    code = "log-sealed"
+
+
 class CorruptLogError(StoreError):
     """A damaged record that is not a torn tail; the files are left untouched."""
 
@@ -80,6 +92,26 @@ class ProtocolError(AmbrosiaError):
 
 class AuthenticationError(ProtocolError):
     code = "auth"
+
+
+class IncarnationError(ProtocolError):
+    """A peer's log is another incarnation than the one this immortal talked to (wiped and
+    started again, or a copy of another): the link stops rather than drop or repeat messages."""
+
+    code = "incarnation"
+
+
+class MigrationError(AmbrosiaError):
+    """A live migration could not be done; the message says what was left where."""
+
+    code = "migration"
+
+
+class StandbyError(ProtocolError):
+    """The instance reached follows the log as a standby and takes no calls; the primary is at
+    another of the name's addresses (or becomes so when the standby takes over)."""
+
+    code = "standby"
 
 
 class RemoteError(AmbrosiaError):

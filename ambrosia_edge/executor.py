@@ -32,6 +32,7 @@ from .messages import Kind
 from .once import ONCE, first_time
 from .outputs import Thunk
 from .proxy import Proxy
+from .publishing import MQTT_OUT, encode_publish
 
 log = logging.getLogger("ambrosia_edge")
 _get_ident = threading.get_ident
@@ -87,6 +88,16 @@ class Executor:
         obj._ambrosia_host = self
         self._decoder = codec.make_decoder(self.proxy)
         self._load = codec.make_loader(self.proxy)
+
+    def adopt(self, obj: Immortal) -> None:
+        """Host ``obj`` from now on instead of the current object: a live upgrade's new
+        version, built from the old one's converted state. Only while quiescent (no
+        suspended handler still belongs to the old object)."""
+        assert self.quiescent, "an upgrade needs a quiescent immortal"
+        self.obj = obj
+        self.cls = type(obj)
+        self._roles = handlers(self.cls)
+        obj._ambrosia_host = self
 
     # --- wiring by the runtime -------------------------------------------------------------
 
@@ -218,6 +229,15 @@ class Executor:
 
         self.outbox.send_thunk_to_self(produce)
         return _Wait(call_id, f"capture({getattr(fn, '__name__', 'fn')})")
+
+    def publish(self, topic: str, payload: Any, qos: int, retain: bool) -> None:
+        if self._dispatching != _get_ident():
+            raise NotAnImpulseError(
+                "publish() is an output of deterministic code (handlers, on_first_start); "
+                "code that is not replayed (becoming_primary, spawned tasks, threads) sends "
+                "an impulse whose handler publishes"
+            )
+        self.outbox.send(MQTT_OUT, encode_publish(topic, payload, qos, retain), impulse=False)
 
     def spawn(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> None:
         if self._dispatching == _get_ident() or self._spawner is None:

@@ -2,7 +2,10 @@
 
 ``AMBROSIA_EDGE_FAILPOINTS="page-write:7"`` makes the process SIGKILL itself the 7th time it
 reaches the point named ``page-write`` (in the middle of writing a log page, after half the
-record reached the file). Unset, every check is one falsy global test.
+record reached the file). Unset, every check is one falsy global test. The points:
+``page-write``; ``chunk-started`` (a new chunk's header is durable, its checkpoint is not yet);
+``checkpoint-stored`` (just after a checkpoint is durable); ``upgraded`` (a live upgrade
+converted the state in memory, nothing of it written yet).
 """
 
 from __future__ import annotations

@@ -21,22 +21,44 @@ from typing import Any
 import anyio
 
 from . import wire
-from .errors import AuthenticationError, BrokenByPeer, ConnectionClosed, ProtocolError
+from .errors import (
+    AuthenticationError,
+    BrokenByPeer,
+    ConnectionClosed,
+    IncarnationError,
+    ProtocolError,
+    StandbyError,
+)
 from .transport import Link
 from .wire import Frame
 
 NONCE_BYTES = 16
+
+#: HELLO's ``"role"`` when the new instance of an immortal comes to take it over from the
+#: running one (a live migration, docs/protocol.md 4.19); a HELLO without it opens a link.
+MIGRATE = "migrate"
+#: The labels of the two MACs of a migration: the new instance's HELLO, the old one's OFFER.
+MIGRATE_LABEL = b"ambrosia-edge/migrate\0"
+OFFER_LABEL = b"ambrosia-edge/offer\0"
 
 #: Where fresh nonces come from; a test passes a fixed one to reproduce the documented frames.
 NonceSource = Callable[[int], bytes]
 
 
 def mac(
-    secret: str, nonce: bytes, source: str, destination: str, *, welcome: bool = False
+    secret: str,
+    nonce: bytes,
+    source: str,
+    destination: str,
+    *,
+    welcome: bool = False,
+    label: bytes | None = None,
 ) -> bytes:
     """HMAC-SHA256 proving knowledge of the deployment secret, bound to the peer's nonce and
-    to the direction, so a HELLO cannot be replayed as a WELCOME or to another immortal."""
-    label = b"ambrosia-edge/welcome\0" if welcome else b"ambrosia-edge/hello\0"
+    to the direction, so a HELLO cannot be replayed as a WELCOME or to another immortal.
+    ``label`` overrides the direction's label (a migration's MACs have their own)."""
+    if label is None:
+        label = b"ambrosia-edge/welcome\0" if welcome else b"ambrosia-edge/hello\0"
     message = label + nonce + source.encode() + b"\0" + destination.encode()
     return hmac.new(secret.encode(), message, hashlib.sha256).digest()
 
@@ -56,9 +78,15 @@ async def initiate(
     secret: str | None,
     nonce: NonceSource,
     timeout: float = math.inf,
+    incarnation: str | None = None,
+    on_incarnation: Callable[[str], None] | None = None,
 ) -> tuple[int, int]:
     """The sender's side: answer the challenge; return the receiver's watermarks of our output
     (total, replayable), which it holds durably.
+
+    ``incarnation`` is our log's id, sent in HELLO; ``on_incarnation`` is given the receiver's
+    (from CHALLENGE, if it sent one) once WELCOME has passed its checks, before anything is
+    realigned on it, and stops the handshake by raising.
 
     ``timeout`` bounds the wait for the challenge, which any listener sends at once. Not the
     wait for WELCOME: the receiver sends it only once what it announces is durable."""
@@ -82,6 +110,8 @@ async def initiate(
         "to": destination,
         "epoch": epoch,
     }
+    if incarnation is not None:
+        hello["incarnation"] = incarnation
     our_nonce = nonce(NONCE_BYTES)
     if secret is not None:
         hello["mac"] = mac(secret, their_nonce, name, destination)
@@ -90,7 +120,13 @@ async def initiate(
     ftype, payload = await link.receive()
     if ftype is Frame.REFUSE:
         refusal = wire.parse_control(payload, "message")
-        raise ProtocolError(f"{destination} refused the connection: {refusal['message']}")
+        if refusal.get("code") == MOVED:
+            # an ordinary outcome, like a peer gone: the sender tries its next address
+            raise PeerMoving(f"{destination} at {link.peer} is moving: {refusal['message']}")
+        if refusal.get("code") == StandbyError.code:
+            raise StandbyError(f"{destination} at {link.peer} is a standby")
+        kind = IncarnationError if refusal.get("code") == IncarnationError.code else ProtocolError
+        raise kind(f"{destination} refused the connection: {refusal['message']}")
     if ftype is not Frame.WELCOME:
         raise ProtocolError(f"{destination} answered the hello with {ftype.name}")
     welcomed = wire.parse_control(payload, "total", "replayable")
@@ -102,6 +138,10 @@ async def initiate(
         _verify(welcomed, mac(secret, our_nonce, destination, name, welcome=True), destination)
     if replayable > total:
         raise ProtocolError(f"{destination} sent inconsistent watermarks {total}/{replayable}")
+    theirs = challenge.get("incarnation")
+    if on_incarnation is not None and isinstance(theirs, str) and theirs:
+        # only now: with a secret, the WELCOME has proved that this is the receiver
+        on_incarnation(theirs)
     return total, replayable
 
 
@@ -114,16 +154,34 @@ class Hello:
     challenge: bytes  # the nonce we sent it, which its MAC must cover
 
 
-async def accept(link: Link, *, nonce: NonceSource) -> Hello:
+async def accept(link: Link, *, nonce: NonceSource, incarnation: str | None = None) -> Hello:
     """The receiver's side, up to a HELLO read but not yet checked: a refusal can then name
-    the sender it claims to be."""
+    the sender it claims to be. ``incarnation``, our log's id, goes in the CHALLENGE."""
     challenge = nonce(NONCE_BYTES)
-    await link.send(wire.control(Frame.CHALLENGE, {"v": wire.PROTOCOL_VERSION, "nonce": challenge}))
+    opening: dict[str, Any] = {"v": wire.PROTOCOL_VERSION, "nonce": challenge}
+    if incarnation is not None:
+        opening["incarnation"] = incarnation
+    await link.send(wire.control(Frame.CHALLENGE, opening))
     ftype, payload = await link.receive()
     if ftype is not Frame.HELLO:
         raise ProtocolError(f"expected HELLO, got {ftype.name}")
     hello = wire.parse_control(payload, "v", "from", "to")
     return Hello(str(hello["from"]), hello, challenge)
+
+
+def check_migration(hello: Hello, *, name: str, secret: str | None, peer: str) -> None:
+    """Raise ProtocolError (or AuthenticationError) unless ``hello`` is the new instance of this
+    very immortal asking to take it over, proving the deployment secret if there is one."""
+    fields = hello.fields
+    if fields["v"] != wire.PROTOCOL_VERSION:
+        raise ProtocolError(f"protocol version {fields['v']} is not {wire.PROTOCOL_VERSION}")
+    if fields["to"] != name or hello.source != name:
+        raise ProtocolError(
+            f"this is immortal {name!r}: a migration of {fields['to']!r} cannot take it over"
+        )
+    if secret is not None:
+        expected = mac(secret, hello.challenge, name, name, label=MIGRATE_LABEL)
+        _verify(fields, expected, f"the new instance of {name} at {peer}")
 
 
 def check(hello: Hello, *, name: str, secret: str | None, peer: str) -> None:
@@ -150,7 +208,18 @@ async def welcome(
     await link.send(wire.control(Frame.WELCOME, fields))
 
 
-async def refuse(link: Link, exc: ProtocolError) -> None:
+class PeerMoving(BrokenByPeer):
+    """The receiver refused with code "moved": it is handing itself over to a new instance,
+    which will listen elsewhere soon."""
+
+
+#: REFUSE's code from an immortal that is handing itself over to a new instance: try the next
+#: address (an ordinary outcome, not a protocol error).
+MOVED = "moved"
+
+
+async def refuse(link: Link, exc: ProtocolError, *, code: str | None = None) -> None:
     """Tell the peer why, if it still listens (for a second at most)."""
+    fields = {"code": code or exc.code, "message": str(exc)}
     with anyio.move_on_after(1), contextlib.suppress(ConnectionClosed):
-        await link.send(wire.control(Frame.REFUSE, {"code": exc.code, "message": str(exc)}))
+        await link.send(wire.control(Frame.REFUSE, fields))

@@ -38,5 +38,8 @@ class Host(Protocol):
     def capture(self, fn: Callable[[], Any]) -> Awaitable[Any]:
         """Run ``fn`` live once and log its value (``Immortal.capture``)."""
 
+    def publish(self, topic: str, payload: Any, qos: int, retain: bool) -> None:
+        """Publish to MQTT once the input being handled is durable (``Immortal.publish``)."""
+
     def spawn(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> None:
         """Start a non-deterministic task on the primary (``Immortal.spawn``)."""

@@ -25,6 +25,7 @@ from .errors import CheckpointError, StoreError
 from .lease import Lease, lease_of, process_alive
 from .page import decode_chunk_header, decode_page
 from .records import RecordScan, RecordType, scan_file, scan_records
+from .seal import decode_seal, is_seal
 from .store import LogStore, open_store
 
 __all__ = ["LogReport", "inspect_log", "read_log"]
@@ -62,6 +63,9 @@ class CheckpointInfo:
     state_bytes: int
     inputs: dict[str, list[int]]
     outputs: dict[str, OutputInfo]
+    incarnation: str | None = None
+    #: the peers' log ids it remembers
+    peers: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -78,6 +82,9 @@ class ChunkInfo:
     bytes: int | None
     immortal: str | None = None
     first_page: int | None = None
+    #: the header's class version (where it changes, a live upgrade happened) and log id
+    class_version: int | None = None
+    incarnation: str | None = None
     pages: int = 0
     page_range: list[int] | None = None
     messages: int = 0
@@ -116,6 +123,8 @@ class LogReport:
     directory: str | None
     lock: LockInfo | None
     immortal: str | None = None
+    #: the log's id (incarnation.py); None for a log from before incarnations, or empty
+    incarnation: str | None = None
     checkpoints: list[CheckpointInfo] = field(default_factory=list)
     chunks: list[ChunkInfo] = field(default_factory=list)
     inputs: dict[str, Watermark] = field(default_factory=dict)
@@ -156,6 +165,14 @@ def read_log(url: str) -> LogReport:
     report.immortal = found[0] if found else None
     if len(found) > 1:
         report.notes.append(f"records name more than one immortal: {', '.join(found)}")
+    ids = [c.incarnation for c in report.checkpoints] + [c.incarnation for c in report.chunks]
+    incarnations = sorted({i for i in ids if i is not None})
+    report.incarnation = incarnations[0] if incarnations else None
+    if len(incarnations) > 1:
+        report.notes.append(
+            f"records belong to more than one incarnation: {', '.join(incarnations)} (files of "
+            "different logs are mixed)"
+        )
     return report
 
 
@@ -229,6 +246,8 @@ def _checkpoint_info(store: LogStore, n: int, report: LogReport) -> CheckpointIn
             destination: OutputInfo(nxt, len(entries), sum(len(m) for _, m in entries))
             for destination, (nxt, entries) in cp.outputs.items()
         },
+        incarnation=cp.incarnation,
+        peers=dict(cp.peers),
     )
 
 
@@ -311,12 +330,22 @@ def _read_chunk(
                 header_seen = True
                 info.immortal = str(header.get("immortal"))
                 info.first_page = int(header.get("first_page", 0))
+                version, ident = header.get("class_version"), header.get("incarnation")
+                info.class_version = version if isinstance(version, int) else None
+                info.incarnation = ident if isinstance(ident, str) else None
                 if expected_page is not None and info.first_page != expected_page:
                     report.notes.append(
                         f"chunk {n} starts at page {info.first_page} but page {expected_page} "
                         "was expected: pages are missing between chunks"
                     )
                 expected_page = info.first_page
+                continue
+            if rtype == RecordType.SEAL or (rtype is None and is_seal(body)):
+                seal = decode_seal(body, where)
+                report.notes.append(
+                    f"{where}: the log is sealed after page {seal.last_page}: the immortal "
+                    f"moved to {seal.moved_to} (epoch {seal.epoch}) on {seal.sealed_at}"
+                )
                 continue
             if rtype is not None and rtype != RecordType.PAGE:
                 report.notes.append(f"{where}: record of unknown type {rtype} skipped")
@@ -381,6 +410,8 @@ def write_text(report: LogReport, out: TextIO) -> None:
             since = f" since {lock.since}" if lock.since is not None else ""
             p(f"lock: {lock.state}: pid {lock.pid}{host}{since}\n")
 
+    if report.incarnation is not None:
+        p(f"incarnation: {report.incarnation} (the log's id; a peer refuses a new one)\n")
     p(f"\ncheckpoints: {len(report.checkpoints)}\n")
     for cp in report.checkpoints:
         p(
@@ -399,6 +430,7 @@ def write_text(report: LogReport, out: TextIO) -> None:
 
     writing = report.lock is not None and report.lock.state == "held"
     p(f"\nchunks: {len(report.chunks)}\n")
+    version: int | None = None  # of the chunk before
     for chunk in report.chunks:
         size = f"{chunk.bytes} bytes" if chunk.bytes is not None else "size unknown"
         if chunk.zero_fill:
@@ -414,6 +446,12 @@ def write_text(report: LogReport, out: TextIO) -> None:
                 f"  chunk {chunk.number}: {size}, first page {chunk.first_page}, {pages}, "
                 f"{chunk.messages} messages ({chunk.impulses} impulses), epochs {epochs}\n"
             )
+            if chunk.class_version is not None and version not in (None, chunk.class_version):
+                p(
+                    f"    class version {version} -> {chunk.class_version} from here: a live "
+                    "upgrade converted the state\n"
+                )
+            version = chunk.class_version
         if chunk.torn is not None:
             t = chunk.torn
             p(

@@ -22,6 +22,7 @@ from .options import At, Kind
 
 __all__ = [
     "COUNT",
+    "DISCOVER",
     "FILE",
     "LISTEN",
     "LOCATION",
@@ -35,13 +36,16 @@ __all__ = [
     "SWITCH",
     "TEXT",
     "PeerAddress",
+    "PeerAddresses",
     "Problem",
     "check_peer",
     "check_text",
+    "each_address",
     "format_size",
     "parse_peer",
     "parse_size",
     "read_address",
+    "read_addresses",
     "read_peer",
     "read_size",
 ]
@@ -99,6 +103,33 @@ class PeerAddress:
             ) from None
 
 
+@dataclass(frozen=True)
+class PeerAddresses(PeerAddress):
+    """One peer at several addresses (``--peer NAME=HOST:PORT,HOST:PORT``), tried in order:
+    a primary and its standbys, or an immortal that moves between two devices. Where a single
+    address is expected it stands for the first."""
+
+    more: tuple[PeerAddress, ...] = ()
+
+    def __str__(self) -> str:
+        return ",".join(PeerAddress.__str__(a) for a in each_address(self))
+
+
+def each_address(address: PeerAddress) -> list[PeerAddress]:
+    """Every address of a peer, best first."""
+    if isinstance(address, PeerAddresses):
+        return [PeerAddress(address.host, address.port), *address.more]
+    return [address]
+
+
+def read_addresses(text: str) -> PeerAddress:
+    """``HOST:PORT`` or several, comma-separated; raises :class:`Problem`."""
+    parts = [read_address(part, False) for part in text.split(",")]
+    if len(parts) == 1:
+        return parts[0]
+    return PeerAddresses(parts[0].host, parts[0].port, tuple(parts[1:]))
+
+
 def read_address(text: str, allow_port_zero: bool) -> PeerAddress:
     """``HOST:PORT`` or ``[IPV6]:PORT``; raises :class:`Problem` for the caller to place."""
     text = text.strip()
@@ -130,16 +161,21 @@ def read_address(text: str, allow_port_zero: bool) -> PeerAddress:
     return PeerAddress(host, port)
 
 
-def read_peer(text: str) -> tuple[str, PeerAddress]:
-    """``NAME=HOST:PORT`` as given to ``--peer``; raises :class:`Problem`."""
+#: In a config file's ``[peers]`` table, the value that means "find its address by discovery".
+DISCOVER = "discover"
+
+
+def read_peer(text: str) -> tuple[str, PeerAddress | None]:
+    """``NAME=HOST:PORT`` as given to ``--peer``, or a bare ``NAME`` whose address discovery
+    finds (None); raises :class:`Problem`."""
     name, eq, address = text.partition("=")
     name = name.strip()
-    if not eq:
-        raise Problem("expected NAME=HOST:PORT")
     if not NAME_RE.fullmatch(name):
         raise Problem(f"bad peer name {name!r}: {NAME_RULE}")
+    if not eq:
+        return name, None
     try:
-        return name, read_address(address, False)
+        return name, read_addresses(address)
     except Problem as exc:
         raise Problem(f"peer {name!r}: {exc}") from None
 
@@ -190,8 +226,8 @@ def format_size(size: object) -> object:
     return size
 
 
-def parse_peer(text: str) -> tuple[str, PeerAddress]:
-    """Parse ``NAME=HOST:PORT`` as given to ``--peer``."""
+def parse_peer(text: str) -> tuple[str, PeerAddress | None]:
+    """Parse ``NAME=HOST:PORT`` or ``NAME`` (found by discovery) as given to ``--peer``."""
     try:
         return read_peer(text)
     except Problem as exc:
@@ -317,44 +353,48 @@ def check_peer(peer: object, address: object, own_name: str | None, at: At) -> N
     """One peer entry; ``own_name`` refuses an entry for the immortal itself, a sure mistake."""
     if not isinstance(peer, str) or not NAME_RE.fullmatch(peer):
         raise at.bad(f"bad peer name: {NAME_RULE}", peer)
-    if not isinstance(address, PeerAddress):
-        raise at.bad(f"peer {peer!r} needs a PeerAddress", address)
-    if address.port == 0:
+    if address is not None and not isinstance(address, PeerAddress):
+        raise at.bad(f"peer {peer!r} needs a PeerAddress (or None: found by discovery)", address)
+    if address is not None and any(a.port == 0 for a in each_address(address)):
         raise at.bad(f"peer {peer!r} needs a real port, not 0", str(address))
     if peer == own_name:
         raise at.bad(
             f"peer {peer!r} has this immortal's own name (calls to self need no peer entry)",
-            f"{peer}={address}",
+            peer if address is None else f"{peer}={address}",
         )
 
 
-def _peers_in_code(value: object, at: At) -> dict[str, PeerAddress]:
+def _peers_in_code(value: object, at: At) -> dict[str, PeerAddress | None]:
     if not isinstance(value, dict):
-        raise at.bad("expected a dict of name -> PeerAddress", value)
+        raise at.bad("expected a dict of name -> PeerAddress (None: found by discovery)", value)
     for peer, address in value.items():
         check_peer(peer, address, None, at)
     return value
 
 
-def _peer_table(value: object, at: At) -> dict[str, PeerAddress]:
+def _peer_table(value: object, at: At) -> dict[str, PeerAddress | None]:
     if not isinstance(value, Mapping):
-        raise at.bad('expected a table of name = "HOST:PORT"', value)
-    peers: dict[str, PeerAddress] = {}
+        raise at.bad(f'expected a table of name = "HOST:PORT" (or "{DISCOVER}")', value)
+    peers: dict[str, PeerAddress | None] = {}
     for peer, address in value.items():
+        if address == DISCOVER or address is None:
+            address = None
+        elif isinstance(address, list) and address and all(isinstance(a, str) for a in address):
+            address = ",".join(address)
         if isinstance(address, str):
             try:
-                address = read_address(address, False)
+                address = read_addresses(address)
             except Problem as exc:
                 raise at.bad(f"peer {peer!r}: {exc}", value[peer]) from None
-        if not isinstance(address, PeerAddress):
-            raise at.bad(f'peer {peer!r}: expected "HOST:PORT"', address)
+        if address is not None and not isinstance(address, PeerAddress):
+            raise at.bad(f'peer {peer!r}: expected "HOST:PORT" or "{DISCOVER}"', address)
         if not isinstance(peer, str) or not NAME_RE.fullmatch(peer):
             raise at.bad(f"bad peer name: {NAME_RULE}", peer)
         peers[peer] = address
     return peers
 
 
-def _peers(value: object, at: At) -> dict[str, PeerAddress]:
+def _peers(value: object, at: At) -> dict[str, PeerAddress | None]:
     """A table in a file; ``--peer`` repeats, and one name with two addresses is a typo there."""
     if not at.from_flag or isinstance(value, Mapping):
         return _peer_table(value, at)
@@ -363,18 +403,22 @@ def _peers(value: object, at: At) -> dict[str, PeerAddress]:
     elif isinstance(value, list):
         items = list(value)
     else:
-        raise at.bad("expected NAME=HOST:PORT", value)
-    peers: dict[str, PeerAddress] = {}
+        raise at.bad("expected NAME=HOST:PORT or NAME", value)
+    peers: dict[str, PeerAddress | None] = {}
     for item in items:
         if isinstance(item, str):
             try:
                 peer, address = read_peer(item)
             except Problem as exc:
                 raise at.bad(str(exc), item) from None
-        elif isinstance(item, tuple) and len(item) == 2 and isinstance(item[1], PeerAddress):
+        elif (
+            isinstance(item, tuple)
+            and len(item) == 2
+            and (item[1] is None or isinstance(item[1], PeerAddress))
+        ):
             peer, address = _name(item[0], at), item[1]
         else:
-            raise at.bad("expected NAME=HOST:PORT", item)
+            raise at.bad("expected NAME=HOST:PORT or NAME", item)
         if peers.get(peer, address) != address:
             raise at.bad(
                 f"peer {peer!r} given twice with different addresses ({peers[peer]}, {address})",
@@ -398,7 +442,7 @@ LISTEN = Kind(_listen, _listen_in_code, metavar="HOST:PORT")
 PEERS = Kind(
     _peers,
     _peers_in_code,
-    metavar="NAME=HOST:PORT",
+    metavar="NAME[=HOST:PORT]",
     toml=_peers_toml,
     merge=lambda old, new: {**old, **new},
     repeat=True,

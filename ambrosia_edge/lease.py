@@ -11,7 +11,9 @@ A tier that has a lease exposes it as ``store.lease``; :meth:`LogStore.open` acq
 only look (``inspect``, ``checkpoint``, ``status``) read :meth:`Lease.info` without acquiring
 anything. A lease may also offer ``announce(address)``, which records the holder's listen
 address so that ``status`` (and peers looking for the primary) can name it; it is optional, so
-callers look it up with ``getattr``.
+callers look it up with ``getattr``. So are ``record_standby(address)``, ``drop_standby()`` and
+``standbys()``, with which a standby records itself beside the lease (:mod:`.standby`): the
+primary then leaves checkpoints to it, and ``status`` lists it.
 """
 
 from __future__ import annotations

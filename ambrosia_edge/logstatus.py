@@ -16,7 +16,9 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, TextIO
 
 from . import control
+from .errors import StoreError
 from .lease import LeaseInfo, lease_of, process_alive
+from .seal import find_seal
 from .store import LogStore, open_store
 
 __all__ = ["LogStatus", "print_status", "read_status"]
@@ -31,7 +33,8 @@ class LogStatus:
 
     log: str
     #: ``running`` (a primary holds the lease), ``stopped``, ``lapsed`` (its holder stopped
-    #: renewing: killed, or paused), ``unknown`` (the lease cannot be read), ``in-process``
+    #: renewing: killed, or paused), ``unknown`` (the lease cannot be read), ``in-process``,
+    #: ``moved`` (the log is sealed: a live migration took the immortal elsewhere; seal.py)
     state: str
     #: the primary's listen address (``host:port``), or None
     primary: str | None = None
@@ -48,6 +51,10 @@ class LogStatus:
     checkpoint: int | None = None
     chunks: list[int] = field(default_factory=list)
     detail: str = ""
+    #: the log's id (incarnation.py), as the running primary reports it
+    incarnation: str | None = None
+    #: links the primary stopped for good, and why (a peer's log was replaced)
+    stopped_links: dict[str, str] = field(default_factory=dict)
 
 
 def read_status(url: str) -> LogStatus:
@@ -65,7 +72,14 @@ def read_status(url: str) -> LogStatus:
         )
         return status
     _from_lease(status, lease.info(), getattr(lease, "ttl", None))
+    standbys = getattr(lease, "standbys", None)  # recorded beside the lease, where a tier can
+    if standbys is not None:
+        status.standbys = [
+            str(r.get("address") or f"pid {r.get('pid')} on {r.get('host')}") for r in standbys()
+        ]
     reply = _ask_primary(store)
+    if reply is None and status.state != "running":
+        _from_seal(status, store)
     if reply is not None:
         status.state = "running"
         status.primary = reply.get("listen") or status.primary
@@ -73,8 +87,24 @@ def read_status(url: str) -> LogStatus:
         status.host = socket.gethostname()
         if status.epoch is None:
             status.epoch = reply.get("epoch")
+        status.incarnation = reply.get("incarnation")
+        status.stopped_links = dict(reply.get("stopped_links") or {})
         status.detail = "the primary answered on its control socket"
     return status
+
+
+def _from_seal(status: LogStatus, store: LogStore) -> None:
+    """A log handed over by a live migration says where the immortal went (seal.py)."""
+    try:
+        seal = find_seal(store, status.chunks)
+    except (StoreError, OSError):
+        return  # a damaged or vanishing chunk: inspect tells more
+    if seal is not None:
+        status.state = "moved"
+        status.detail = (
+            f"the log is sealed: the immortal moved to {seal.moved_to} (epoch {seal.epoch}) "
+            f"on {seal.sealed_at}"
+        )
 
 
 def _from_lease(status: LogStatus, info: LeaseInfo, ttl: object) -> None:
@@ -127,6 +157,8 @@ def write_text(status: LogStatus, out: TextIO) -> None:
         out.write(f"primary:     none ({status.state}: {status.detail})\n")
     if status.epoch is not None:
         out.write(f"epoch:       {status.epoch}\n")
+    if status.incarnation is not None:
+        out.write(f"incarnation: {status.incarnation}\n")
     if status.lease_age_s is not None:
         out.write(f"lease:       renewed {status.lease_age_s:.1f} s ago\n")
     standbys = ", ".join(status.standbys) if status.standbys else "none"
@@ -135,6 +167,8 @@ def write_text(status: LogStatus, out: TextIO) -> None:
     out.write(f"checkpoint:  {checkpoint}\n")
     chunks = f"{status.chunks[0]}..{status.chunks[-1]}" if status.chunks else "none"
     out.write(f"chunks:      {chunks}\n")
+    for peer, why in sorted(status.stopped_links.items()):
+        out.write(f"stopped:     link to {peer}: {why}\n")
 
 
 def print_status(url: str, as_json: bool) -> int:

@@ -18,7 +18,14 @@ from .options import At, Kind, check_fields, option, options
 if TYPE_CHECKING:
     from .sources import ImpulseSource
 
-__all__ = ["MQTT_PASSWORD_ENV", "MQTT_USERNAME_ENV", "MqttOptions", "Route", "mqtt_source"]
+__all__ = [
+    "MQTT_PASSWORD_ENV",
+    "MQTT_USERNAME_ENV",
+    "MqttOptions",
+    "Route",
+    "mqtt_publisher",
+    "mqtt_source",
+]
 
 #: Environment variables read when the config gives no username or password.
 MQTT_USERNAME_ENV = "AMBROSIA_EDGE_MQTT_USERNAME"
@@ -139,13 +146,15 @@ PROTOCOL = Kind(_protocol, _protocol, metavar="VERSION")
 
 @options
 class MqttOptions:
-    """Which broker feeds the immortal, which topics go to which ``@impulse``, and how."""
+    """Which broker feeds the immortal, which topics go to which ``@impulse``, and how; and
+    how its publishes (``self.publish``) go out to that broker."""
 
     mqtt: str | None = option(
         default=None,
         kind=URL,
         flag="--mqtt",
-        help="feed @impulse methods from this MQTT broker (mqtts:// for TLS)",
+        help="the MQTT broker that feeds @impulse methods (--subscribe) and takes "
+        "self.publish(...) (mqtts:// for TLS)",
         example="mqtt://127.0.0.1:1883",
     )
     subscribe: tuple[str, ...] = option(
@@ -247,6 +256,14 @@ class MqttOptions:
         "is down (MQTT 5)",
     )
 
+    mqtt_publish_window: int = option(
+        default=1000,
+        kind=COUNT,
+        flag="--mqtt-publish-window",
+        help="publishes handed to the broker ahead of the last logged acknowledgement: at most "
+        "this many are sent again, with the same id, after a crash",
+    )
+
     def __post_init__(self) -> None:
         check_fields(self)
         self.check_routes()
@@ -269,3 +286,17 @@ def mqtt_source(settings: Any) -> ImpulseSource:
 
     source: ImpulseSource = source_factory("mqtt").from_options(settings)
     return source
+
+
+def mqtt_publisher(settings: Any) -> Any:
+    """The sender of ``self.publish`` outputs to the broker of ``settings``; imports paho-mqtt
+    only now (transports/mqtt_out.py)."""
+    import importlib
+
+    try:
+        module = importlib.import_module("ambrosia_edge.transports.mqtt_out")
+    except ImportError as exc:
+        raise ConfigError(
+            f"MQTT is not available ({exc}); install it with: pip install 'ambrosia-edge[mqtt]'"
+        ) from exc
+    return module.MqttPublisher.from_options(settings)

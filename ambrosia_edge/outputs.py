@@ -186,8 +186,9 @@ class Output:
             del self._replayable[:stop]
             self._head = 0
 
-    def unsent(self, max_bytes: int) -> tuple[int, int, list[bytes]]:
-        """Next batch to send after ``sent_total``: (first_total, replayable count, framed)."""
+    def unsent(self, max_bytes: int, max_count: int = -1) -> tuple[int, int, list[bytes]]:
+        """Next batch to send after ``sent_total``: (first_total, replayable count, framed);
+        at most ``max_count`` messages when that is not negative."""
         framed = self._framed
         head = self._head
         end = len(framed) - self._held() if self._held_from is not None else len(framed)
@@ -196,6 +197,8 @@ class Output:
         start = head + max(0, self.sent_total + 1 - self._total_at(head))
         index = start
         size = 0
+        if 0 <= max_count < end - start:
+            end = start + max_count
         while index < end and size < max_bytes:
             message = framed[index]
             if message is None:

@@ -1,6 +1,7 @@
 """Log pages: the group-commit unit, and the chunk header that opens every log chunk.
 
-A page body is the CBOR array ``[page, epoch, entries, inputs, trims]``:
+A page body is the CBOR array ``[page, epoch, entries, inputs, trims]``, or
+``[page, epoch, entries, inputs, trims, peers]``:
 
 - ``entries``: ``[[source, first_total, first_replayable, count, replayable, batch], ...]`` in
   arrival order, where ``batch`` is the byte string of ``count`` length-prefixed messages exactly
@@ -8,9 +9,13 @@ A page body is the CBOR array ``[page, epoch, entries, inputs, trims]``:
 - ``inputs``: ``{source: [total, replayable]}``, each source's received watermark after this page.
 - ``trims``: ``{destination: replayable}``, acknowledgements received since the previous page:
   during replay, regenerated output at or below these has been durably consumed and is dropped.
+- ``peers``: ``{name: incarnation}``, the log ids of peers met for the first time since the
+  previous page (incarnation.py); absent when there are none.
 
 The chunk header body is a CBOR map ``{"format": "ambrosia-edge/log", "version": 1,
-"immortal": name, "chunk": n, "first_page": p}``.
+"immortal": name, "chunk": n, "first_page": p}``, with two optional keys: ``"class_version"``,
+the ``version`` of the immortal's class that runs the chunk's pages (where it changes, a live
+upgrade converted the state), and ``"incarnation"``, the log's id (see :mod:`.incarnation`).
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import cbor2
 
 from . import plaincbor
 from .errors import CorruptLogError
+from .fields import as_bytes, as_int, as_list, as_map, as_pair, as_str
 
 LOG_FORMAT = "ambrosia-edge/log"
 LOG_VERSION = 1
@@ -46,6 +52,7 @@ class Page:
     entries: list[Entry] = field(default_factory=list)
     inputs: dict[str, tuple[int, int]] = field(default_factory=dict)
     trims: dict[str, int] = field(default_factory=dict)
+    peers: dict[str, str] = field(default_factory=dict)
 
     def encode(self) -> bytes:
         return b"".join(self.encode_parts())
@@ -58,7 +65,8 @@ class Page:
         are copied into the pieces around them, so a page of small ones is a single piece.
         """
         parts: list[bytes] = []
-        piece = bytearray(b"\x85")  # [page, epoch, entries, inputs, trims]
+        # [page, epoch, entries, inputs, trims] or [page, epoch, entries, inputs, trims, peers]
+        piece = bytearray(b"\x86" if self.peers else b"\x85")
         piece += cbor2.dumps(self.number) + cbor2.dumps(self.epoch)
         piece += plaincbor.head(0x80, len(self.entries))
         for e in self.entries:
@@ -74,6 +82,8 @@ class Page:
                 piece.clear()
         piece += cbor2.dumps({source: list(mark) for source, mark in self.inputs.items()})
         piece += cbor2.dumps(self.trims)
+        if self.peers:
+            piece += cbor2.dumps(self.peers)
         parts.append(bytes(piece))
         return parts
 
@@ -85,17 +95,22 @@ class Page:
 def decode_page(body: bytes, where: str) -> Page:
     """Decode a page body; ``where`` (file and offset) names the record in errors."""
     try:
-        number, epoch, raw_entries, inputs, trims = cbor2.loads(body)
+        items = as_list(cbor2.loads(body))
+        number, epoch, raw_entries, inputs, trims = items[:5]
+        peers = items[5] if len(items) == 6 else {}
+        if len(items) not in (5, 6):
+            raise ValueError(f"{len(items)} items")
         entries = [
-            Entry(str(s), int(t), int(r), int(c), int(n), bytes(b))
-            for s, t, r, c, n, b in raw_entries
+            Entry(as_str(s), as_int(t), as_int(r), as_int(c), as_int(n), as_bytes(b))
+            for s, t, r, c, n, b in as_list(raw_entries)
         ]
         return Page(
-            int(number),
-            int(epoch),
+            as_int(number),
+            as_int(epoch),
             entries,
-            {str(k): (int(v[0]), int(v[1])) for k, v in inputs.items()},
-            {str(k): int(v) for k, v in trims.items()},
+            {as_str(k): as_pair(v) for k, v in as_map(inputs).items()},
+            {as_str(k): as_int(v) for k, v in as_map(trims).items()},
+            {as_str(k): as_str(v) for k, v in as_map(peers).items()},
         )
     except Exception as exc:
         raise CorruptLogError(
@@ -104,16 +119,26 @@ def decode_page(body: bytes, where: str) -> Page:
         ) from None
 
 
-def chunk_header(immortal: str, chunk: int, first_page: int) -> bytes:
-    return cbor2.dumps(
-        {
-            "format": LOG_FORMAT,
-            "version": LOG_VERSION,
-            "immortal": immortal,
-            "chunk": chunk,
-            "first_page": first_page,
-        }
-    )
+def chunk_header(
+    immortal: str,
+    chunk: int,
+    first_page: int,
+    *,
+    class_version: int | None = None,
+    incarnation: str | None = None,
+) -> bytes:
+    header: dict[str, Any] = {
+        "format": LOG_FORMAT,
+        "version": LOG_VERSION,
+        "immortal": immortal,
+        "chunk": chunk,
+        "first_page": first_page,
+    }
+    if class_version is not None:
+        header["class_version"] = class_version
+    if incarnation is not None:
+        header["incarnation"] = incarnation
+    return cbor2.dumps(header)
 
 
 def decode_chunk_header(body: bytes, where: str) -> dict[str, Any]:

@@ -1,9 +1,13 @@
 """Peer sessions: where peers connect. Outbound senders with backoff, inbound receivers.
 
 For each immortal it sends to, a sender resolves the name through discovery on every attempt,
-connects to each address in turn, runs the handshake (:mod:`.handshake`), realigns its output
-buffer with what the receiver holds, then sends DATA while reading ACKs; when the link breaks
-it waits (50 ms doubling to 5 s) and starts over. While a sender waits on the socket, new
+connects to each address in turn and runs the handshake (:mod:`.handshake`): a standby refuses
+with its own code, as does an instance moving away, and the next address is tried at once, with
+no backoff while only standbys answer. Then it realigns its output buffer with what the receiver
+holds and sends DATA while reading ACKs; when the link breaks
+it waits (50 ms doubling to 5 s) and starts over, at once when discovery says the peer's
+addresses changed; a connected sender whose peer is announced elsewhere leaves for the new
+address (a peer that lost power never closes its end). While a sender waits on the socket, new
 output joins its next DATA frame. Each inbound connection is served by :meth:`serve_link`:
 handshake, then DATA into the committer and ACKs of what is durable. Messages to oneself take
 a link that never leaves the process (:meth:`_self_sender`), so the log is the single order of
@@ -20,8 +24,15 @@ from typing import TYPE_CHECKING
 
 import anyio
 
-from . import handshake, tls, wire
-from .errors import AuthenticationError, ConnectionClosed, ProtocolError
+from . import handshake, incarnation, tls, wire
+from .errors import (
+    AuthenticationError,
+    ClosedByUs,
+    ConnectionClosed,
+    IncarnationError,
+    ProtocolError,
+    StandbyError,
+)
 from .kinds import PeerAddress
 from .transport import Link, Transport
 from .wakeup import Wakeup
@@ -35,6 +46,13 @@ if TYPE_CHECKING:
 log = logging.getLogger("ambrosia_edge")
 
 MAX_BACKOFF = 5.0
+#: How often a sender that cannot reach its peer says again that it waits (seconds).
+WAITING_REPEAT = 60.0
+#: For this long after a peer said it is moving to a new instance, it is retried every 50 ms
+#: rather than with a growing back-off: the move takes a moment, not minutes.
+MOVE_GRACE = 30.0
+#: The wait before asking again when only standbys answered (one is about to take over).
+STANDBY_RETRY = 0.02
 #: A DATA frame must fit in wire.MAX_FRAME: batches stop at half of it.
 MAX_BATCH = wire.MAX_FRAME // 2
 #: The least time between two ACKs on one connection (docs/protocol.md 4.9).
@@ -60,6 +78,9 @@ class Peers:
         durable: dict[str, tuple[int, int]]
         stats: dict[str, int]
         _output_room: Wakeup
+        incarnation: str | None
+        peer_incarnations: dict[str, str]
+        stopped_links: dict[str, str]
 
         def output(self, destination: str) -> Output: ...
         def _sender_wakeup(self, destination: str) -> Wakeup: ...
@@ -67,9 +88,17 @@ class Peers:
         # of the committer
         _trims: dict[str, int]
         _live_values: bool
+        _met: dict[str, str]
         _durable_changed: Wakeup
 
         async def wait_page_room(self) -> None: ...
+
+        # of the handover
+        holding: bool
+
+        async def wait_released(self) -> None: ...
+        async def until_held(self) -> None: ...
+        async def serve_handover(self, link: Link, hello: handshake.Hello) -> None: ...
         def accept_batch(
             self,
             source: str,
@@ -86,32 +115,49 @@ class Peers:
         self._nonce = nonce
         self._ack_wanted: dict[str, Wakeup] = {}
         self._inbound: dict[str, Link] = {}
+        #: peers we send to over an authenticated link now, and where (shown by the web page)
+        self.links_out: dict[str, PeerAddress] = {}
         self._handshaking = 0  # inbound connections not yet through the handshake
         self._turned_away_said = -math.inf  # when we last logged that the cap was reached
+        self._moved_wakeups: dict[str, Wakeup] = {}
+        #: the address each destination was last reached at (see _open_link)
+        self._reached_at: dict[str, PeerAddress] = {}
+        #: each sender's link while it is up
+        self._outbound: dict[str, Link] = {}
+        #: the largest epoch each source has said hello in (a new primary's is larger)
+        self._hello_epochs: dict[str, int] = {}
+        #: until when each destination that said it is moving is retried without back-off
+        self._moving_until: dict[str, float] = {}
+
+    def _moved(self, destination: str) -> Wakeup:
+        """Set when discovery says ``destination``'s addresses may have changed."""
+        wake = self._moved_wakeups.get(destination)
+        if wake is None:
+            wake = self._moved_wakeups[destination] = Wakeup()
+        return wake
+
+    def links_in(self) -> list[str]:
+        """The peers sending to us over a link now (shown by the web page)."""
+        return sorted(self._inbound)
 
     # --- outbound links ---------------------------------------------------------------------
 
     async def _sender(self, destination: str) -> None:
         backoff = 0.05
         out = self.output(destination)
-        waiting_said = False
+        moved = self._moved(destination)
+        waiting_since = waiting_said = -math.inf  # not waiting
         while True:
+            await self.wait_released()  # a handover holds our output (handover.py)
             link: Link | None = None
             addresses: list[PeerAddress] = []
             try:
                 # resolved on every attempt: an immortal that moved is found where it is now
                 addresses = await self.discovery.resolve(destination)
-                link, address = await _connect(self.transport, addresses, destination)
-                total, replayable = await handshake.initiate(
-                    link,
-                    name=self.name,
-                    destination=destination,
-                    epoch=self.epoch,
-                    secret=self.options.secret,
-                    nonce=self._nonce,
-                    timeout=self.options.handshake_timeout,
-                )
+                link, address, total, replayable = await self._open_link(destination, addresses)
                 link.authenticated()
+                self.links_out[destination] = address
+                self._outbound[destination] = link
                 if out.rebase_pending:
                     out.rebase(total, replayable)
                 else:
@@ -126,33 +172,151 @@ class Peers:
                     total,
                 )
                 backoff = 0.05
-                waiting_said = False
+                waiting_since = waiting_said = -math.inf
                 await _until_first_ends(
-                    partial(self._read_acks, link, out), partial(self._send_loop, link, out)
+                    partial(self._read_acks, link, out),
+                    partial(self._send_loop, link, out),
+                    partial(self._leave_if_moved, destination, address),
+                    self.until_held,
                 )
+            except IncarnationError as exc:
+                # retrying cannot help: this link stays stopped until someone resolves it
+                self.stopped_links[destination] = str(exc)
+                log.error("%s: link to %s stopped: %s", self.name, destination, exc)
+                return  # (the link is closed below)
             except (ConnectionClosed, ProtocolError, OSError) as exc:
-                if isinstance(exc, AuthenticationError | ProtocolError):
+                if isinstance(exc, StandbyError):
+                    # only standbys answered: one of them takes over as soon as the primary's
+                    # lease lapses, so ask again soon rather than backing off
+                    log.debug("%s: %s", self.name, exc)
+                    backoff = STANDBY_RETRY
+                elif isinstance(exc, AuthenticationError | ProtocolError):
                     log.error("%s: link to %s failed: %s", self.name, destination, exc)
-                elif backoff >= 0.4 and not waiting_said:
-                    # a few quick retries failed: say once that we wait, and why
+                elif backoff >= 0.4 and anyio.current_time() - waiting_said >= WAITING_REPEAT:
+                    # a few quick retries failed: say that we wait, and why; again every
+                    # WAITING_REPEAT seconds while it lasts (a peer that never comes is no error)
+                    now = anyio.current_time()
                     tried = " or ".join(f"{a.host}:{a.port}" for a in addresses)
                     where = f" at {tried}" if tried else ""
+                    if waiting_since == -math.inf:
+                        waiting_since = now
+                        still = ""
+                    else:
+                        still = f"still (for {now - waiting_since:.0f} s) "
                     log.info(
-                        "%s: waiting for %s%s (%s); calls to it are kept and sent when it is back",
+                        "%s: %swaiting for %s%s (%s); calls to it are kept and sent when it is "
+                        "back",
                         self.name,
+                        still,
                         destination,
                         where,
                         exc,
                     )
-                    waiting_said = True
+                    waiting_said = now
                 else:
                     log.debug("%s: link to %s down: %s", self.name, destination, exc)
+                if anyio.current_time() < self._moving_until.get(destination, -math.inf):
+                    backoff = 0.05  # its new instance listens any moment: look again soon
             finally:
+                self.links_out.pop(destination, None)
+                if link is not None and self._outbound.get(destination) is link:
+                    del self._outbound[destination]
                 if link is not None:
                     with anyio.CancelScope(shield=True):
                         await link.aclose()
-            await anyio.sleep(backoff)
+            with anyio.move_on_after(backoff):
+                await moved.wait()
+                backoff = 0.025  # told where it is now: try there at once
             backoff = min(backoff * 2, MAX_BACKOFF)
+
+    async def _leave_if_moved(self, destination: str, address: PeerAddress) -> None:
+        """End a working link when discovery announces its peer elsewhere: a device that lost
+        power never closes its end, and a link to it could stay open for minutes."""
+        moved = self._moved(destination)
+        while True:
+            await moved.wait()
+            now = await self.discovery.resolve(destination)
+            if now and now[0] != address:
+                log.info(
+                    "%s: %s is announced at %s now; leaving %s",
+                    self.name,
+                    destination,
+                    now[0],
+                    address,
+                )
+                raise ClosedByUs(f"{destination} moved to {now[0]}")
+
+    async def _open_link(
+        self, destination: str, addresses: list[PeerAddress]
+    ) -> tuple[Link, PeerAddress, int, int]:
+        """Connect and handshake with the first of ``addresses`` that takes us as the name's
+        primary. A standby refuses with its own code and an instance moving away with its own;
+        they, and an address that cannot be reached or does not answer, are passed over for
+        the next at once: an immortal listed at several addresses (``--peer NAME=A,B``) is
+        found at whichever serves it now.
+
+        After a link ends, the addresses after the one it went to are tried first: that
+        instance may be paused rather than gone (its port still accepts), and a standby of it
+        may be the primary now.
+        """
+        if not addresses:
+            raise ConnectionError("no address is known for it")
+        reached = self._reached_at.get(destination)
+        if reached in addresses:
+            at = addresses.index(reached) + 1
+            addresses = addresses[at:] + addresses[:at]
+        failure: BaseException | None = None
+
+        def failed(exc: BaseException) -> None:
+            nonlocal failure
+            if not isinstance(failure, StandbyError):  # "a standby answered" says the most
+                failure = exc
+
+        for address in addresses:
+            try:
+                with anyio.fail_after(self.options.handshake_timeout):
+                    # a host that is gone would otherwise hold the sender for minutes of SYNs
+                    link = await self.transport.connect(
+                        address.host, address.port, name=destination
+                    )
+            except TimeoutError:
+                timeout = self.options.handshake_timeout
+                failed(TimeoutError(f"{address} did not answer within {timeout:g} s"))
+                continue
+            except (ConnectionClosed, OSError) as exc:
+                failed(exc)
+                continue
+            try:
+                total, replayable = await handshake.initiate(
+                    link,
+                    name=self.name,
+                    destination=destination,
+                    epoch=self.epoch,
+                    secret=self.options.secret,
+                    nonce=self._nonce,
+                    timeout=self.options.handshake_timeout,
+                    incarnation=self.incarnation,
+                    on_incarnation=partial(self._meet, destination),
+                )
+            except BaseException as exc:
+                with anyio.CancelScope(shield=True):
+                    await link.aclose()
+                if isinstance(exc, IncarnationError):
+                    raise  # the same log at every address: the next cannot help
+                if isinstance(exc, handshake.PeerMoving):
+                    self._moving_until[destination] = anyio.current_time() + MOVE_GRACE
+                if isinstance(exc, ProtocolError) and not isinstance(exc, StandbyError):
+                    if address == addresses[-1]:
+                        raise
+                    log.error("%s: link to %s failed: %s", self.name, destination, exc)
+                elif not isinstance(exc, StandbyError | ConnectionClosed | OSError):
+                    raise
+                failed(exc)
+                continue
+            self._reached_at[destination] = address
+            return link, address, total, replayable
+        assert failure is not None
+        raise failure
 
     async def _send_loop(self, link: Link, out: Output) -> None:
         wake = self._sender_wakeup(out.destination)
@@ -184,15 +348,22 @@ class Peers:
         mark = self.received.get(self.name, [0, 0])
         out.rebase(mark[0], mark[1])
         wake = self._sender_wakeup(self.name)
+        live = False  # the batch taken holds a capture's value (kept if taken back)
         while True:
+            await self.wait_released()  # a handover holds every input
             captures = out.materialized
             first, replayable, batch = out.unsent(min(self.options.page_bytes, MAX_BATCH))
             if not batch:
                 await wake.wait()
                 continue
+            live = live or out.materialized != captures
             await self.wait_page_room()
-            if out.materialized != captures:
+            if self.holding:
+                out.sent_total = first - 1  # taken back: sent again once the hold is lifted
+                continue
+            if live:
                 self._live_values = True  # its page must not run ahead (committer.py)
+                live = False
             self.accept_batch(
                 self.name, first, len(batch), replayable, b"".join(batch), trusted=True
             )
@@ -215,7 +386,9 @@ class Peers:
         try:
             hello: handshake.Hello | None = None
             with anyio.move_on_after(self.options.handshake_timeout):
-                hello = await handshake.accept(link, nonce=self._nonce)
+                hello = await handshake.accept(
+                    link, nonce=self._nonce, incarnation=self.incarnation
+                )
             if hello is None:
                 self.stats["timed_out"] += 1
                 log.warning(
@@ -226,12 +399,21 @@ class Peers:
                 )
                 return
             source = hello.source
+            if hello.fields.get("role") == handshake.MIGRATE:
+                await self.serve_handover(link, hello)  # the new instance of this immortal
+                return
+            if self.holding:
+                raise _Moving(f"{self.name} is handing itself over to a new instance")
             secret = self.options.secret
             handshake.check(hello, name=self.name, secret=secret, peer=link.peer)
             tls.check_claim(link.certificate_names, source, link.peer)
+            self._meet(source, hello.fields.get("incarnation"))
             link.authenticated()
             authenticated = True
             self._handshaking -= 1
+            await self._note_epoch(source, hello.fields.get("epoch"))
+            if self.holding:
+                raise _Moving(f"{self.name} is handing itself over to a new instance")
             previous = self._inbound.get(source)
             self._inbound[source] = link  # a newer connection from the same sender wins
             if previous is not None:
@@ -248,9 +430,15 @@ class Peers:
             await _until_first_ends(
                 partial(self._write_acks, link, source), partial(self._read_data, link, source)
             )
+        except _Moving as exc:
+            log.debug("%s: turned %s (%s) away: %s", self.name, source, link.peer, exc)
+            await handshake.refuse(link, exc, code=handshake.MOVED)
         except ProtocolError as exc:
             self.stats["refused"] += 1
-            log.warning("%s: refused link from %s (%s): %s", self.name, source, link.peer, exc)
+            if isinstance(exc, IncarnationError):
+                log.error("%s: refused link from %s (%s): %s", self.name, source, link.peer, exc)
+            else:
+                log.warning("%s: refused link from %s (%s): %s", self.name, source, link.peer, exc)
             await handshake.refuse(link, exc)
         except ConnectionClosed as exc:
             log.debug("%s: link from %s closed: %s", self.name, source, exc)
@@ -259,6 +447,40 @@ class Peers:
                 self._handshaking -= 1
             if self._inbound.get(source) is link:
                 del self._inbound[source]
+
+    def _meet(self, peer: str, seen: object) -> None:
+        """Check ``peer``'s log id from its handshake against the one we talked to before;
+        remember it if it is the first (logged with the next page, so a crash of ours does not
+        forget it). Raise IncarnationError if it changed. A peer that sends none is not
+        checked."""
+        if not isinstance(seen, str) or not seen:
+            return
+        known = self.peer_incarnations.get(peer)
+        if known is None:
+            self.peer_incarnations[peer] = self._met[peer] = seen
+        elif known != seen:
+            exc = incarnation.changed(self.name, peer, known, seen)
+            self.stopped_links[peer] = str(exc)
+            raise exc
+
+    async def _note_epoch(self, source: str, epoch: object) -> None:
+        """A source that says hello in a larger epoch than before has a new primary (a standby
+        took over): our link to it, if still up, goes to the instance it replaced, which may be
+        paused rather than dead, so it is closed and the sender finds the new one."""
+        if type(epoch) is not int:
+            return
+        before = self._hello_epochs.get(source)
+        self._hello_epochs[source] = max(epoch, before or 0)
+        stale = self._outbound.get(source)
+        if before is not None and epoch > before and stale is not None:
+            log.info(
+                "%s: %s is in epoch %d now; reconnecting to its new primary",
+                self.name,
+                source,
+                epoch,
+            )
+            with anyio.CancelScope(shield=True):
+                await stale.aclose()
 
     async def _turn_away(self, link: Link) -> None:
         """Refuse a connection because too many others are in the handshake (a flood, or a
@@ -302,6 +524,11 @@ class Peers:
             await wake.wait()
 
 
+class _Moving(ProtocolError):
+    """A connection turned away because this immortal is handing itself over: refused with
+    code "moved", so the sender tries its next address."""
+
+
 async def _until_first_ends(*halves: Callable[[], Awaitable[None]]) -> None:
     """Run the two directions of a link until one ends; re-raise its error unwrapped.
 
@@ -330,19 +557,3 @@ async def _until_first_ends(*halves: Callable[[], Awaitable[None]]) -> None:
             # no cycle (error, traceback, this frame, error): it would keep the link and
             # what it holds alive until the cycle collector runs
             del error
-
-
-async def _connect(
-    transport: Transport, addresses: list[PeerAddress], name: str
-) -> tuple[Link, PeerAddress]:
-    """A connection to the first of ``addresses`` that answers; the last failure if none does."""
-    if not addresses:
-        raise ConnectionError("no address is known for it")
-    failure: BaseException | None = None
-    for address in addresses:
-        try:
-            return await transport.connect(address.host, address.port, name=name), address
-        except (ConnectionClosed, OSError) as exc:
-            failure = exc
-    assert failure is not None
-    raise failure

@@ -5,7 +5,7 @@ A record is a 12-byte header followed by its body. The header is little-endian::
     offset  size  field
     0       2     magic b"AE"
     2       1     format version, 1
-    3       1     record type (u8): 0 = chunk header, 1 = page; other values frame fine
+    3       1     record type (u8): 0 = chunk header, 1 = page, 2 = seal; other values frame fine
     4       4     body length (u32), at most MAX_RECORD_BODY (1 GiB)
     8       4     CRC32C (Castagnoli) of header bytes 2..7 followed by the body
 
@@ -111,6 +111,7 @@ _ADVICE: Final = (
 class RecordType(IntEnum):
     CHUNK_HEADER = 0
     PAGE = 1
+    SEAL = 2  # the last record of a log handed over to another instance (seal.py)
 
 
 def encode_record(body: BytesLike, rtype: int) -> bytes:

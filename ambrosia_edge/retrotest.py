@@ -226,7 +226,9 @@ def retrotest(
     before = open_replay(
         open_store(url) if isinstance(log, str) else log, old, checkpoint=checkpoint
     )
-    after = open_replay(open_store(url), new, checkpoint=checkpoint)
+    # the new code on every message, even where a live upgrade would replay old ones with
+    # the old code: that is the question asked
+    after = open_replay(open_store(url), new, checkpoint=checkpoint, convert_at_start=True)
     old_cls, new_cls = type(before.obj), type(after.obj)
 
     def old_state() -> dict[str, Any]:

@@ -29,14 +29,16 @@ from .checkpoint import Checkpoint
 from .config import PeerAddress, Settings
 from .control import log_identity, serve_control, socket_path
 from .coordinator import Coordinator, CoordinatorOptions
-from .discovery import Discovery, open_discovery
-from .errors import AmbrosiaError, ConfigError, DeposedError, StateEncodingError
+from .discovery import Discovery, StaticDiscovery, open_discovery
+from .discovery_options import discovery_spec
+from .errors import AmbrosiaError, ConfigError, DeposedError, LogLockedError, StateEncodingError
 from .executor import Executor
 from .feed import feed_sources
 from .immortal import Immortal, state_of
 from .lease import lease_of
-from .recovery import Replayer
+from .recovery import Replayer, complete_upgrade
 from .sources import ImpulseSource, open_declared
+from .standby import describe_holder, follow_until_primary
 from .store import LogStore, open_store
 from .tls import tls_files
 from .transport import TRANSPORTS, Transport
@@ -68,15 +70,36 @@ class Runtime:
         self.name = settings.name
         self.store = store if store is not None else open_store(settings.log, fsync=settings.fsync)
         self.transport = transport if transport is not None else default_transport(settings)
+        #: closed on the way out only when built here: a caller's may serve several runtimes
+        self._own_discovery = discovery is None
         self.discovery = (
-            discovery if discovery is not None else open_discovery(peers=settings.peers)
+            discovery
+            if discovery is not None
+            else open_discovery(discovery_spec(settings), peers=settings.peers)
         )
+        if settings.listen is None and not isinstance(self.discovery, StaticDiscovery):
+            log.warning(
+                "%s: no --listen: discovery cannot announce it, and no peer can call it",
+                self.name,
+            )
+        lease = lease_of(self.store)
+        if settings.lease_ttl is not None and lease is not None and hasattr(lease, "ttl"):
+            lease.ttl = settings.lease_ttl  # a fencing lease's lifetime (--lease-ttl)
         #: run on the primary besides the immortal's own impulse_sources() (sources.py)
         self.sources = list(sources)
+        #: sends the immortal's publishes to the broker of --mqtt (MQTT out)
+        self.publisher: Any = None
         if settings.mqtt is not None:
-            from .mqtt_options import mqtt_source  # imports paho-mqtt: only when configured
+            # imports paho-mqtt: only when configured
+            from .mqtt_options import mqtt_publisher, mqtt_source
 
-            self.sources.append(mqtt_source(settings))
+            if settings.subscribe:
+                self.sources.append(mqtt_source(settings))
+            self.publisher = mqtt_publisher(settings)
+        if settings.ui is not None:
+            from .ui_options import web_source  # imports the web stack: only when configured
+
+            self.sources.append(web_source(settings, self))
         #: built by recovery, with the immortal's executor
         self._coordinator: Coordinator | None = None
         self.executor: Executor | None = None
@@ -115,8 +138,51 @@ class Runtime:
         )
         replayer.run()
         replayer.finish()
+        self._adopt(replayer, started, read_only=read_only)
+
+    def stand_by(self) -> None:
+        """Follow the log as a standby of the instance that holds it, until this one holds
+        it; then the same as :meth:`recover` (:mod:`.standby`). Blocks; a signal handler that
+        raises stops it anywhere, as it does a recovery."""
+        log.info(
+            "%s: standby of %s: following %s, taking over when it stops",
+            self.name,
+            describe_holder(self.store),
+            self.store.url,
+        )
+
+        def replayer(read_only: bool) -> Replayer:
+            return Replayer(
+                self.cls,
+                self.store,
+                name=self.name,
+                read_only=read_only,
+                coordinator=self._build_coordinator,
+            )
+
+        started = time.monotonic()
+        replay = follow_until_primary(
+            replayer,
+            self.store,
+            name=self.name,
+            transport=self.transport,
+            listen=self.settings.listen,
+            handshake_timeout=self.settings.handshake_timeout,
+            checkpoint=self._standby_checkpoint,
+        )
+        self._adopt(replay, started)
+        self.recovery["standby"] = True
+
+    def _adopt(self, replayer: Replayer, started: float, *, read_only: bool = False) -> None:
+        """Take a finished replay's coordinator and executor as this runtime's own (a standby's
+        too, once it holds the log: it goes on to be primary)."""
         self._coordinator = replayer.coordinator
         self.executor = replayer.executor
+        if not read_only:
+            # a live upgrade: the new version takes over now if it can (else at the first
+            # quiescent checkpoint), before anything is logged; finish() asked for that
+            # checkpoint, which makes the conversion durable
+            complete_upgrade(replayer.executor, replayer.coordinator, self.cls)
         checkpoint = replayer.checkpoint
         self.recovery = {
             "checkpoint": checkpoint.chunk if checkpoint else None,
@@ -126,7 +192,7 @@ class Runtime:
         }
 
     def _build_coordinator(self, executor: Callable[[Coordinator], Executor]) -> Coordinator:
-        return Coordinator(
+        coordinator = Coordinator(
             self.name,
             self.store,
             self.transport,
@@ -135,13 +201,25 @@ class Runtime:
             executor=executor,
             on_checkpoint=self._checkpoint,
         )
+        standbys = getattr(lease_of(self.store), "standbys", None)
+        if standbys is not None and hasattr(self.store, "write_standby_checkpoint"):
+            coordinator.standby_checkpoints = lambda: bool(standbys())
+        return coordinator
 
     def _checkpoint(self, chunk: int, next_page: int) -> bytes | None:
         """Snapshot at the current dispatch point (called between pages), or None if busy."""
         executor = self.executor
         assert executor is not None
+        return self._snapshot(executor, self.coordinator, chunk, next_page)
+
+    def _snapshot(
+        self, executor: Executor, coordinator: Coordinator, chunk: int, next_page: int
+    ) -> bytes | None:
+        """Checkpoint ``chunk`` of ``executor``'s immortal as it stands, between pages: this
+        runtime's own, or a standby's replay; None if a handler is suspended."""
         if not executor.quiescent:
             return None
+        complete_upgrade(executor, self.coordinator, self.cls)  # a pending live upgrade
         obj = executor.obj
         state = state_of(obj)
         try:
@@ -150,8 +228,8 @@ class Runtime:
             for attribute, value in state.items():  # name the attribute, not just the path
                 codec.encode(value, where=f"{type(obj).__name__}.{attribute}")
             raise
-        coordinator = self.coordinator.snapshot()
-        assert coordinator.next_page == next_page
+        snapshot = coordinator.snapshot()
+        assert snapshot.next_page == next_page
         return Checkpoint.build(
             immortal=self.name,
             class_path=class_path(self.cls),
@@ -159,8 +237,13 @@ class Runtime:
             chunk=chunk,
             state=encoded,
             next_call_id=executor.next_call_id,
-            coordinator=coordinator,
+            coordinator=snapshot,
         ).encode()
+
+    def _standby_checkpoint(self, replay: Replayer, chunk: int) -> bytes | None:
+        return self._snapshot(
+            replay.executor, replay.coordinator, chunk, replay.coordinator.next_page
+        )
 
     def request_checkpoint(self) -> None:
         self.coordinator.request_checkpoint()
@@ -177,7 +260,12 @@ class Runtime:
             "chunk": coordinator.chunk,
             "pages": coordinator.next_page - 1,
             "listen": f"{PeerAddress(listen.host, self.port)}" if listen and self.port else None,
-            "peers": {peer: str(address) for peer, address in self.settings.peers.items()},
+            "peers": {
+                peer: "discovered" if address is None else str(address)
+                for peer, address in self.settings.peers.items()
+            },
+            "incarnation": coordinator.incarnation,
+            "stopped_links": dict(coordinator.stopped_links),
         }
 
     # --- running -----------------------------------------------------------------------------
@@ -199,7 +287,11 @@ class Runtime:
                     anyio.from_thread.run_sync(fn, token=token)
 
                 executor.go_live(spawn, call_from_thread)
+                if self.publisher is not None:
+                    self.coordinator.publishes_to = self.settings.mqtt
                 self.port = await tg.start(self.coordinator.run)
+                if self.publisher is not None:
+                    await tg.start(self.publisher.run, self.coordinator)
                 self._log_recovered()
                 await anyio.to_thread.run_sync(self._announce)
                 # live from here on: what runs only on a primary starts now
@@ -209,7 +301,12 @@ class Runtime:
                 tg.start_soon(_guarded, self.name, executor.obj.becoming_primary)
                 task_status.started(self)
         finally:
-            self.store.close()
+            try:
+                if self._own_discovery:
+                    with anyio.CancelScope(shield=True), anyio.move_on_after(2):
+                        await self.discovery.aclose()  # a goodbye: peers look elsewhere at once
+            finally:
+                self.store.close()
 
     def _announce(self) -> None:
         """Record the listen address in the log's lease, for ``status`` (if the lease can)."""
@@ -223,6 +320,18 @@ class Runtime:
         source = f"checkpoint {r['checkpoint']}" if r["checkpoint"] else "the start"
         listen = self.settings.listen
         where = f"; listening on {listen.host}:{self.port}" if listen and self.port else ""
+        if r.get("standby"):
+            log.info(
+                "%s: primary in epoch %d, taking over as a standby (followed %d pages of %s "
+                "from %s)%s",
+                self.name,
+                r["epoch"],
+                r["pages"],
+                self.store.url,
+                source,
+                where,
+            )
+            return
         log.info(
             "%s: recovered from %s + %d pages of %s in %.2f s; primary in epoch %d%s",
             self.name,
@@ -279,6 +388,12 @@ def run_immortal(settings: Settings) -> int:
         raise ConfigError(f"{settings.target} is not a subclass of ambrosia_edge.Immortal")
     runtime = Runtime(cls, settings, sources=[open_declared(table) for table in settings.sources])
     runtime.control = socket_path(runtime.name, log_identity(runtime.store))
+    from .migration import finish_unfinished, migrate_in
+
+    if settings.migrate_from is not None:  # a live migration: take the log over first
+        migrate_in(settings, runtime.store, runtime.transport, runtime.discovery)
+    else:
+        finish_unfinished(runtime.store, runtime.name)
     lease = lease_of(runtime.store)
     if lease is not None and hasattr(lease, "on_deposed"):
         # found by the lease's renewal, between writes: nothing this process does from now on
@@ -290,6 +405,7 @@ def run_immortal(settings: Settings) -> int:
         with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGUSR1) as signals:
             async with anyio.create_task_group() as tg:
                 await tg.start(runtime.serve)
+                tg.start_soon(_stop_when_moved, runtime, tg.cancel_scope)
                 async for signum in signals:
                     if signum == signal.SIGUSR1:
                         log.info("%s: checkpoint requested", runtime.name)
@@ -304,7 +420,12 @@ def run_immortal(settings: Settings) -> int:
     # anywhere. Without this, a stop requested during a long replay killed the process.
     previous = signal.signal(signal.SIGTERM, _stop_recovering)
     try:
-        runtime.recover()  # before the loop: a damaged log is reported plainly, not from a task
+        try:
+            runtime.recover()  # before the loop: a damaged log is reported plainly, not from a task
+        except LogLockedError:
+            if not settings.standby:
+                raise
+            runtime.stand_by()  # another instance holds the log: follow it, take over from it
     except _StopRecovering:
         runtime.store.close()
         log.info("%s: stopped while recovering (signal %d)", runtime.name, signal.SIGTERM)
@@ -315,6 +436,14 @@ def run_immortal(settings: Settings) -> int:
         anyio.run(main, backend_options=_backend_options())
     except BaseExceptionGroup as group:
         raise _first_ambrosia_error(group) or group from None
+    seal = runtime.coordinator.moved_to
+    if seal is not None:
+        print(
+            f"ambrosia-edge: {runtime.name} moved to {seal.moved_to} (epoch {seal.epoch}); "
+            f"its log at {runtime.store.url} is sealed and this instance has stopped",
+            file=sys.stderr,
+            flush=True,
+        )
     if any(
         t.is_alive() and not t.daemon
         for t in threading.enumerate()
@@ -327,6 +456,12 @@ def run_immortal(settings: Settings) -> int:
         sys.stderr.flush()
         os._exit(0)
     return 0
+
+
+async def _stop_when_moved(runtime: Runtime, scope: anyio.CancelScope) -> None:
+    """A live migration handed the immortal over (handover.py): this process is done."""
+    await runtime.coordinator.wait_moved()
+    scope.cancel()
 
 
 def _exit_deposed(exc: AmbrosiaError) -> None:

@@ -138,10 +138,11 @@ REGISTRY: dict[str, str] = {
     "gpio": "ambrosia_edge.devices.sensors:GpioSource",
     "mqtt": "ambrosia_edge.transports.mqtt:MqttSource",
     "mqtts": "ambrosia_edge.transports.mqtt:MqttSource",
+    "ui": "ambrosia_edge.transports.web:WebSource",
 }
 
 #: Optional extras needed by a source, for the install hint when an import fails.
-EXTRAS: dict[str, str] = {"gpio": "gpio", "mqtt": "mqtt", "mqtts": "mqtt"}
+EXTRAS: dict[str, str] = {"gpio": "gpio", "mqtt": "mqtt", "mqtts": "mqtt", "ui": "ui"}
 
 ENTRY_POINTS = "ambrosia_edge.sources"
 

@@ -82,8 +82,13 @@ def open_replay(
     checkpoint: int | None = -1,
     until: int | None = None,
     until_message: int | None = None,
+    convert_at_start: bool = False,
 ) -> Replayer:
     """A read-only replay of ``log`` positioned at its checkpoint, nothing run yet.
+
+    ``convert_at_start`` as in :class:`~ambrosia_edge.recovery.Replayer`: run every page with
+    ``target`` (converting an older checkpoint's state first) rather than replay old pages
+    with the ``previous`` classes that ran them.
 
     With ``checkpoint=-1`` and a stopping point (page ``until`` or message ``until_message``),
     the newest checkpoint before that point; a checkpoint named explicitly must be before it.
@@ -100,7 +105,14 @@ def open_replay(
             )
         target = class_path
     cls = _load(target) if isinstance(target, str) else target
-    replayer = Replayer(cls, store, name=name, checkpoint=checkpoint, read_only=True)
+    replayer = Replayer(
+        cls,
+        store,
+        name=name,
+        checkpoint=checkpoint,
+        read_only=True,
+        convert_at_start=convert_at_start,
+    )
     past = None
     if until is not None and replayer.coordinator.next_page > until + 1:
         past = f"page {until}"

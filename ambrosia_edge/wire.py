@@ -40,6 +40,11 @@ class Frame(enum.IntEnum):
     DATA = 4  # sender -> receiver: first_total u64, count u32, replayable u32, messages
     ACK = 5  # receiver -> sender: durable total u64, durable replayable u64
     REFUSE = 6  # either way, then close: {"code", "message"}
+    # live migration (docs/protocol.md 4.19): new instance <-> old instance of one immortal
+    OFFER = 7  # old -> new: {"immortal", "epoch", "last_page", "bytes", "sha256", "mac"?}
+    PART = 8  # old -> new: the next bytes of the archive offered
+    READY = 9  # new -> old: {"sha256"} the copy is durable; seal your log
+    SEALED = 10  # old -> new: {"moved_to", "epoch"} the old log is sealed; the move is done
 
 
 def frame(ftype: Frame, payload: bytes | bytearray | memoryview) -> bytes:

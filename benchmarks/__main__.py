@@ -4,6 +4,7 @@
     python -m benchmarks                    # the full set (about a quarter of an hour)
     python -m benchmarks --full --docs      # ... and update docs/benchmarks.md and its plot
     python -m benchmarks --smoke --out DIR  # seconds; what the test suite runs
+    python -m benchmarks --mqtt             # MQTT in: an immortal against paho alone
 
 Every run writes ``results.json`` (every sample), ``results.md`` (the tables) and, when
 matplotlib is installed, ``throughput.png`` into ``--out`` (a new temporary directory unless
@@ -46,8 +47,19 @@ def parse(argv: list[str]) -> argparse.Namespace:
     which.add_argument("--full", dest="mode", action="store_const", const="full")
     which.add_argument("--quick", dest="mode", action="store_const", const="quick")
     which.add_argument("--smoke", dest="mode", action="store_const", const="smoke")
+    which.add_argument(
+        "--mqtt",
+        dest="mode",
+        action="store_const",
+        const="mqtt",
+        help="only MQTT in: impulses/s from a local mosquitto into a durable immortal, next to "
+        "the same paho client alone (needs mosquitto)",
+    )
     parser.set_defaults(mode="full")
     parser.add_argument("--reps", type=int, help="repetitions (default: the mode's)")
+    parser.add_argument(
+        "--mqtt-messages", type=int, default=20_000, help="queued messages per --mqtt run"
+    )
     parser.add_argument("--no-dbos", action="store_true", help="skip the DBOS baseline")
     parser.add_argument("--out", type=Path, help="directory for results.json/.md and the plot")
     parser.add_argument(
@@ -73,6 +85,8 @@ def main(argv: list[str] | None = None) -> int:
     from .modes import MODES
 
     args = parse(argv)
+    if args.mode == "mqtt":
+        return _mqtt(args)
     mode = MODES[args.mode]
     out = args.out or Path(tempfile.mkdtemp(prefix=f"ambrosia-bench-{mode.name}-"))
     out.mkdir(parents=True, exist_ok=True)
@@ -108,6 +122,27 @@ def main(argv: list[str] | None = None) -> int:
         _update_docs(text, None if why_not else plot_path)
     print(text)
     say(f"results: {out / 'results.md'}, {out / 'results.json'}")
+    return 0
+
+
+def _mqtt(args: argparse.Namespace) -> int:
+    """The MQTT-in benchmark on its own (benchmarks/mqtt.py); --quick and --full skip it."""
+    from . import mqtt
+
+    out = args.out or Path(tempfile.mkdtemp(prefix="ambrosia-bench-mqtt-"))
+    out.mkdir(parents=True, exist_ok=True)
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="ambrosia-bench-work-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    say = (lambda _text: None) if args.quiet else (lambda text: print(text, file=sys.stderr))
+    try:
+        result = mqtt.run(args.mqtt_messages, args.reps or 3, workdir, say)
+    finally:
+        if args.workdir is None:
+            shutil.rmtree(workdir, ignore_errors=True)
+    (out / "mqtt.json").write_text(json.dumps(result, indent=1))
+    text = mqtt.markdown(result)
+    (out / "mqtt.md").write_text(text)
+    print(text)
     return 0
 
 

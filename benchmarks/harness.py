@@ -11,13 +11,15 @@ repetitions and the ratio of medians to the baseline measured in the same run.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import time
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
-from . import disk, restate_peer
+from . import deployments, disk, restate_peer
+from .failover import measure_failover
 from .machine import machine
 from .measure import measure_pair, measure_replay
 from .modes import Mode, messages_for, throughput_batch
@@ -90,14 +92,60 @@ def run_suite(
             "Restate is not installed: skipping its optional baseline "
             "(npm install -g @restatedev/restate-server; pip install restate-sdk hypercorn)"
         )
-    smallest = min(mode.sizes)
+    with contextlib.ExitStack() as stack:
+        others = stack.enter_context(deployments.started(results, log)) if mode.deployments else []
+        _repetitions(runner, mode, reps, systems, others, use_dbos, use_restate, results, log)
+    # once per run: each takes seconds of traffic and a log of its own
+    r = measure_recovery(
+        runner,
+        size=mode.recovery_size,
+        total=mode.recovery_messages,
+        rolls=mode.recovery_rolls,
+        tail=mode.recovery_tail,
+    )
+    results.recovery.append(r)
+    log(
+        f"  recovery after SIGKILL, {r['size']} B: serving again {r['ready_s']:.2f} s after the "
+        f"restart (checkpoint {r['checkpoint']} + {r['tail_bytes'] / MIB:.1f} MiB of log, "
+        f"{r['messages_replayed']} messages); {r['received']} of {r['total']} received"
+    )
+    for row in measure_log_replay(runner, size=mode.replay_log_size, volume=mode.replay_log):
+        results.log_replay.append(row)
+        log(
+            f"  replay of {row['log_bytes'] / MIB:.0f} MiB from the start, {row['cache']} cache: "
+            f"{row['seconds']:.2f} s, {row['mb_per_s']:,.0f} MB/s, "
+            f"{row['messages_per_s']:,.0f} msg/s"
+        )
+    f = measure_failover(runner, failovers=mode.failovers, pings=mode.failover_pings)
+    results.failover.append(f)
+    times = sorted(f["times_s"])
+    log(
+        f"  failover after SIGKILL to a standby, {len(times)} times: median "
+        f"{median(times):.3f} s, worst {times[-1]:.3f} s; every ping exactly once"
+    )
+    results.seconds = time.monotonic() - started
+    return results
 
+
+def _repetitions(
+    runner: Runner,
+    mode: Mode,
+    reps: int,
+    systems: list[str],
+    others: list[deployments.Deployment],
+    use_dbos: bool,
+    use_restate: bool,
+    results: Results,
+    log: Callable[[str], None],
+) -> None:
+    """Every workload once per repetition, the systems taking turns (see the module)."""
+    smallest = min(mode.sizes)
     for rep in range(reps):
         log(f"repetition {rep + 1} of {reps}")
         # the physical floor first: nothing else runs while it is measured
-        lat = disk.append_latencies(workdir, mode.disk_appends)
+        lat = disk.append_latencies(runner.workdir, mode.disk_appends)
         # several passes: on a virtual disk the first write of fresh blocks can be much slower
-        bws = [disk.sequential_bandwidth(workdir, mode.disk_bytes) for _ in range(3)]
+        bws = [disk.sequential_bandwidth(runner.workdir, mode.disk_bytes) for _ in range(3)]
         bw = median(bws)
         results.disk.append({"rep": rep, "append_ns": lat, "sequential_bytes_per_s": bws})
         log(
@@ -182,26 +230,5 @@ def run_suite(
                 f"  counter {system:<36} {r['increments_per_s']:>10,.0f} increments/s "
                 f"({total} increments)"
             )
-    # once per run: each takes seconds of traffic and a log of its own
-    r = measure_recovery(
-        runner,
-        size=mode.recovery_size,
-        total=mode.recovery_messages,
-        rolls=mode.recovery_rolls,
-        tail=mode.recovery_tail,
-    )
-    results.recovery.append(r)
-    log(
-        f"  recovery after SIGKILL, {r['size']} B: serving again {r['ready_s']:.2f} s after the "
-        f"restart (checkpoint {r['checkpoint']} + {r['tail_bytes'] / MIB:.1f} MiB of log, "
-        f"{r['messages_replayed']} messages); {r['received']} of {r['total']} received"
-    )
-    for row in measure_log_replay(runner, size=mode.replay_log_size, volume=mode.replay_log):
-        results.log_replay.append(row)
-        log(
-            f"  replay of {row['log_bytes'] / MIB:.0f} MiB from the start, {row['cache']} cache: "
-            f"{row['seconds']:.2f} s, {row['mb_per_s']:,.0f} MB/s, "
-            f"{row['messages_per_s']:,.0f} msg/s"
-        )
-    results.seconds = time.monotonic() - started
-    return results
+        if others:
+            deployments.measure(runner, mode, rep, others, results, log)

@@ -1,11 +1,11 @@
 """Host one immortal for a benchmark: ``ambrosia-edge run`` with ``--no-fsync`` honoured.
 
 ``python -m benchmarks.host TARGET --name N --log DIR ... [--no-fsync]`` takes exactly the
-arguments of ``ambrosia-edge run`` and builds the same Settings, then hands the runtime a local
-store whose fsync switch follows ``--fsync/--no-fsync``. The durable and the no-fsync variants
-of every benchmark therefore go through the same code, and differ in the flush alone. The event
-loop is the one ``ambrosia-edge run`` picks (uvloop when it is installed, unless
-``AMBROSIA_EDGE_UVLOOP=0``).
+arguments of ``ambrosia-edge run`` and builds the same Settings, then hands the runtime the
+store of ``--log`` (any tier) with its fsync switch following ``--fsync/--no-fsync``. The
+durable and the no-fsync variants of every benchmark therefore go through the same code, and
+differ in the flush alone. The event loop is the one ``ambrosia-edge run`` picks (uvloop when
+it is installed, unless ``AMBROSIA_EDGE_UVLOOP=0``).
 """
 
 from __future__ import annotations
@@ -16,12 +16,13 @@ import sys
 from typing import Any
 
 import anyio
-from ambrosia_edge.storage.local import LocalStore
 
 from ambrosia_edge import runtime as runtime_module
 from ambrosia_edge.cli import build_parser, build_run_settings
+from ambrosia_edge.errors import LogLockedError
 from ambrosia_edge.loader import load_class
 from ambrosia_edge.runtime import Runtime
+from ambrosia_edge.store import open_store
 
 log = logging.getLogger("ambrosia_edge")
 
@@ -42,8 +43,8 @@ def main(argv: list[str]) -> int:
     log.setLevel(logging.INFO)
     log.propagate = False
     cls = load_class(settings.target)
-    store = LocalStore(settings.log, fsync=settings.fsync)
-    runtime = Runtime(cls, settings, store=store)  # type: ignore[arg-type]
+    store = open_store(settings.log, fsync=settings.fsync)
+    runtime = Runtime(cls, settings, store=store)
     options = backend_options()
     fsync = "on" if settings.fsync else "off"
     loop = "uvloop" if options else "the asyncio loop"
@@ -57,7 +58,10 @@ def main(argv: list[str]) -> int:
                     tg.cancel_scope.cancel()
                     return
 
-    runtime.recover()
+    try:
+        runtime.recover()
+    except LogLockedError:
+        runtime.stand_by()  # another instance holds the log: follow it (the failover figure)
     anyio.run(serve, backend_options=options)
     return 0
 

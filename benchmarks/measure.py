@@ -42,24 +42,44 @@ def measure_pair(
     keep_log: bool = False,
     attach: Callable[[list[Child]], Callable[[], None]] | None = None,
     server_options: tuple[str, ...] = (),
+    log: Callable[[Path, str], str] | None = None,
+    env: dict[str, str] | None = None,
+    options: Callable[[str], list[str]] | None = None,
 ) -> dict[str, Any]:
     """Run one workload between a fresh server and client of ``system``; return raw figures.
 
-    ``server_options`` go to an immortal server's command line after the harness's own.
+    ``server_options`` go to an immortal server's command line after the harness's own;
+    ``log(run_dir, role)`` puts the immortals' logs elsewhere than the run directory (another
+    tier), ``env`` adds to the peers' environment, ``options(role)`` to each immortal's command
+    line (TLS files, say).
     """
     label = f"{system.split()[0]}-{workload}-{size}".replace("/", "")
     run_dir = runner.new_dir(label)
-    env = runner.env(run_dir, total)
+    env = {**runner.env(run_dir, total), **(env or {})}
     children: list[Child] = []
     try:
         if system in (AMBROSIA, NO_FSYNC, *TYPICAL_STEPS):
             fsync = system != NO_FSYNC
             app = "Typical" if system in TYPICAL_STEPS else "Bench"
             ps, pc = free_port(), free_port()
-            args = ambrosia_args("server", run_dir, ps, pc, fsync, *server_options, app=app)
+            logs = {role: log(run_dir, role) if log else None for role in ("server", "client")}
+            more = {role: options(role) if options else [] for role in ("server", "client")}
+            args = ambrosia_args(
+                "server",
+                run_dir,
+                ps,
+                pc,
+                fsync,
+                *more["server"],
+                *server_options,
+                log=logs["server"],
+                app=app,
+            )
             server = Child("server", args, run_dir, env)
             children.append(server)
-            args = ambrosia_args("client", run_dir, pc, ps, fsync, app=app)
+            args = ambrosia_args(
+                "client", run_dir, pc, ps, fsync, *more["client"], log=logs["client"], app=app
+            )
             client = Child("client", args, run_dir, env)
             children.append(client)
 

@@ -34,7 +34,10 @@ class Mode:
     recovery_tail: int  # bytes the server logs after its newest checkpoint before the kill
     replay_log: int  # bytes of server log to replay from the start
     replay_log_size: int  # payload of the workload that writes it
+    failovers: int  # SIGKILLs of a primary with a standby following its log
+    failover_pings: int  # awaited calls over them: enough to outlast the failovers
     timeout: float  # seconds for any one measurement
+    deployments: bool = True  # also over TLS, on nfs:// and on S3 (benchmarks/deployments.py)
 
 
 MODES = {
@@ -60,7 +63,10 @@ MODES = {
         recovery_tail=2 * MIB,
         replay_log=8 * MIB,
         replay_log_size=16 * KIB,
+        failovers=1,
+        failover_pings=1_500,
         timeout=40,
+        deployments=False,
     ),
     "quick": Mode(
         name="quick",
@@ -84,6 +90,8 @@ MODES = {
         recovery_tail=32 * MIB,
         replay_log=128 * MIB,
         replay_log_size=16 * KIB,
+        failovers=3,
+        failover_pings=4_000,
         timeout=120,
     ),
     "full": Mode(
@@ -108,6 +116,8 @@ MODES = {
         recovery_tail=32 * MIB,
         replay_log=1024 * MIB,
         replay_log_size=16 * KIB,
+        failovers=10,
+        failover_pings=10_000,
         timeout=600,
     ),
 }

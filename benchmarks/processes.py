@@ -148,11 +148,13 @@ def ambrosia_args(
     peer_port: int,
     fsync: bool,
     *options: str,
+    log: str | None = None,
     app: str = "Bench",
 ) -> list[str]:
     """The command line of one immortal of a pair: ``benchmarks.host`` takes the arguments of
-    ``ambrosia-edge run``, so what is measured is what a user runs. ``app`` is the prefix of
-    the classes in benchmarks/apps.py: ``Bench`` (tuned) or ``Typical``."""
+    ``ambrosia-edge run``, so what is measured is what a user runs. The log is a directory of
+    the run unless ``log`` gives its URL. ``app`` is the prefix of the classes in
+    benchmarks/apps.py: ``Bench`` (tuned) or ``Typical``."""
     cls, peer = (f"{app}Server", "client") if role == "server" else (f"{app}Client", "server")
     return [
         sys.executable,
@@ -162,7 +164,7 @@ def ambrosia_args(
         "--name",
         role,
         "--log",
-        str(run_dir / role),
+        log or str(run_dir / role),
         "--listen",
         f"127.0.0.1:{port}",
         "--peer",

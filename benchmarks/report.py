@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from . import deployments
 from .results import Results
 from .stats import ratio
 from .summary import PERCENTILES
@@ -152,6 +153,7 @@ def markdown(results: Results, summary: dict[str, Any]) -> str:
         )
         lines.append("")
         lines += _ping_floor_markdown(summary.get("ping_floor") or {})
+    lines += deployments.markdown(summary.get("deployments") or {})
 
     counter = summary["counter"]
     if counter:
@@ -257,6 +259,17 @@ def markdown(results: Results, summary: dict[str, Any]) -> str:
         )
         lines.append("")
     lines += _recovery_markdown(summary)
+    failover = summary.get("failover") or {}
+    if failover:
+        lines += [
+            "### Failover to a standby",
+            "",
+            f"A primary killed with SIGKILL {len(failover['times_s'])} times, a standby "
+            f"following its log ({failover['tier']}:// tier): live again after a median of "
+            f"{failover['median_s']:.3f} s, at worst {failover['worst_s']:.3f} s (from the kill "
+            "to the standby listening as primary); every awaited call exactly once.",
+            "",
+        ]
     targets = summary["targets"]
     if targets:
         lines += ["### Against the project's targets", ""]
@@ -267,7 +280,7 @@ def markdown(results: Results, summary: dict[str, Any]) -> str:
         ]
         rows = []
         for t in targets:
-            unit = " MiB" if "RSS" in t["target"] else "x"
+            unit = " MiB" if "RSS" in t["target"] else " s" if "(s)" in t["target"] else "x"
             value = t["value"]
             shown = "-" if value != value else f"{value:.2f}{unit}"
             spread = t.get("repetitions")

@@ -21,6 +21,9 @@ class Results:
     replay: list[dict[str, Any]] = field(default_factory=list)
     recovery: list[dict[str, Any]] = field(default_factory=list)
     log_replay: list[dict[str, Any]] = field(default_factory=list)
+    #: the throughput and ping workloads deployed otherwise (benchmarks/deployments.py)
+    deployments: list[dict[str, Any]] = field(default_factory=list)
+    failover: list[dict[str, Any]] = field(default_factory=list)
     params: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from . import deployments
 from .results import Results
 from .stats import median, percentile, ratio
 from .systems import (
@@ -116,6 +117,7 @@ def summarise(results: Results) -> dict[str, Any]:
                 for role in ("server", "client")
             }
     floor = ping_floor(ping, disk, results)
+    deployed = deployments.summarise(results)
     return {
         "throughput": throughput,
         "typical": typical,
@@ -126,8 +128,11 @@ def summarise(results: Results) -> dict[str, Any]:
         "replay": replay,
         "recovery": _recovery(results),
         "log_replay": _log_replay(results),
+        "failover": _failover(results),
         "idle_rss_mib": idle,
-        "targets": targets(throughput, floor, counter, replay, idle, results, typical),
+        "deployments": deployed,
+        "targets": targets(throughput, floor, counter, replay, idle, results, typical)
+        + deployments.targets(deployed),
     }
 
 
@@ -191,3 +196,17 @@ def _log_replay(results: Results) -> dict[str, dict[str, float]]:
         if runs:
             out[cache] = {k: median([r[k] for r in runs]) for k in LOG_REPLAY_FIGURES}
     return out
+
+
+def _failover(results: Results) -> dict[str, Any]:
+    """SIGKILLed primaries replaced by their standbys: the times, their median and worst."""
+    times = [t for r in results.failover for t in r["times_s"]]
+    if not times:
+        return {}
+    return {
+        "tier": results.failover[0]["tier"],
+        "times_s": times,
+        "median_s": median(times),
+        "worst_s": max(times),
+        "exactly_once": all(r["exactly_once"] for r in results.failover),
+    }

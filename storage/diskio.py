@@ -19,6 +19,7 @@ __all__ = [
     "flush",
     "flush_data",
     "flush_directory",
+    "make_directories",
     "read_exactly",
     "write_all",
     "write_file",
@@ -107,3 +108,29 @@ def flush_directory(path: str | os.PathLike[str], *, lenient: bool = False) -> N
             raise
     finally:
         os.close(fd)
+
+
+def make_directories(path: str | os.PathLike[str], *, fsync: bool, lenient: bool = False) -> None:
+    """Create directory ``path`` and any missing parents, each made durable in its parent.
+
+    A directory's entry lives in its parent, so until the parent is flushed a power cut can
+    take the new directory away with every file later made durable inside it: a new log
+    would lose its first records, acknowledged or not. ``lenient`` as for flush_directory.
+    """
+    missing: list[str] = []
+    at = os.path.abspath(path)
+    while not os.path.isdir(at):
+        missing.append(at)
+        parent = os.path.dirname(at)
+        if parent == at:
+            break
+        at = parent
+    for directory in reversed(missing):
+        try:
+            os.mkdir(directory)
+        except FileExistsError:
+            if not os.path.isdir(directory):
+                raise
+            continue  # made meanwhile by another process, which flushes it itself
+        if fsync:
+            flush_directory(os.path.dirname(directory), lenient=lenient)

@@ -42,7 +42,16 @@ from typing import Any, Final
 from ambrosia_edge.errors import DeposedError, LogLockedError, StoreError
 from ambrosia_edge.lease import LeaseHolder, LeaseInfo, process_alive
 
-from .diskio import CLOEXEC, describe, flush, flush_directory, write_all, write_file
+from .diskio import (
+    CLOEXEC,
+    describe,
+    flush,
+    flush_directory,
+    make_directories,
+    write_all,
+    write_file,
+)
+from .standbys import StandbyRecords
 
 __all__ = ["DEFAULT_LEASE_S", "EpochLease", "lease_name"]
 
@@ -62,6 +71,7 @@ class EpochLease:
 
     def __init__(self, directory: Path, *, ttl: float = DEFAULT_LEASE_S, fsync: bool = True):
         self.directory = directory
+        self._standbys = StandbyRecords(directory)
         self.resource = "nfs://" + directory.as_posix()
         self.ttl = ttl
         self.fsync = fsync
@@ -141,7 +151,7 @@ class EpochLease:
             return
         directory = self.directory
         try:
-            directory.mkdir(parents=True, exist_ok=True)
+            make_directories(directory, fsync=self.fsync, lenient=True)
         except OSError as exc:
             what, hint = describe(exc)
             raise StoreError(f"{what} opening log directory {directory}; {hint}") from exc
@@ -224,6 +234,19 @@ class EpochLease:
             f"{record.get('host')} since {record.get('since')} (epoch {record.get('epoch')}"
             f"{age}); stop that process or pass another --log"
         )
+
+    # -- standbys (ambrosia_edge.standby), recorded beside the lease -----------------------------
+
+    def record_standby(self, address: str | None) -> None:
+        """Record (again) this process as a standby of the log, listening on ``address``."""
+        self._standbys.record(address)
+
+    def drop_standby(self) -> None:
+        self._standbys.remove()
+
+    def standbys(self) -> list[dict[str, Any]]:
+        """The standbys following the log now: pid, host, address."""
+        return self._standbys.live()
 
     def release(self) -> None:
         """Stop renewing and mark the record released, so the next writer need not wait."""

@@ -237,6 +237,9 @@ class LocalStore:
             names = os.listdir(self.path)
         except FileNotFoundError:
             return []
+        except OSError as exc:
+            what, hint = _describe(exc)
+            raise StoreError(f"{what} listing log directory {self.path}; {hint}") from exc
         found: list[int] = []
         for name in names:
             m = pattern.fullmatch(name)
@@ -312,7 +315,14 @@ class LocalStore:
         """Create ``chunk`` (it must not exist), make it durable and make it the append target."""
         self._require_writer("starting a chunk")
         path = self.chunk_path(chunk)
-        if path.exists():
+        try:
+            os.lstat(path)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:  # (Path.exists lets a failing disk's EIO through untranslated)
+            what, hint = _describe(exc)
+            raise StoreError(f"{what} looking for {path} before creating it; {hint}") from exc
+        else:
             raise StoreError(
                 f"chunk {path} already exists; a new chunk must never overwrite logged records"
             )
@@ -526,6 +536,28 @@ class LocalStore:
             raise CheckpointError(
                 f"{what} writing checkpoint {final}: the checkpoint was not stored; {hint}"
             ) from exc
+
+    def write_standby_checkpoint(self, n: int, data: BytesLike) -> bool:
+        """Store checkpoint ``n`` from a standby, which does not hold the lease (True).
+
+        The flock lease leaves no deposed writer whose pages a standby could have replayed,
+        so its checkpoint is always of logged pages; it goes beside the final name under one
+        of its own (another standby may write the same checkpoint) and is renamed over it.
+        """
+        final = self.checkpoint_path(n)
+        tmp = final.with_name(f"{final.name}.{os.getpid()}.tmp")
+        try:
+            write_file(tmp, data, fsync=self.fsync)
+            os.replace(tmp, final)
+            self._sync_dir()
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            what, hint = _describe(exc)
+            raise CheckpointError(
+                f"{what} writing checkpoint {final}: the checkpoint was not stored; {hint}"
+            ) from exc
+        return True
 
     def read_checkpoint(self, n: int) -> bytes:
         path = self.checkpoint_path(n)

@@ -24,14 +24,15 @@ import re
 import socket
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Final, TypedDict
+from typing import Any, Final, TypedDict
 
 import cbor2
 
 from ambrosia_edge.errors import LogLockedError, StoreError
 from ambrosia_edge.lease import LeaseHolder, LeaseInfo
 
-from .diskio import CLOEXEC, describe, flush, write_all
+from .diskio import CLOEXEC, describe, flush, make_directories, write_all
+from .standbys import StandbyRecords
 
 __all__ = ["LOCK_NAME", "FlockLease", "LockHolder", "read_lock_holder", "read_lock_pid"]
 
@@ -151,6 +152,7 @@ class FlockLease:
 
     def __init__(self, directory: Path, *, fsync: bool = True) -> None:
         self.directory = directory
+        self._standbys = StandbyRecords(directory)
         self.resource = directory.as_uri()
         self.fsync = fsync
         self._fd = -1
@@ -177,7 +179,7 @@ class FlockLease:
             return
         directory = self.directory
         try:
-            directory.mkdir(parents=True, exist_ok=True)
+            make_directories(directory, fsync=self.fsync)
             fd = os.open(directory / LOCK_NAME, os.O_RDWR | os.O_CREAT | CLOEXEC, 0o644)
         except OSError as exc:
             what, hint = describe(exc)
@@ -223,6 +225,19 @@ class FlockLease:
             data = json.dumps(self._holder).encode() + b"\n"
             os.ftruncate(self._fd, 0)
             write_all(self._fd, data, 0)
+
+    # -- standbys (ambrosia_edge.standby), recorded beside the lease -----------------------------
+
+    def record_standby(self, address: str | None) -> None:
+        """Record (again) this process as a standby of the log, listening on ``address``."""
+        self._standbys.record(address)
+
+    def drop_standby(self) -> None:
+        self._standbys.remove()
+
+    def standbys(self) -> list[dict[str, Any]]:
+        """The standbys following the log now: pid, host, address."""
+        return self._standbys.live()
 
     def release(self) -> None:
         fd, self._fd = self._fd, -1

@@ -79,14 +79,22 @@ _SCHEMES: Final = ("s3", "gs", "az")
 _CHUNK_RE: Final = re.compile(r"chunk-(\d{8,})")
 _CHECKPOINT_RE: Final = re.compile(r"checkpoint-(\d{8,})\.cbor")
 _SEQ_RE: Final = re.compile(r"(\d{10,})")
-# metadata keys (S3 lower-cases them; keep them lower case everywhere)
-_WRITER: Final = "ambrosia-writer"
-_EPOCH: Final = "ambrosia-epoch"
-_KIND: Final = "ambrosia-kind"
-_NEXT: Final = "ambrosia-next"
+# metadata keys: lower case (S3 lower-cases them) and letters only (Azure refuses a name that
+# is not an identifier, "-" included, with a 400; a proxy such as nginx drops "_" by default)
+_WRITER: Final = "ambrosiawriter"
+_EPOCH: Final = "ambrosiaepoch"
+_KIND: Final = "ambrosiakind"
+_NEXT: Final = "ambrosianext"
 _FENCE_ATTEMPTS: Final = 1000
 #: what tells one write of the lease from another
 _LEASE_IDENTITY: Final = ("holding", "epoch", "renewals", "state")
+#: where each cloud's client is told its endpoint, for the error that says it cannot be reached
+_ENDPOINT_HINT: Final = {
+    "s3": "AWS_ENDPOINT_URL (and AWS_ALLOW_HTTP=true for a plain-http endpoint)",
+    "az": "AZURE_STORAGE_ACCOUNT_NAME and AZURE_STORAGE_ENDPOINT (for Azurite: "
+    "AZURE_STORAGE_USE_EMULATOR=true and AZURITE_BLOB_STORAGE_URL)",
+    "gs": "the bucket's name and GOOGLE_SERVICE_ACCOUNT (or GOOGLE_APPLICATION_CREDENTIALS)",
+}
 #: GETs in flight at once when a chunk is read back
 _READERS: Final = 16
 
@@ -128,6 +136,7 @@ class _Client:
         if parts.query or parts.fragment:
             raise ConfigError(f"log URL {url!r}: an object-store URL takes no ?query or #fragment")
         self.url = url
+        self.scheme = parts.scheme
         self.bucket = parts.netloc
         try:
             self.store: Any = from_url(url)
@@ -167,8 +176,7 @@ class _Client:
         if "error sending request" in text or "Connect" in text or "dns error" in text:
             return StoreError(
                 f"{what} {where}: the object store cannot be reached ({_first_line(exc)}); "
-                "check AWS_ENDPOINT_URL (and AWS_ALLOW_HTTP=true for a plain-http endpoint) "
-                "and that the server is up"
+                f"check {_ENDPOINT_HINT[self.scheme]} and that the server is up"
             )
         return StoreError(f"{what} {where}: {_first_line(exc)}")
 
@@ -552,11 +560,14 @@ class ObjectStore:
         key = _object_name(chunk, seq)
         attrs = self._client.head("checking", key) or {}
         other = attrs.get(_EPOCH, "unknown")
-        return DeposedError(
+        why = (
             f"log {self.url}: this writer (epoch {self.lease.epoch}) was deposed: "
             f"{self._client.where(key)} was written by epoch {other}, a newer writer took the "
             "log over; nothing more is written here"
         )
+        # every later write (a checkpoint too, which no create fences) is refused from now on
+        self.lease._lose(why)
+        return DeposedError(why)
 
     def _claim_end(self) -> tuple[int, int]:
         chunks = self._all_chunks()

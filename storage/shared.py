@@ -495,6 +495,40 @@ class SharedStore:
                 with contextlib.suppress(OSError):
                     os.unlink(self.checkpoint_path(n, other))
 
+    def write_standby_checkpoint(self, n: int, data: BytesLike) -> bool:
+        """Store checkpoint ``n`` from a standby, which does not hold the lease; False (and
+        nothing stored) when the log is changing hands.
+
+        Called after the standby has read the pages the checkpoint covers. If the newest
+        lease record is still of the epoch that wrote the newest segment, no successor had
+        begun when the pages were read; a successor reads the log only after beginning its
+        epoch, so those pages are in what it seals, never a deposed writer's late appends. The
+        checkpoint is then named with that epoch. The file goes beside its final name under
+        one of its own (the primary or another standby may write the same checkpoint) and is
+        renamed over it.
+        """
+        epochs = self.lease.epochs()
+        chains = self._chains()
+        if not epochs or not chains:
+            return False
+        epoch = epochs[-1]
+        if max(chains) < n or chains[max(chains)][-1].epoch != epoch:
+            return False
+        final = self.checkpoint_path(n, epoch)
+        tmp = final.with_name(f"{final.name}.{os.getpid()}.tmp")
+        try:
+            write_file(tmp, data, fsync=self.fsync)
+            os.replace(tmp, final)
+            self._sync_dir()
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            what, hint = describe(exc)
+            raise CheckpointError(
+                f"{what} writing checkpoint {final}: the checkpoint was not stored; {hint}"
+            ) from exc
+        return True
+
     def _epochs_of_checkpoint(self, n: int) -> list[int]:
         epochs = []
         for name in self._names():

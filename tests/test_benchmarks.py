@@ -5,6 +5,8 @@ from __future__ import annotations
 import ast
 import importlib.util
 import json
+import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -79,6 +81,11 @@ def test_smoke_run_reports_a_number_for_every_system(tmp_path: Path) -> None:
         assert whole["log_bytes"] >= whole["messages"] * whole["size"] > 0, (cache, whole)
         assert whole["seconds"] > 0 and whole["messages_per_s"] > 0, (cache, whole)
     assert "warm" in summary["log_replay"], summary["log_replay"]
+    failover = summary["failover"]
+    assert failover["exactly_once"] and failover["times_s"], failover
+    assert 0 < failover["median_s"] <= failover["worst_s"], failover
+    assert goals["failover after SIGKILL to a standby, median (s)"] == "< 2 s", goals
+    assert "### Failover to a standby" in table, table
 
 
 @pytest.mark.timeout(120)
@@ -145,6 +152,30 @@ def _cycle(graph: dict[str, set[str]]) -> list[str]:
     return []
 
 
+@pytest.mark.timeout(120)
+def test_the_mqtt_benchmark_reports_both_rates(tmp_path: Path) -> None:
+    """``--mqtt``: a paho client alone and an immortal drain the same backlog (mosquitto)."""
+    if not (shutil.which("mosquitto") or Path("/usr/sbin/mosquitto").exists()):
+        if os.environ.get("CI"):
+            pytest.fail("mosquitto is not installed (.ci/run installs the Debian package)")
+        pytest.skip("mosquitto is not installed (apt-get install mosquitto)")
+    pytest.importorskip("paho.mqtt.client")
+    out = tmp_path / "out"
+    args = ["--mqtt", "--mqtt-messages", "300", "--reps", "1", "--quiet", "--out", str(out)]
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=110,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    result = json.loads((out / "mqtt.json").read_text())
+    assert result["paho_per_s"] > 0 and result["immortal_per_s"] > 0
+    assert "| ratio (target ≥ 0.5) |" in (out / "mqtt.md").read_text()
+
+
 def test_the_cycle_finder_finds_a_cycle() -> None:
     assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert _cycle({"a": {"b"}, "b": set(), "c": {"a", "b"}}) == []
@@ -155,3 +186,27 @@ def test_benchmarks_has_no_import_circle() -> None:
     graph = _imports_within(REPO / "benchmarks")
     assert "harness" in graph and graph["report"], graph
     assert _cycle(graph) == [], " -> ".join(_cycle(graph))
+
+
+def test_deployments_are_reported_against_the_plain_one_of_the_same_run() -> None:
+    from benchmarks import deployments as tiers
+    from benchmarks.results import Results
+
+    results = Results(mode="quick", command="", started="")
+
+    def run(system: str, size: int, rate: float) -> dict[str, object]:
+        return {"system": system, "size": size, "messages_per_s": rate, "rep": 0}
+
+    results.throughput = [run("ambrosia-edge", 16, 100_000.0), run("grpcio", 16, 5_000.0)]
+    results.ping = [{"system": "ambrosia-edge", "samples_ns": [400_000] * 3, "rep": 0}]
+    results.deployments = [
+        {"tier": tiers.S3, "workload": "throughput", "size": 16, "messages_per_s": 40_000.0},
+        {"tier": tiers.S3, "workload": "ping", "samples_ns": [3_000_000] * 3},
+    ]
+    summary = tiers.summarise(results)
+    assert summary[tiers.LOCAL] == {"16": 100_000.0, "ping_p50_us": 400.0}
+    assert summary[tiers.S3] == {"16": 40_000.0, "ping_p50_us": 3000.0}
+    [target] = tiers.targets(summary)
+    assert target["value"] == 0.4 and target["met"] is False
+    table = "\n".join(tiers.markdown(summary))
+    assert "| S3 (s3://, SeaweedFS), TCP | 40,000 (0.40x) | - | 3,000 (7.50x) |" in table

@@ -126,7 +126,7 @@ def test_run_calls_the_runtime_lazily(monkeypatch: pytest.MonkeyPatch) -> None:
     [
         (["--listen", "7001"], "--listen", "'7001'"),
         (["--listen", "::1:7001"], "--listen", "'::1:7001'"),
-        (["--peer", "client"], "--peer", "'client'"),
+        (["--peer", "client="], "--peer", "'client='"),
         (["--peer", "client=h:99999"], "--peer", "'client=h:99999'"),
         (["--checkpoint-bytes", "lots"], "--checkpoint-bytes", "'lots'"),
         (["--keep-checkpoints", "-1"], "--keep-checkpoints", "'-1'"),

@@ -46,8 +46,11 @@ OTHER_PROGRAMS = {
     ".": "shell built-in",
     "npm": "installing Restate for the benchmarks",
     "mosquitto": "the MQTT broker (docs/mqtt.md)",
+    "curl": "sending an impulse through the web page (docs/ui.md)",
     "sudo": "setting a Raspberry Pi up as a service (examples/raspberry_pi)",
     "journalctl": "a service's log lines (examples/raspberry_pi)",
+    "openssl": "making a deployment's CA and certificates (docs/security.md)",
+    "chmod": "keeping a key readable by its owner only (docs/security.md)",
 }
 EXTRAS = set(
     tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]
@@ -186,7 +189,7 @@ def module_flags(module: str) -> set[str]:
     return set(re.findall(r"--[\w-]+", done.stdout))
 
 
-def check_command(words: list[str]) -> None:
+def check_command(words: list[str], here: Path = REPO) -> None:
     while words and re.match(r"^\w+=", words[0]):  # VAR=value before the program
         words = words[1:]
     program, args = words[0], words[1:]
@@ -203,6 +206,8 @@ def check_command(words: list[str]) -> None:
             assert importlib.util.find_spec(package) or (REPO / package).is_dir(), words
             flags = {arg for arg in rest if arg.startswith("--")}
             assert flags <= module_flags(module), f"python -m {module}: unknown {flags}"
+    elif program in ("python", "python3") and args[:1] and args[0].endswith(".py"):
+        assert (here / args[0]).is_file(), f"{args[0]} is not beside the document"
     elif program in ("pip", "pip3"):
         assert args[:1] == ["install"], words
         for spec in args[1:]:
@@ -219,7 +224,7 @@ def test_console_blocks_name_real_commands(block: Block) -> None:
     found = [words for command in commands(block) for words in simple_commands(command)]
     assert found, block.where
     for words in found:
-        check_command(words)
+        check_command(words, block.doc.parent)
 
 
 def test_the_console_check_refuses_what_it_should() -> None:

@@ -369,3 +369,67 @@ def test_raspberry_pi_sensor_hub_counts_each_reading_once_across_a_kill(work: Pa
     counts = [int(line.split()[1]) for line in dashboard.lines("hub: ") if "readings" in line]
     assert counts[:3] == [12, 24, 36]
     assert recovered("raspberry_pi/sensor_hub.py:Hub", "hub", hub.log).readings >= 36
+
+
+def test_mqtt_bridge_counts_each_reading_once_and_each_summary_is_seen_once(work: Path) -> None:
+    """examples/mqtt_bridge as its README runs it, with a real mosquitto: the immortal is
+    SIGKILLed while the sensors publish; the dashboard (watch.py, which drops repeats by id)
+    sees each room's count go 1, 2, ... 220 exactly, and the log holds 220 readings a room."""
+    pytest.importorskip("paho.mqtt.client")
+    from mqttbroker import running_broker
+
+    brokers = running_broker(work)
+    broker = next(brokers)
+    here = EXAMPLES / "mqtt_bridge"
+    rooms = Proc(
+        work,
+        "mqtt_bridge/rooms.py:Rooms",
+        "rooms",
+        extra=("--mqtt", broker.url, "--subscribe", "home/+/temperature=reading:json"),
+    )
+    watch_out = work / "watch.out"
+    with open(watch_out, "wb") as out:
+        watch = subprocess.Popen(
+            [sys.executable, str(here / "watch.py"), broker.url],
+            cwd=work,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+
+    def sensors(first: int, count: int) -> subprocess.Popen[bytes]:
+        args = [sys.executable, str(here / "sensors.py"), broker.url, "--rooms", "kitchen,bedroom"]
+        args += ["--first", str(first), "--count", str(count)]
+        return subprocess.Popen(args, cwd=work, stdout=subprocess.DEVNULL)
+
+    def watched(text: str) -> Callable[[], bool]:
+        return lambda: text in watch_out.read_text()
+
+    try:
+        rooms.start()
+        wait_output([rooms], rooms, shows("connected to MQTT broker"), "the subscription")
+        wait_for(watched("subscribed"), DEADLINE, "the dashboard", watch_out.read_text)
+        assert sensors(1, 20).wait(timeout=60) == 0
+        wait_for(watched("bedroom: 20 readings, mean 21.0"), DEADLINE, "20", watch_out.read_text)
+        more = sensors(21, 200)
+        wait_for(watched("kitchen: 60 readings"), DEADLINE, "60", watch_out.read_text)
+        rooms.kill()
+        rooms.start()
+        assert more.wait(timeout=60) == 0
+        for room in ("kitchen", "bedroom"):
+            wait_for(
+                watched(f"{room}: 220 readings, mean 21.0, min 20.0, max 22.0"),
+                DEADLINE,
+                f"the {room}'s last summary",
+                lambda: watch_out.read_text() + rooms.output(),
+            )
+    finally:
+        rooms.kill()
+        watch.kill()
+        watch.wait()
+        next(brokers, None)
+    lines = watch_out.read_text().splitlines()
+    for room in ("kitchen", "bedroom"):
+        counts = [int(line.split()[1]) for line in lines if line.startswith(f"{room}: ")]
+        assert counts == list(range(1, 221)), counts
+    state = recovered("mqtt_bridge/rooms.py:Rooms", "rooms", rooms.log).rooms
+    assert {room: s["count"] for room, s in state.items()} == {"kitchen": 220, "bedroom": 220}

@@ -101,3 +101,14 @@ def test_the_bytes_held_count_captures_once_they_have_run() -> None:
     assert out.bytes == 3 * 104
     out.trim(3)
     assert out.bytes == 0 and len(out) == 0
+
+
+def test_unsent_takes_at_most_a_count_of_messages() -> None:
+    """What the MQTT publisher relies on to stay inside its window (transports/mqtt_out.py)."""
+    out = numbered()
+    for i in range(10):
+        out.append(bytes([i]), impulse=False)
+    assert out.unsent(1 << 20, 3) == (1, 3, [wire.frame_message(bytes([i])) for i in range(3)])
+    assert out.unsent(1 << 20, 0) == (0, 0, [])
+    first, _, batch = out.unsent(1 << 20)
+    assert (first, len(batch)) == (4, 7)

@@ -99,36 +99,13 @@ class MqttSource:
 
     # --- the paho side -----------------------------------------------------------------------
 
-    def _client(self, client_id: str) -> paho.Client:
-        o = self.options
-        parts = urlsplit(o.mqtt or "")
-        v5 = o.mqtt_protocol == "5"
-        client = paho.Client(
-            CallbackAPIVersion.VERSION2,
-            client_id=client_id,
-            protocol=paho.MQTTv5 if v5 else paho.MQTTv311,
-            clean_session=None if v5 else False,
-            manual_ack=True,
-        )
-        username = o.mqtt_username or (unquote(parts.username) if parts.username else None)
-        username = username or os.environ.get(MQTT_USERNAME_ENV)
-        password = o.mqtt_password or os.environ.get(MQTT_PASSWORD_ENV)
-        if username or password:
-            client.username_pw_set(username, password)
-        if parts.scheme == "mqtts":
-            client.tls_set(ca_certs=o.mqtt_ca)
-        client.reconnect_delay_set(min_delay=1, max_delay=30)
-        return client
-
     async def run(
         self, feed: ImpulseFeed, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
     ) -> None:
         o = self.options
-        parts = urlsplit(o.mqtt or "")
-        host = parts.hostname or "127.0.0.1"
-        port = parts.port or (8883 if parts.scheme == "mqtts" else 1883)
+        host, port = broker_address(o)
         client_id = o.mqtt_client_id or f"ambrosia-edge-{feed.immortal}"
-        client = self._client(client_id)
+        client = paho_client(o, client_id, manual_ack=True)
         inbox: deque[tuple[int, paho.MQTTMessage]] = deque()
         lock = threading.Lock()
         # the paho thread rings by writing a byte, which never blocks it (a call into the
@@ -280,6 +257,42 @@ class MqttSource:
     def __repr__(self) -> str:
         routes = ", ".join(str(r) for r in self.routes)
         return f"<MQTT source {self.options.mqtt} [{routes}]>"
+
+
+def paho_client(o: MqttOptions, client_id: str, *, manual_ack: bool) -> paho.Client:
+    """A paho client for the broker of ``o``: protocol, credentials, TLS, reconnect delays.
+
+    MQTT 3.1.1 sessions are kept (``clean_session=False``) when messages are taken in
+    (``manual_ack``); in MQTT 5 that is chosen on each connect (``clean_start``).
+    """
+    parts = urlsplit(o.mqtt or "")
+    v5 = o.mqtt_protocol == "5"
+    client = paho.Client(
+        CallbackAPIVersion.VERSION2,
+        client_id=client_id,
+        protocol=paho.MQTTv5 if v5 else paho.MQTTv311,
+        clean_session=None if v5 else not manual_ack,
+        manual_ack=manual_ack,
+    )
+    username = o.mqtt_username or (unquote(parts.username) if parts.username else None)
+    username = username or os.environ.get(MQTT_USERNAME_ENV)
+    password = o.mqtt_password or os.environ.get(MQTT_PASSWORD_ENV)
+    if username or password:
+        client.username_pw_set(username, password)
+    if parts.scheme == "mqtts":
+        client.tls_set(ca_certs=o.mqtt_ca)
+    client.reconnect_delay_set(min_delay=1, max_delay=30)
+    return client
+
+
+def broker_address(o: MqttOptions) -> tuple[str, int]:
+    parts = urlsplit(o.mqtt or "")
+    return parts.hostname or "127.0.0.1", parts.port or (8883 if parts.scheme == "mqtts" else 1883)
+
+
+def stop_client(client: paho.Client) -> None:
+    """Disconnect and stop paho's thread (blocking: run it in a worker thread)."""
+    _stop(client)
 
 
 def _stop(client: paho.Client) -> None:

@@ -99,3 +99,25 @@ class Streamer(Immortal):
 
     async def becoming_primary(self) -> None:
         self.spawn(report, self, ("sent",))
+
+
+class Mixer(Immortal):
+    """Streams numbered forks to the server with an awaited call after every ten, CALLS
+    times: the server counts both, and the forks' order (``out_of_order`` stays 0)."""
+
+    def __init__(self) -> None:
+        self.sent = 0
+        self.seen: list[int] = []
+        self.done = False
+
+    async def on_first_start(self) -> None:
+        server = self.proxy("server")
+        for _ in range(CALLS):
+            for _ in range(10):
+                self.sent += 1
+                server.fork.receive(self.sent)
+            self.seen.append(await server.inc())
+        self.done = True
+
+    async def becoming_primary(self) -> None:
+        self.spawn(report, self, ("sent", "seen", "done"))

@@ -55,3 +55,71 @@ class Sink(Immortal):
 
     async def becoming_primary(self) -> None:
         self.spawn(report, self, ("count", "last", "out_of_order", "values"))
+
+
+#: How many results the producer publishes, and at which QoS (the tests set them).
+RESULTS = int(os.environ.get("AMBROSIA_TEST_RESULTS", "10000"))
+RESULTS_QOS = int(os.environ.get("AMBROSIA_TEST_RESULTS_QOS", "1"))
+
+
+class Producer(Immortal):
+    """Publishes RESULTS numbered results over four topics, ten per logged step, as a
+    continuation: each step forks the next to itself."""
+
+    def __init__(self) -> None:
+        self.done = 0
+
+    async def on_first_start(self) -> None:
+        self.this.fork.step(1)
+
+    @rpc
+    def step(self, first: int) -> None:
+        last = min(first + 9, RESULTS)
+        for n in range(first, last + 1):
+            # per topic, payloads count 1, 2, 3...: what Sink.reading checks
+            self.publish(f"results/{n % 4}", str((n - 1) // 4 + 1), qos=RESULTS_QOS)
+        self.done = last
+        if last < RESULTS:
+            self.this.fork.step(last + 1)
+
+    async def becoming_primary(self) -> None:
+        self.spawn(report, self, ("done",))
+
+
+class Relay(Sink):
+    """Both directions: each reading taken from MQTT is published back (``relay/out``, the
+    count so far), and so is each call from a peer (``relay/peer``, the calls so far)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+
+    @impulse
+    def reading(self, topic: str, payload: bytes) -> None:
+        super().reading(topic, payload)
+        self.publish("relay/out", str(self.count))
+
+    @rpc
+    def inc(self) -> int:
+        self.calls += 1
+        self.publish("relay/peer", str(self.calls))
+        return self.calls
+
+    async def becoming_primary(self) -> None:
+        self.spawn(report, self, ("count", "last", "out_of_order", "calls"))
+
+
+class Kinds(Immortal):
+    """One publish of each payload kind and QoS, in on_first_start."""
+
+    def __init__(self) -> None:
+        self.done = False
+
+    async def on_first_start(self) -> None:
+        self.publish("kinds/bytes", b"\x00\x01", qos=0)
+        self.publish("kinds/text", "héllo")
+        self.publish("kinds/json", {"a": [1, 2.5, None]}, qos=2, retain=True)
+        self.done = True
+
+    async def becoming_primary(self) -> None:
+        self.spawn(report, self, ("done",))

@@ -18,7 +18,13 @@ import pytest
 obstore = pytest.importorskip("obstore")
 
 from ambrosia_edge.storage.objectstore import ObjectStore  # noqa: E402
-from objectservers import S3Server, free_port, moto_server, seaweedfs_server  # noqa: E402
+from objectservers import (  # noqa: E402
+    ObjectServer,
+    azurite_server,
+    free_port,
+    moto_server,
+    seaweedfs_server,
+)
 
 from ambrosia_edge.errors import (  # noqa: E402
     ConfigError,
@@ -30,13 +36,13 @@ from ambrosia_edge.records import RecordType, encode_record  # noqa: E402
 from ambrosia_edge.store import LogStore, open_store  # noqa: E402
 from ambrosia_edge.testing.storage_suite import StoreConformance  # noqa: E402
 
-SERVERS = {"moto": moto_server, "seaweedfs": seaweedfs_server}
+SERVERS = {"moto": moto_server, "seaweedfs": seaweedfs_server, "azurite": azurite_server}
 
 
 @pytest.fixture(scope="module", params=sorted(SERVERS))
 def s3(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[S3Server]:
+) -> Iterator[ObjectServer]:
     tmp = tmp_path_factory.mktemp(request.param)
     with SERVERS[request.param](tmp) as server, pytest.MonkeyPatch.context() as mp:
         for key, value in server.env().items():
@@ -49,9 +55,11 @@ def page(body: bytes) -> bytes:
 
 
 class TestObjectStore(StoreConformance):
+    fencing = True
+
     @pytest.fixture
-    def store_url(self, s3: S3Server) -> str:
-        return f"s3://{s3.bucket}/logs/{uuid.uuid4().hex}"
+    def store_url(self, s3: ObjectServer) -> str:
+        return s3.url(f"logs/{uuid.uuid4().hex}")
 
     def read_chunk_bytes(self, store: LogStore, chunk: int) -> bytes:
         assert isinstance(store, ObjectStore)
@@ -64,13 +72,20 @@ class TestObjectStore(StoreConformance):
     def chunk_source(self, store: LogStore, chunk: int) -> str:
         return f"{store.url}/chunk-{chunk:08d}"
 
+    def make_store(self, url: str) -> LogStore:
+        return ObjectStore(url, lease_ttl=0.4)  # a lapse the takeover tests can wait out
+
+    def expire_lease(self, store: LogStore) -> None:
+        assert isinstance(store, ObjectStore)
+        paused(store)
+
 
 # -- fencing -------------------------------------------------------------------------------------
 
 
 @pytest.fixture
-def url(s3: S3Server) -> str:
-    return f"s3://{s3.bucket}/fencing/{uuid.uuid4().hex}"
+def url(s3: ObjectServer) -> str:
+    return s3.url(f"fencing/{uuid.uuid4().hex}")
 
 
 def paused(store: ObjectStore) -> ObjectStore:
@@ -151,7 +166,7 @@ def test_a_retried_create_that_had_landed_is_recognised_as_our_own(url: str) -> 
     assert bodies(url, 1) == [b"once"]
 
 
-def test_a_killed_holder_on_this_host_is_taken_over_at_once(url: str, s3: S3Server) -> None:
+def test_a_killed_holder_on_this_host_is_taken_over_at_once(url: str, s3: ObjectServer) -> None:
     child = subprocess.Popen(
         [
             sys.executable,
@@ -188,18 +203,19 @@ def test_a_killed_holder_on_this_host_is_taken_over_at_once(url: str, s3: S3Serv
 # -- errors --------------------------------------------------------------------------------------
 
 
-def test_a_missing_bucket_is_named(s3: S3Server) -> None:
-    store = open_store("s3://no-such-bucket-here/log")
+def test_a_missing_bucket_is_named(s3: ObjectServer) -> None:
+    store = open_store(f"{s3.scheme}://no-such-bucket-here/log")
     with pytest.raises(StoreError, match=r"bucket 'no-such-bucket-here' does not exist; create it"):
         store.open()
 
 
 def test_an_unreachable_endpoint_says_what_to_check(
-    s3: S3Server, monkeypatch: pytest.MonkeyPatch
+    s3: ObjectServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{free_port()}")
-    store = open_store(f"s3://{s3.bucket}/log")
-    with pytest.raises(StoreError, match=r"cannot be reached .*check AWS_ENDPOINT_URL"):
+    monkeypatch.setenv(s3.endpoint_variable, f"http://127.0.0.1:{free_port()}")
+    store = open_store(s3.url("log"))
+    hint = "AZURE_STORAGE" if s3.scheme == "az" else "AWS_ENDPOINT_URL"
+    with pytest.raises(StoreError, match=rf"cannot be reached .*check {hint}"):
         store.open()
 
 
@@ -242,7 +258,7 @@ except DeposedError as exc:
 
 
 def test_a_stopped_writer_resumed_after_a_takeover_writes_nothing_and_exits_deposed(
-    url: str, s3: S3Server, tmp_path: Path
+    url: str, s3: ObjectServer, tmp_path: Path
 ) -> None:
     """Jepsen style: SIGSTOP the writer, let another take over and write, SIGCONT it."""
     out = tmp_path / "writer.out"
@@ -310,14 +326,14 @@ def test_wrong_credentials_are_named_and_nothing_is_written(tmp_path: Path) -> N
 
 
 def test_a_flaky_store_loses_and_duplicates_nothing(
-    url: str, s3: S3Server, monkeypatch: pytest.MonkeyPatch
+    url: str, s3: ObjectServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A share of PUTs never arrives, another arrives and loses its answer (503 either way):
     obstore retries, and a retried create that finds its own object counts as done."""
     from flakyproxy import flaky_proxy
 
     with flaky_proxy(s3.endpoint, drop=0.1, lose_answer=0.15) as (endpoint, counts):
-        monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)
+        monkeypatch.setenv(s3.endpoint_variable, endpoint)
         store = ObjectStore(url)
         store.open()
         try:
@@ -327,5 +343,5 @@ def test_a_flaky_store_loses_and_duplicates_nothing(
         finally:
             store.close()
     assert counts.dropped >= 5 and counts.lost_answers >= 5, vars(counts)
-    monkeypatch.setenv("AWS_ENDPOINT_URL", s3.endpoint)
+    monkeypatch.setenv(s3.endpoint_variable, s3.endpoint)
     assert bodies(url, 1) == [b"r%d" % i for i in range(100)]

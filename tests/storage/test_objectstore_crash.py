@@ -3,6 +3,7 @@ Counter/Client test, with a killed writer's lease taken over by its restart on t
 
 from __future__ import annotations
 
+import json
 import random
 import uuid
 from collections.abc import Iterator
@@ -14,22 +15,24 @@ import pytest
 pytest.importorskip("obstore")
 
 from apps.counting import Client, Counter
-from objectservers import S3Server, seaweedfs_server
+from objectservers import ObjectServer, seaweedfs_server
 from support import APPS, Child, free_port, wait_for
 
+from ambrosia_edge.cli import main
 from ambrosia_edge.config import Settings
 from ambrosia_edge.runtime import Runtime
+from ambrosia_edge.store import open_store
 
 CALLS = 120
 
 
 @pytest.fixture(scope="module")
-def seaweedfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+def seaweedfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ObjectServer]:
     with seaweedfs_server(tmp_path_factory.mktemp("seaweedfs")) as server:
         yield server
 
 
-def recovered_state(cls: type, name: str, log: str, server: S3Server) -> Any:
+def recovered_state(cls: type, name: str, log: str, server: ObjectServer) -> Any:
     with pytest.MonkeyPatch.context() as mp:
         for key, value in server.env().items():
             mp.setenv(key, value)
@@ -39,7 +42,9 @@ def recovered_state(cls: type, name: str, log: str, server: S3Server) -> Any:
         return runtime.immortal
 
 
-def test_awaited_calls_exactly_once_with_logs_on_s3(tmp_path: Path, seaweedfs: S3Server) -> None:
+def test_awaited_calls_exactly_once_with_logs_on_s3(
+    tmp_path: Path, seaweedfs: ObjectServer
+) -> None:
     rng = random.Random(5)
     base = f"s3://{seaweedfs.bucket}/crash/{uuid.uuid4().hex}"
     env = {"AMBROSIA_TEST_CALLS": str(CALLS), **seaweedfs.env()}
@@ -81,3 +86,43 @@ def test_awaited_calls_exactly_once_with_logs_on_s3(tmp_path: Path, seaweedfs: S
     seen = recovered_state(Client, "client", client_log, seaweedfs).seen
     assert seen == list(range(1, CALLS + 1))
     assert recovered_state(Counter, "server", server_log, seaweedfs).count == CALLS
+
+
+def test_status_and_inspect_read_a_log_on_s3(
+    tmp_path: Path, seaweedfs: ObjectServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The operator's two tools on an object-store log: ``status`` names the running primary,
+    then says it is gone; ``inspect`` lists its checkpoint and pages, with the lease."""
+    url = f"s3://{seaweedfs.bucket}/tools/{uuid.uuid4().hex}/server"
+    status_dir = tmp_path / "status"
+    status_dir.mkdir()
+    port = free_port()
+    server = Child(f"{APPS}:Counter", "server", url, port, {}, status_dir, seaweedfs.env())
+    with pytest.MonkeyPatch.context() as mp:
+        for key, value in seaweedfs.env().items():
+            mp.setenv(key, value)
+        server.start()
+        try:
+            store = open_store(url)
+            wait_for(store.list_checkpoints, 60, "the first checkpoint", server.output)
+            wait_for(lambda: server.status() is not None, 60, "the server to be up", server.output)
+            assert main(["status", url, "--json"]) == 0
+            running = json.loads(capsys.readouterr().out)
+            assert running["state"] == "running", running
+            assert running["primary"] == f"127.0.0.1:{port}"
+            assert isinstance(running["epoch"], int) and running["epoch"] >= 1
+            assert running["checkpoint"] == 1
+            assert server.stop() == 0
+        finally:
+            server.kill()
+        assert main(["status", url, "--json"]) == 3
+        stopped = json.loads(capsys.readouterr().out)
+        assert stopped["primary"] is None
+        assert main(["inspect", url, "--json"]) == 0
+        report = json.loads(capsys.readouterr().out)
+    assert report["log"] == url
+    assert report["immortal"] == "server"
+    assert [c["number"] for c in report["checkpoints"]] == [1]
+    assert report["checkpoints"][0]["class_path"].endswith(":Counter")
+    assert [c["number"] for c in report["chunks"]] == [1]
+    assert report["lock"]["state"].startswith("free"), report["lock"]

@@ -1,0 +1,1 @@
+"""Fuzzing the parsers: ``python -m tools.fuzz --help``."""
