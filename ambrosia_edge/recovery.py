@@ -446,7 +446,8 @@ class Replayer:
     def finish(self) -> None:
         """End the replay as a recovery does, at the end of the log: number the next chunk
         and, unless read-only, make this process the log's writer (append to the last chunk,
-        or open the next with a checkpoint); then a new epoch."""
+        or open the next with a checkpoint); then a new epoch. Every new primary passes here
+        (a recovery, a standby taking over), so this is where a live upgrade converts."""
         if self._current is not None or self.peek() is not None:
             raise RuntimeError(f"{self.name}: replay stopped before the end of the log")
         store = self.store
@@ -485,6 +486,11 @@ class Replayer:
             # then every recovery replays with the old code)
             coordinator.checkpoint_requested = True
         coordinator.new_epoch()
+        if not self.read_only:
+            # a live upgrade: the new version takes over now if nothing waits (else at the
+            # first checkpoint that finds nothing waiting), before anything is logged; the
+            # checkpoint asked for above makes the conversion durable
+            complete_upgrade(self.executor, coordinator, self.cls)
 
 
 class LogChangedError(CorruptLogError):
@@ -591,11 +597,12 @@ def complete_upgrade(executor: Executor, coordinator: Coordinator, cls: type[Imm
     """The upgrade step of a new primary: if the immortal still runs an older version than
     ``cls`` and no handler is suspended, convert it now; True when it runs ``cls`` after.
 
-    Called where every new primary passes after recovery (the end of ``Runtime.recover`` and
-    each checkpoint), so a standby taking over upgrades the same way. The converted state is
-    made durable by the checkpoint that :meth:`Replayer.finish` requested: its chunk header
-    records the new version, so a crash before it recovers the old version and upgrades
-    again, and a crash after it replays up to it with the old code."""
+    Called where every new primary passes after recovery (:meth:`Replayer.finish`, and each
+    checkpoint's builder in the runtime), so a standby taking over upgrades the same way.
+    The converted state is made durable by the checkpoint that :meth:`Replayer.finish`
+    requested: its chunk header records the new version, so a crash before it recovers the
+    old version and upgrades again, and a crash after it replays up to it with the old
+    code."""
     obj = executor.obj
     if type(obj) is cls:
         return True

@@ -178,11 +178,6 @@ class Runtime:
         too, once it holds the log: it goes on to be primary)."""
         self._coordinator = replayer.coordinator
         self.executor = replayer.executor
-        if not read_only:
-            # a live upgrade: the new version takes over now if it can (else at the first
-            # quiescent checkpoint), before anything is logged; finish() asked for that
-            # checkpoint, which makes the conversion durable
-            complete_upgrade(replayer.executor, replayer.coordinator, self.cls)
         checkpoint = replayer.checkpoint
         self.recovery = {
             "checkpoint": checkpoint.chunk if checkpoint else None,

@@ -144,6 +144,7 @@ async def test_a_connected_sender_leaves_when_its_peer_is_announced_elsewhere() 
         discovery.set("server", PeerAddress("127.0.0.1", new_port[0]))
         with anyio.fail_after(1):  # at once: no back-off, no timeout of the old link
             await eventually(lambda: welcomed == [*old_port, *new_port], "the move")
+        tg.cancel_scope.cancel()
 
 
 # --- one peer at several addresses: --peer NAME=HOST:PORT,HOST:PORT ------------------------------

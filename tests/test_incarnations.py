@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import io
 import shutil
+import subprocess
+import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from ambrosia_edge.storage.local import LocalStore
 from ambrosia_edge.storage.memory import MemoryStore
 from apps.upgrading import Client, Server
-from support import lone_coordinator
+from support import APPS, Child, free_port, lone_coordinator, wait_for
 
 from ambrosia_edge import incarnation
 from ambrosia_edge.checkpoint import Checkpoint, decode_checkpoint
@@ -142,3 +145,54 @@ def test_status_shows_the_id_and_the_stopped_links() -> None:
     status_text(status, out)
     assert "incarnation: 00ff\n" in out.getvalue()
     assert "stopped:     link to b: why\n" in out.getvalue()
+
+
+def log_id(log: Path) -> Any:
+    """The incarnation in the first chunk's header (read while its writer runs)."""
+    store = LocalStore(str(log))
+    _, body = next(iter(store.read_records(store.list_chunks()[0], repair=False)))
+    return decode_chunk_header(body, "header").get("incarnation")
+
+
+def test_real_processes_a_wiped_server_is_reported_by_its_client(tmp_path: Path) -> None:
+    """The same with the CLI in child processes: the client's log output and ``ambrosia-edge
+    status`` name both incarnations, and the new server runs nothing of the client's."""
+    status = tmp_path / "status"
+    status.mkdir()
+    ps, pc = free_port(), free_port()
+    env = {"AMBROSIA_TEST_CALLS": "300"}
+    log = tmp_path / "server"
+    server = Child(f"{APPS}:Counter", "server", log, ps, {"client": pc}, status, env)
+    client = Child(f"{APPS}:Client", "client", tmp_path / "client", pc, {"server": ps}, status, env)
+    try:
+        server.start()
+        client.start()
+        wait_for(lambda: (s := client.status()) and len(s["seen"]) >= 20, 60, "20 calls")
+        old = log_id(log)
+        server.kill()
+        shutil.rmtree(log)
+        server.start()
+        wait_for(
+            lambda: "link to server stopped" in client.output(),
+            60,
+            "the client to stop its link",
+            lambda: client.output() + server.output(),
+        )
+        new = log_id(log)
+        assert old and new and old != new
+        said = client.output()
+        assert f"incarnation {old} of server" in said and f"now runs incarnation {new}" in said
+        wait_for(lambda: "link to client stopped" in server.output(), 60, "the server to stop")
+        assert server.status()["count"] == 0  # type: ignore[index]
+        done = subprocess.run(
+            [sys.executable, "-m", "ambrosia_edge", "status", str(tmp_path / "client")],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=status,
+        )
+        assert "stopped:     link to server: server is a new incarnation" in done.stdout, done
+        assert client.stop() == 0 and server.stop() == 0
+    finally:
+        server.kill()
+        client.kill()

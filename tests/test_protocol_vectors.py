@@ -250,6 +250,10 @@ VECTORS: dict[str, Callable[[], bytes]] = {
     "record-chunk-header": lambda: encode_record(
         chunk_header("server", 2, 8), RecordType.CHUNK_HEADER
     ),
+    "record-chunk-header-upgrade": lambda: encode_record(
+        chunk_header("server", 3, 12, class_version=2, incarnation="3f9c0a61d2e4b870"),
+        RecordType.CHUNK_HEADER,
+    ),
     "record-page": lambda: encode_record(page().encode(), RecordType.PAGE),
     "record-seal": lambda: SEAL.record(),
     # checkpoints (section 6)
