@@ -12,6 +12,12 @@ A batch that finds the committer idle, with nothing more received behind it, is 
 the task that received it, a task switch sooner. A page that fills up while a large one is
 being written is sealed at once and queued for the log writer, which writes it right after,
 so the disk does not idle while the loop hands it over.
+
+A page of our own messages alone (the next step of a continuation, a capture's value) runs
+while the log writer flushes it, instead of after: it is the next page in the log whatever
+happens, and what it sends is held in the output buffers until it is durable
+(:meth:`Committer._run_ahead`). A continuation then costs the longer of its step and its
+flush, not their sum; the log, and when each message leaves, are the same.
 """
 
 from __future__ import annotations
@@ -69,6 +75,9 @@ class Committer:
         stats: dict[str, int]
 
         def output(self, destination: str) -> Output: ...
+        def _sender_wakeup(self, destination: str) -> Wakeup: ...
+
+        outputs: dict[str, Output]
 
         # of the dispatcher
         _dispatcher_idle: bool
@@ -103,6 +112,12 @@ class Committer:
             lambda parts: store.append(b"".join(parts))
         )
         self._trims: dict[str, int] = {}  # acks received since the last page
+        #: the page running ahead of its flush, its output held until it is durable
+        self._ahead: Page | None = None
+        #: the pending page holds a capture's value (set by the link to ourselves), and so
+        #: did the page sealed last
+        self._live_values = False
+        self._sealed_live_values = False
         #: peers' log ids first met since the last page (incarnation.py), logged with the next
         self._met: dict[str, str] = {}
         self._trims_wanted = False  # log_trims: a page even without input
@@ -206,6 +221,7 @@ class Committer:
     def _seal(self) -> Page:
         entries, self._pending = self._pending, []
         self._pending_bytes = 0
+        self._sealed_live_values, self._live_values = self._live_values, False
         self._page_room.set()
         # the page takes every pending entry, so `received` is exactly the watermark after it
         inputs = {
@@ -284,12 +300,63 @@ class Committer:
                     record = encode_record(page.encode(), RecordType.PAGE)
                     await anyio.to_thread.run_sync(self.store.append, record[: len(record) // 2])
                     failpoints.crash()
-                if self._inline_ok and self._fits_inline(page.size, len(page.entries)):
+                if self._may_run_ahead(page):
+                    writer.submit(page)
+                    self._run_ahead(page)
+                elif self._inline_ok and self._fits_inline(page.size, len(page.entries)):
                     self._append_inline(page)
                 else:
                     writer.submit(page)
         finally:
             await writer.aclose()
+
+    def _may_run_ahead(self, page: Page) -> bool:
+        """The page (sealed last) holds only messages to ourselves that replay of the pages
+        before it would send again, no impulse and no captured value, and it would be run at
+        once if it were durable: nothing queued before it, nobody dispatching, no output over
+        its bound."""
+        name = self.name
+        return (
+            bool(page.entries)
+            and all(e.source == name and e.replayable == e.count for e in page.entries)
+            and not self._sealed_live_values
+            and self._dispatcher_idle
+            and not self._durable_queue
+            and not self._writer.in_flight
+            and not self._over_bound()
+            and not failpoints.armed
+        )
+
+    def _run_ahead(self, page: Page) -> None:
+        """Run a page of our own messages while the log writer flushes it.
+
+        Sound because nothing of it leaves the process before it is durable: what it sends to
+        others is held in their output buffers until :meth:`_logged` releases it, and what it
+        sends to itself joins a page that is written after this one. The log and its order are
+        unchanged, and so is recovery: if the flush fails the immortal stops (as for any
+        page), and replay runs the page from the log. And what the page does to the state is
+        never taken back: its messages are ones replay of the durable pages before it sends
+        again (a continuation's next step, a call to ourselves and its reply), not impulses
+        or captured values, which a crash before the flush would lose; so a task that reads
+        the state meanwhile sees only what the log already implies. Only our own messages,
+        because a page with input from others (a reply a caller awaits) is best flushed on the
+        loop and run at once: the hand-over to the writer's thread would add to its latency.
+        """
+        self._ahead = page
+        name = self.name
+        for destination, out in self.outputs.items():
+            if destination != name:
+                out.hold()
+        self.stats["run_ahead"] += 1
+        self._dispatch(page)
+
+    def _release_ahead(self) -> None:
+        """The page that ran ahead is durable: let its output go."""
+        self._ahead = None
+        for destination, out in self.outputs.items():
+            out.release()
+            if out.has_unsent():
+                self._sender_wakeup(destination).set()
 
     def _logged(self, page: Page, size: int) -> None:
         """What follows a page's append: it is durable, so it may run and be acknowledged."""
@@ -297,7 +364,9 @@ class Committer:
         self.stats["messages"] += sum(e.count for e in page.entries)
         self.durable.update(page.inputs)
         self._durable_changed.set()
-        if (
+        if page is self._ahead:
+            self._release_ahead()  # it has run already
+        elif (
             self._dispatcher_idle
             and not self._durable_queue
             and not self._pending

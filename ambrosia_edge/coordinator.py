@@ -134,6 +134,7 @@ class Coordinator(Committer, Dispatcher, Checkpointing, Peers, Handover):
             "messages": 0,
             "refused": 0,
             "sealed_ahead": 0,
+            "run_ahead": 0,  # pages of our own messages run while they were flushed
             "timed_out": 0,  # connections closed for taking too long over the handshake
             "turned_away": 0,  # connections refused because too many were in the handshake
         }
@@ -150,6 +151,8 @@ class Coordinator(Committer, Dispatcher, Checkpointing, Peers, Handover):
         out = self.outputs.get(destination)
         if out is None:
             out = self.outputs[destination] = Output(destination)
+            if self._ahead is not None and destination != self.name:
+                out.hold()  # made by a page that is running ahead of its flush (committer.py)
         return out
 
     def send(self, destination: str, message: bytes, *, impulse: bool) -> None:

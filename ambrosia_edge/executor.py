@@ -78,6 +78,7 @@ class Executor:
         self.replaying = False
         self._roles = handlers(self.cls)
         self._pending: dict[int, tuple[Coroutine[Any, Any, Any], _Context]] = {}
+        self._forkers: dict[tuple[str, type | None, str], Callable[..., None]] = {}
         #: the thread running handlers right now, 0 when none is: the code that called us
         #: is a handler only if it runs in that thread (another thread may call in meanwhile)
         self._dispatching = 0
@@ -156,8 +157,14 @@ class Executor:
         """The callable behind ``proxy.fork.method``: checks once, then costs one send a call.
 
         Producers fork in tight loops, so what can be settled when the proxy first meets the
-        method name (does the method exist?) is not settled again on every call.
+        method name (does the method exist?) is not settled again on every call. A handler
+        that makes its proxies afresh each time (``self.proxy("server")`` in every step of a
+        continuation) gets the callable made the first time.
         """
+        key = (target, cls, method)
+        made = self._forkers.get(key)
+        if made is not None:
+            return made
         self._check(target, cls, method)
         call, fork = messages.call, self.fork
 
@@ -167,6 +174,8 @@ class Executor:
             else:
                 fork(target, cls, method, args, kwargs)  # an impulse, with its own checks
 
+        if len(self._forkers) < _FORKERS:
+            self._forkers[key] = forked
         return forked
 
     def fork(
@@ -280,7 +289,16 @@ class Executor:
                         self._finish(_Context(source, None, self._handler(method)), error=exc)
                         continue
                     if type(result) is CoroutineType:
-                        self._start(_Context(source, None, self._handler(method)), result)
+                        try:
+                            yielded = result.send(None)
+                        except StopIteration:
+                            continue  # the common case: it ran to the end without suspending
+                        except Exception as exc:
+                            self._finish(_Context(source, None, self._handler(method)), error=exc)
+                            continue
+                        self._suspended(
+                            result, _Context(source, None, self._handler(method)), yielded
+                        )
             finally:
                 self._dispatching = 0
         if count or offset != len(batch):
@@ -291,7 +309,9 @@ class Executor:
         """Run forks whose one argument is cut straight out of the batch (messages.fork_run).
 
         The loop repeats dispatch_batch's on purpose: feeding it (method, args) pairs instead
-        makes replay of such runs 1.7 times slower (~160 ns a message against ~270).
+        makes replay of such runs 1.7 times slower (~160 ns a message against ~270). An
+        ``async def`` handler is stepped right here: one that returns without suspending, as
+        most do, costs a ``send`` more than a plain one, and no context (``_Context``) at all.
         """
         obj, method, size = self.obj, run.method, run.size
         self._dispatching = _get_ident()
@@ -303,7 +323,14 @@ class Executor:
                     self._finish(_Context(source, None, self._handler(method)), error=exc)
                     continue
                 if type(result) is CoroutineType:
-                    self._start(_Context(source, None, self._handler(method)), result)
+                    try:
+                        yielded = result.send(None)
+                    except StopIteration:
+                        continue
+                    except Exception as exc:
+                        self._finish(_Context(source, None, self._handler(method)), error=exc)
+                        continue
+                    self._suspended(result, _Context(source, None, self._handler(method)), yielded)
         finally:
             self._dispatching = 0
 
@@ -369,7 +396,18 @@ class Executor:
                 self._finish(_Context(source, call_id, self._handler(method)), error=exc)
                 return
             if type(result) is CoroutineType:  # exact type: an ABC isinstance is slow here
-                self._start(_Context(source, call_id, self._handler(method)), result)
+                try:
+                    yielded = result.send(None)
+                except StopIteration as stop:
+                    # it ran to the end without suspending: a context only for a reply
+                    if call_id is not None:
+                        ctx = _Context(source, call_id, self._handler(method))
+                        self._finish(ctx, result=stop.value)
+                    return
+                except Exception as exc:
+                    self._finish(_Context(source, call_id, self._handler(method)), error=exc)
+                    return
+                self._suspended(result, _Context(source, call_id, self._handler(method)), yielded)
             elif call_id is not None:
                 self._finish(_Context(source, call_id, self._handler(method)), result=result)
             return
@@ -406,25 +444,35 @@ class Executor:
     def _step(
         self, coro: Coroutine[Any, Any, Any], ctx: _Context, value: Any, error: BaseException | None
     ) -> None:
-        while True:
-            try:
-                yielded = coro.throw(error) if error is not None else coro.send(value)
-            except StopIteration as stop:
-                self._finish(ctx, result=stop.value)
-                return
-            except Exception as exc:
-                self._finish(ctx, error=exc)
-                return
-            if isinstance(yielded, _Wait):
-                self._pending[yielded.call_id] = (coro, ctx)
-                return
-            value = None
+        try:
+            yielded = coro.throw(error) if error is not None else coro.send(value)
+        except StopIteration as stop:
+            self._finish(ctx, result=stop.value)
+            return
+        except Exception as exc:
+            self._finish(ctx, error=exc)
+            return
+        self._suspended(coro, ctx, yielded)
+
+    def _suspended(self, coro: Coroutine[Any, Any, Any], ctx: _Context, yielded: Any) -> None:
+        """A handler's coroutine stopped at an ``await``: park it until the reply to the call
+        it awaits is dispatched, or refuse what it awaits (anything that is not logged)."""
+        while not isinstance(yielded, _Wait):
             error = NondeterminismError(
                 f"handler {ctx.handler} awaited {yielded!r}, which the runtime does not log; "
                 "a handler may only await calls to immortals and self.capture(...). Move "
                 "sleeps and I/O into a task started with self.spawn() in becoming_primary "
                 "and feed its results back through an @impulse"
             )
+            try:
+                yielded = coro.throw(error)
+            except StopIteration as stop:
+                self._finish(ctx, result=stop.value)
+                return
+            except Exception as exc:
+                self._finish(ctx, error=exc)
+                return
+        self._pending[yielded.call_id] = (coro, ctx)
 
     def _finish(
         self, ctx: _Context, *, result: Any = None, error: BaseException | None = None
@@ -458,6 +506,9 @@ _MANY = 4
 _WINDOW = 128
 #: How many forks of the same shape in a row are worth cutting out by position.
 _RUN = 16
+#: How many fork callables are kept for proxies made afresh (targets named from data could
+#: otherwise grow the cache without end).
+_FORKERS = 256
 
 
 if TYPE_CHECKING:

@@ -31,6 +31,10 @@ class Output:
     ``_thunks`` under its replayable number), with replayable number ``_replayable[i]`` (0 for
     an impulse). Total numbers are contiguous and end at ``next_total - 1``, so an entry's
     total is found by arithmetic; they are unknown (0) while a rebase is pending.
+
+    Entries appended while the buffer is held (``hold``/``release``) are kept back from
+    ``unsent``: they are the output of a page that runs while it is still being flushed
+    (committer.py), and nothing may leave before the input that caused it is durable.
     """
 
     def __init__(self, destination: str) -> None:
@@ -48,6 +52,13 @@ class Output:
         #: True in a new process until the first handshake realigns the total numbers with
         #: the receiver's: replay regenerates replayable messages only (paper §4.2).
         self.rebase_pending = True
+        #: entries ever appended, and how many had been when the hold began (None: no hold).
+        #: Entries leave from the head only (trimmed, or dropped by a rebase, which keeps every
+        #: entry the receiver has not seen), so the held ones stay the last ``appended - held``.
+        self._appended = 0
+        self._held_from: int | None = None
+        #: captures run so far (``_materialize``): values from outside, not from the log
+        self.materialized = 0
 
     def __len__(self) -> int:
         return len(self._framed) - self._head
@@ -66,6 +77,7 @@ class Output:
         if not self.rebase_pending:
             self.next_total += 1
         self.bytes += len(framed)
+        self._appended += 1
 
     def append_thunk(self, thunk: Thunk) -> None:
         self._framed.append(None)
@@ -74,6 +86,19 @@ class Output:
         self.next_replayable += 1
         if not self.rebase_pending:
             self.next_total += 1
+        self._appended += 1
+
+    def hold(self) -> None:
+        """Keep what is appended from now on from being sent, until :meth:`release`."""
+        if self._held_from is None:
+            self._held_from = self._appended
+
+    def release(self) -> None:
+        """Let held entries be sent (the page that produced them is durable)."""
+        self._held_from = None
+
+    def _held(self) -> int:
+        return 0 if self._held_from is None else self._appended - self._held_from
 
     def _materialize(self, index: int) -> bytes:
         framed = self._framed[index]
@@ -81,6 +106,7 @@ class Output:
             number = self._replayable[index]
             framed = frame_message(self._thunks[number]())  # kept if it raises
             del self._thunks[number]
+            self.materialized += 1
             self._framed[index] = framed
             self.bytes += len(framed)  # counted from now on, as trimming it subtracts it
         return framed
@@ -165,7 +191,7 @@ class Output:
         at most ``max_count`` messages when that is not negative."""
         framed = self._framed
         head = self._head
-        end = len(framed)
+        end = len(framed) - self._held() if self._held_from is not None else len(framed)
         if head >= end or self.rebase_pending:
             return 0, 0, []
         start = head + max(0, self.sent_total + 1 - self._total_at(head))
@@ -187,7 +213,7 @@ class Output:
         return first, replayable, framed[start:index]  # type: ignore[return-value]
 
     def has_unsent(self) -> bool:
-        return self.next_total - 1 > self.sent_total and not self.rebase_pending
+        return self.next_total - 1 - self._held() > self.sent_total and not self.rebase_pending
 
     def drop_impulses(self) -> None:
         """Recovery drops impulses from restored buffers (paper §4.2, behaviour 4)."""

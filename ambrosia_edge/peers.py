@@ -87,6 +87,7 @@ class Peers:
 
         # of the committer
         _trims: dict[str, int]
+        _live_values: bool
         _met: dict[str, str]
         _durable_changed: Wakeup
 
@@ -347,16 +348,22 @@ class Peers:
         mark = self.received.get(self.name, [0, 0])
         out.rebase(mark[0], mark[1])
         wake = self._sender_wakeup(self.name)
+        live = False  # the batch taken holds a capture's value (kept if taken back)
         while True:
             await self.wait_released()  # a handover holds every input
+            captures = out.materialized
             first, replayable, batch = out.unsent(min(self.options.page_bytes, MAX_BATCH))
             if not batch:
                 await wake.wait()
                 continue
+            live = live or out.materialized != captures
             await self.wait_page_room()
             if self.holding:
                 out.sent_total = first - 1  # taken back: sent again once the hold is lifted
                 continue
+            if live:
+                self._live_values = True  # its page must not run ahead (committer.py)
+                live = False
             self.accept_batch(
                 self.name, first, len(batch), replayable, b"".join(batch), trusted=True
             )

@@ -28,6 +28,9 @@ from .status import publish, status_dir
 #: Round-trip times of the ping workload in ns, filled by ``BenchClient.pings`` (not state).
 PROBE: list[int] = []
 
+#: When the typical server executed its first message (``time.time()``; a probe, not state).
+FIRST_EXECUTED: list[float] = []
+
 #: How often the server's observer looks at its progress counter, in seconds.
 SERVER_POLL = 0.001
 CLIENT_POLL = 0.002
@@ -100,6 +103,7 @@ async def observe_server(server: BenchServer) -> None:
                     "bytes": server.bytes,
                     "count": server.count,
                     "pings": server.pings,
+                    **({"first_executed_t": FIRST_EXECUTED[0]} if FIRST_EXECUTED else {}),
                 },
             )
             return
@@ -197,3 +201,44 @@ async def observe_client(client: BenchClient) -> None:
         client.name,
         {**base, "done": True, "go_t": go_t, "done_t": time.time(), "samples": PROBE},
     )
+
+
+class TypicalServer(BenchServer):
+    """The throughput server as a user writes it: an ``async def`` handler updating two
+    attributes (issue 16's "typical app"), beside the tuned plain ``def`` one.
+
+    The time of its first executed message is taken by a probe, so that the rate runs from
+    the first message executed to the last, not from the first page the observer saw.
+    """
+
+    @rpc
+    async def receive(self, payload: bytes) -> None:
+        if not self.received:
+            FIRST_EXECUTED.append(time.time())
+        self.received += 1
+        self.bytes += len(payload)
+
+
+class TypicalClient(BenchClient):
+    """The throughput client as a user writes it: ``async def`` handlers, and a continuation
+    step of a fixed number of forks (1,000 or 100) that forks itself again."""
+
+    @impulse
+    async def go(self, workload: str, size: int, total: int, batch: int) -> None:
+        if self.workload:
+            return
+        self.workload, self.size, self.total, self.batch = workload, size, total, batch
+        self.this.fork.produce()
+
+    @rpc
+    async def produce(self) -> None:
+        server = self.proxy("server")
+        payload = b"x" * self.size
+        n = min(self.batch, self.total - self.sent)
+        for _ in range(n):
+            server.fork.receive(payload)
+        self.sent += n
+        if self.sent < self.total:
+            self.this.fork.produce()
+        else:
+            self.done = True

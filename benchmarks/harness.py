@@ -36,6 +36,7 @@ from .systems import (
     NO_FSYNC,
     RESTATE_BATCHED,
     RESTATE_EACH,
+    TYPICAL_STEPS,
 )
 
 
@@ -152,23 +153,21 @@ def _repetitions(
             f"sequential {bw / 1e6:.0f} MB/s"
         )
         for size in mode.sizes:
-            for system in _rotate(systems, rep):
+            # the typical app runs at the smallest size, interleaved with the tuned app and gRPC
+            typical = list(TYPICAL_STEPS) if size == smallest else []
+            for system in _rotate(systems + typical, rep):
                 total = messages_for(mode, size, system)
                 keep = system == AMBROSIA and size == smallest
+                batch = TYPICAL_STEPS.get(system) or throughput_batch(size)
                 r = measure_pair(
-                    runner,
-                    system,
-                    "throughput",
-                    size=size,
-                    total=total,
-                    batch=throughput_batch(size),
-                    keep_log=keep,
+                    runner, system, "throughput", size=size, total=total, batch=batch, keep_log=keep
                 )
                 r["rep"] = rep
+                r["batch"] = batch
                 r["messages_per_s"], r["timing"] = throughput_rate(r)
                 results.throughput.append(r)
                 log(
-                    f"  throughput {size:>6} B {system:<26} {r['messages_per_s']:>10,.0f} msg/s "
+                    f"  throughput {size:>6} B {system:<44} {r['messages_per_s']:>10,.0f} msg/s "
                     f"({total} messages)"
                 )
                 if keep:
@@ -180,7 +179,7 @@ def _repetitions(
                     replay["messages_per_s"] = replay["messages"] / replay["seconds"]
                     results.replay.append(replay)
                     log(
-                        f"  replay     {size:>6} B {'':<26} {replay['messages_per_s']:>10,.0f} "
+                        f"  replay     {size:>6} B {'':<44} {replay['messages_per_s']:>10,.0f} "
                         f"msg/s ({replay['messages']} messages)"
                     )
         for system in _rotate(systems, rep):

@@ -19,7 +19,16 @@ from ambrosia_edge.testing import free_port
 
 from . import procstat
 from .processes import BenchmarkError, Child, Runner, ambrosia_args, read_status, send_go
-from .systems import AMBROSIA, APPS, COUNTER_PEERS, DBOS_BATCHED, GRPC, NO_FSYNC, RESTATE_BATCHED
+from .systems import (
+    AMBROSIA,
+    APPS,
+    COUNTER_PEERS,
+    DBOS_BATCHED,
+    GRPC,
+    NO_FSYNC,
+    RESTATE_BATCHED,
+    TYPICAL_STEPS,
+)
 
 
 def measure_pair(
@@ -49,8 +58,9 @@ def measure_pair(
     env = {**runner.env(run_dir, total), **(env or {})}
     children: list[Child] = []
     try:
-        if system in (AMBROSIA, NO_FSYNC):
-            fsync = system == AMBROSIA
+        if system in (AMBROSIA, NO_FSYNC, *TYPICAL_STEPS):
+            fsync = system != NO_FSYNC
+            app = "Typical" if system in TYPICAL_STEPS else "Bench"
             ps, pc = free_port(), free_port()
             logs = {role: log(run_dir, role) if log else None for role in ("server", "client")}
             more = {role: options(role) if options else [] for role in ("server", "client")}
@@ -63,11 +73,12 @@ def measure_pair(
                 *more["server"],
                 *server_options,
                 log=logs["server"],
+                app=app,
             )
             server = Child("server", args, run_dir, env)
             children.append(server)
             args = ambrosia_args(
-                "client", run_dir, pc, ps, fsync, *more["client"], log=logs["client"]
+                "client", run_dir, pc, ps, fsync, *more["client"], log=logs["client"], app=app
             )
             client = Child("client", args, run_dir, env)
             children.append(client)

@@ -149,11 +149,13 @@ def ambrosia_args(
     fsync: bool,
     *options: str,
     log: str | None = None,
+    app: str = "Bench",
 ) -> list[str]:
     """The command line of one immortal of a pair: ``benchmarks.host`` takes the arguments of
     ``ambrosia-edge run``, so what is measured is what a user runs. The log is a directory of
-    the run unless ``log`` gives its URL."""
-    cls, peer = ("BenchServer", "client") if role == "server" else ("BenchClient", "server")
+    the run unless ``log`` gives its URL. ``app`` is the prefix of the classes in
+    benchmarks/apps.py: ``Bench`` (tuned) or ``Typical``."""
+    cls, peer = (f"{app}Server", "client") if role == "server" else (f"{app}Client", "server")
     return [
         sys.executable,
         "-m",

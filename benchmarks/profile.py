@@ -1,13 +1,15 @@
 """Profile both immortals of a throughput run with py-spy: where does the time go?
 
     python -m benchmarks.profile [--workload throughput|ping] [--size 16] [--messages N]
-                                 [--no-fsync] [--replay] [--out DIR]
+                                 [--no-fsync] [--typical 1000|100] [--replay] [--out DIR]
 
 Starts the same server and client processes as the benchmarks, attaches ``py-spy record`` to
 each once they are connected, runs the workload, and prints the functions with the most samples
 of their own (the innermost frame) and in total (anywhere on the stack), per process. With
-``--replay`` it then profiles a fresh process replaying the server's log. The collapsed stacks
-are left in ``--out`` (speedscope and flamegraph.pl read them).
+``--typical STEPS`` it runs the typical app (``async def`` handlers, continuation steps of
+STEPS forks) instead of the tuned one. With ``--replay`` it then profiles a fresh process
+replaying the server's log. The collapsed stacks are left in ``--out`` (speedscope and
+flamegraph.pl read them).
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from .measure import measure_pair
 from .modes import throughput_batch
 from .processes import Child, Runner
 from .stats import percentile, throughput_rate
-from .systems import AMBROSIA, APPS, NO_FSYNC
+from .systems import AMBROSIA, APPS, NO_FSYNC, TYPICAL_STEPS
 
 _LINE = re.compile(r":\d+\)$")
 
@@ -96,6 +98,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--messages", type=int, default=1_000_000, help="messages or pings")
     parser.add_argument("--no-fsync", action="store_true")
     parser.add_argument(
+        "--typical",
+        type=int,
+        choices=sorted(TYPICAL_STEPS.values()),
+        help="profile the typical app with continuation steps of this many forks",
+    )
+    parser.add_argument(
         "--replay", action="store_true", help="then profile a replay of the server's log too"
     )
     parser.add_argument("--rate", type=int, default=200, help="py-spy samples per second")
@@ -139,9 +147,14 @@ def main(argv: list[str] | None = None) -> int:
         return detach
 
     system = NO_FSYNC if args.no_fsync else AMBROSIA
+    if args.typical:
+        if args.no_fsync or args.workload != "throughput":
+            parser.error("--typical is a durable throughput workload")
+        system = next(s for s, steps in TYPICAL_STEPS.items() if steps == args.typical)
     runner = Runner(workdir, 600, lambda text: print(text, file=sys.stderr))
     try:
         batch = throughput_batch(args.size) if args.workload == "throughput" else 1000
+        batch = args.typical or batch
         result = measure_pair(
             runner,
             system,

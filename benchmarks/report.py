@@ -131,6 +131,7 @@ def markdown(results: Results, summary: dict[str, Any]) -> str:
             )
         lines += _table(["payload", f"{AMBROSIA} (durable)", NO_FSYNC, f"{GRPC} streaming"], rows)
         lines.append("")
+    lines += _typical_markdown(summary)
 
     ping = summary["ping"]
     if ping:
@@ -292,6 +293,71 @@ def markdown(results: Results, summary: dict[str, Any]) -> str:
         lines += ["| " + " | ".join(row) + " |" for row in rows]
         lines.append("")
     return "\n".join(lines)
+
+
+def _typical_markdown(summary: dict[str, Any]) -> list[str]:
+    """The typical app beside the tuned app and gRPC, at the same payload, from the same run."""
+    typical = summary.get("typical") or {}
+    if not typical:
+        return []
+    size = typical["size"]
+    same = summary["throughput"].get(size, {})
+    nan = float("nan")
+    tuned = same.get(AMBROSIA, {}).get("messages_per_s", nan)
+    grpc = same.get(GRPC, {}).get("messages_per_s", nan)
+    lines = [
+        f"### The typical app: `async def` handlers, continuation steps of 1,000 or 100 forks "
+        f"({size_label(size)}, durable, messages/s from the server's first executed message to "
+        "its last: median (min-max))",
+        "",
+    ]
+    rows = []
+    for system, s in typical["systems"].items():
+        rows.append(
+            [
+                system,
+                _n(s["steps"]),
+                _n(s["messages"]),
+                _spread(s),
+                _x(ratio(s["messages_per_s"], tuned)),
+                _x(ratio(s["messages_per_s"], grpc)),
+                _n(s["server_cpu_s_per_m"], 1),
+                _n(s["client_cpu_s_per_m"], 1),
+            ]
+        )
+    for system, label, steps in (
+        (AMBROSIA, f"{AMBROSIA} tuned app (`def` handlers, rate after the first page)", None),
+        (GRPC, f"{GRPC} streaming", "-"),
+    ):
+        s = same.get(system)
+        if not s:
+            continue
+        rows.append(
+            [
+                label,
+                steps or _n(typical.get("tuned_steps") or nan),
+                _n(s["messages"]),
+                _spread(s),
+                _x(ratio(s["messages_per_s"], tuned)),
+                _x(ratio(s["messages_per_s"], grpc)),
+                _n(s["server_cpu_s_per_m"], 1),
+                _n(s["client_cpu_s_per_m"], 1),
+            ]
+        )
+    lines += _table(
+        [
+            "app",
+            "forks per step",
+            "messages",
+            "messages/s",
+            "/ tuned",
+            "/ gRPC",
+            "server CPU s / M msgs",
+            "client CPU s / M msgs",
+        ],
+        rows,
+    )
+    return [*lines, ""]
 
 
 def _ping_floor_markdown(floor: dict[str, Any]) -> list[str]:

@@ -18,6 +18,7 @@ from .systems import (
     RESTATE_BATCHED,
     RESTATE_EACH,
     THROUGHPUT_SYSTEMS,
+    TYPICAL_STEPS,
 )
 from .targets import ping_floor, targets
 
@@ -52,6 +53,7 @@ def summarise(results: Results) -> dict[str, Any]:
                 "client_peak_rss_mib": median([r["peak_rss_kib"]["client"] / 1024 for r in runs]),
             }
         throughput[size] = row
+    typical = _typical(results)
     ping: dict[str, dict[str, float]] = {}
     for system in THROUGHPUT_SYSTEMS:
         runs = [r for r in results.ping if r["system"] == system]
@@ -118,6 +120,7 @@ def summarise(results: Results) -> dict[str, Any]:
     deployed = deployments.summarise(results)
     return {
         "throughput": throughput,
+        "typical": typical,
         "ping": ping,
         "ping_floor": floor,
         "counter": counter,
@@ -128,9 +131,38 @@ def summarise(results: Results) -> dict[str, Any]:
         "failover": _failover(results),
         "idle_rss_mib": idle,
         "deployments": deployed,
-        "targets": targets(throughput, floor, counter, replay, idle, results)
+        "targets": targets(throughput, floor, counter, replay, idle, results, typical)
         + deployments.targets(deployed),
     }
+
+
+def _typical(results: Results) -> dict[str, Any]:
+    """The typical app's runs: per variant, the median rate, its range and CPU per message."""
+    runs = [r for r in results.throughput if r["system"] in TYPICAL_STEPS]
+    if not runs:
+        return {}
+    size = runs[0]["size"]
+    tuned = [r for r in results.throughput if r["size"] == size and r["system"] == AMBROSIA]
+    out: dict[str, Any] = {
+        "size": size,
+        "tuned_steps": tuned[0].get("batch", 0) if tuned else 0,
+        "systems": {},
+    }
+    for system, steps in TYPICAL_STEPS.items():
+        mine = [r for r in runs if r["system"] == system]
+        if not mine:
+            continue
+        rates = [r["messages_per_s"] for r in mine]
+        out["systems"][system] = {
+            "steps": steps,
+            "messages": mine[0]["total"],
+            "messages_per_s": median(rates),
+            "min_messages_per_s": min(rates),
+            "max_messages_per_s": max(rates),
+            "server_cpu_s_per_m": median([r["cpu_s"]["server"] / r["total"] * 1e6 for r in mine]),
+            "client_cpu_s_per_m": median([r["cpu_s"]["client"] / r["total"] * 1e6 for r in mine]),
+        }
+    return out
 
 
 RECOVERY_TIMES = ("recover_s", "ready_s", "reconnected_s", "fresh_start_s", "interpreter_s")

@@ -15,6 +15,11 @@ RESTATE_EACH = "Restate (one invocation per increment)"
 RESTATE_BATCHED = "Restate (100 increments per invocation)"
 #: the systems of the throughput and ping workloads, in the order the tables show them
 THROUGHPUT_SYSTEMS = [AMBROSIA, NO_FSYNC, GRPC]
+#: the throughput workload written as a user writes it (``async def`` handlers, a continuation
+#: step of a fixed number of forks), durable, beside the tuned app; its forks per step
+TYPICAL_1000 = "ambrosia-edge typical app, 1,000-fork steps"
+TYPICAL_100 = "ambrosia-edge typical app, 100-fork steps"
+TYPICAL_STEPS = {TYPICAL_1000: 1000, TYPICAL_100: 100}
 #: the durable-execution peers of the counter workload: their module, and what it serves
 COUNTER_PEERS = {
     DBOS_QUEUE: ("benchmarks.dbos_peer", "the DBOS service"),

@@ -18,7 +18,16 @@ from typing import Any
 
 from .results import Results
 from .stats import percentile, ratio
-from .systems import AMBROSIA, DBOS_BATCHED, DBOS_QUEUE, GRPC, KIB, NO_FSYNC
+from .systems import (
+    AMBROSIA,
+    DBOS_BATCHED,
+    DBOS_QUEUE,
+    GRPC,
+    KIB,
+    NO_FSYNC,
+    TYPICAL_100,
+    TYPICAL_1000,
+)
 
 THROUGHPUT_16 = "16 B fork throughput, durable, vs gRPC streaming"
 THROUGHPUT_64K = "64 KiB fork throughput, durable, vs gRPC streaming"
@@ -26,6 +35,15 @@ PING_FLOOR = "ping p50, durable, vs its floor (no-fsync p50 + 2 x fdatasync p50)
 COUNTER = "durable counter increments vs DBOS (its best variant)"
 REPLAY = "replay vs live durable throughput, 16 B"
 IDLE_RSS = "idle immortal RSS (MiB)"
+TYPICAL_1000_TUNED = "typical app, 1,000-fork steps, vs the tuned app (durable, same payload)"
+TYPICAL_1000_GRPC = "typical app, 1,000-fork steps, vs gRPC streaming"
+TYPICAL_100_TUNED = "typical app, 100-fork steps, vs the tuned app (durable, same payload)"
+#: the typical app's targets: (row, its system, the system it is divided by, the goal)
+TYPICAL_TARGETS = [
+    (TYPICAL_1000_TUNED, TYPICAL_1000, AMBROSIA, 0.8),
+    (TYPICAL_1000_GRPC, TYPICAL_1000, GRPC, 30.0),
+    (TYPICAL_100_TUNED, TYPICAL_100, AMBROSIA, 0.5),
+]
 FAILOVER = "failover after SIGKILL to a standby, median (s)"
 #: the failover target, in seconds (issue: failover under 2 s end to end)
 FAILOVER_GOAL = 2.0
@@ -82,9 +100,11 @@ def targets(
     replay: dict[str, float],
     idle: dict[str, dict[str, float]],
     results: Results,
+    typical: dict[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
     """The target rows of the report, each with its spread over repetitions where it has one."""
     rows = _targets(throughput, floor, counter, replay, idle)
+    rows += _typical_targets(throughput, typical or {})
     failovers = [t for r in results.failover for t in r["times_s"]]
     if failovers:
         value = percentile(sorted(failovers), 50)
@@ -108,10 +128,34 @@ def targets(
         ),
         PING_FLOOR: floor.get("repetitions", []),
     }
+    if typical:
+        same = [r for r in results.throughput if r["size"] == typical["size"]]
+        for target, system, base, _ in TYPICAL_TARGETS:
+            spreads[target] = _per_repetition(same, "messages_per_s", system, base)
     for row in rows:
         ratios = spreads.get(row["target"], [])
         if len(ratios) > 1:
             row["repetitions"] = [min(ratios), max(ratios)]
+    return rows
+
+
+def _typical_targets(
+    throughput: dict[int, dict[str, dict[str, float]]], typical: dict[str, Any]
+) -> list[dict[str, Any]]:
+    """The typical app against the tuned app and gRPC at the same payload, from the same run."""
+    if not typical:
+        return []
+    nan = float("nan")
+    same = throughput.get(typical["size"], {})
+    rows = []
+    for target, system, base, goal in TYPICAL_TARGETS:
+        mine = typical["systems"].get(system, {}).get("messages_per_s", nan)
+        theirs = same.get(base, {}).get("messages_per_s", nan)
+        if mine != mine or theirs != theirs:
+            continue
+        value = ratio(mine, theirs)
+        goal_text = f">= {goal:g}x"
+        rows.append({"target": target, "value": value, "goal": goal_text, "met": value >= goal})
     return rows
 
 

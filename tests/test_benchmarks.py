@@ -10,10 +10,15 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
+
+
+def goals_of(summary: dict[str, Any]) -> list[tuple[str, str]]:
+    return [(t["target"], t["goal"]) for t in summary["targets"]]
 
 
 @pytest.mark.timeout(120)
@@ -45,6 +50,15 @@ def test_smoke_run_reports_a_number_for_every_system(tmp_path: Path) -> None:
         assert 0 < ping["p50"] <= ping["p99"] <= ping["p99.9"], (system, ping)
         assert summary["idle_rss_mib"][system]["server"] > 0
     assert summary["counter"]["ambrosia-edge"]["increments_per_s"] > 0
+    # the typical app (async def handlers, short continuation steps) beside the tuned one
+    assert "### The typical app" in table, table
+    for steps in ("1,000", "100"):
+        typical = summary["typical"]["systems"][f"ambrosia-edge typical app, {steps}-fork steps"]
+        assert typical["messages_per_s"] > 0, typical
+    typical_goals = [goal for target, goal in goals_of(summary) if target.startswith("typical")]
+    assert typical_goals == [">= 0.8x", ">= 30x", ">= 0.5x"] or (
+        typical_goals == [">= 0.8x", ">= 0.5x"] and "grpcio" not in systems
+    ), typical_goals
     assert summary["disk"]["p50"] > 0 and summary["disk"]["sequential_mb_per_s"] > 0
     assert summary["replay"]["messages_per_s"] > 0
     # the durable ping is judged against its floor in the same run; gRPC's ratio is a figure
