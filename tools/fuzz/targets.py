@@ -26,6 +26,7 @@ from ambrosia_edge.transports.asyncio_link import FrameProtocol
 
 from ambrosia_edge import wire
 from ambrosia_edge.checkpoint import decode_checkpoint
+from ambrosia_edge.config import load_settings
 from ambrosia_edge.errors import AmbrosiaError
 from ambrosia_edge.handshake import Hello, check
 from ambrosia_edge.page import decode_chunk_header, decode_page
@@ -168,8 +169,6 @@ _CONFIG_DIR = Path(tempfile.mkdtemp(prefix="ambrosia-fuzz-config-"))
 
 def config(data: bytes) -> None:
     """A TOML config file's bytes: Settings, or a ConfigError naming the file."""
-    from ambrosia_edge.config import load_settings
-
     path = _CONFIG_DIR / "app.toml"
     path.write_bytes(data)
     saved = {k: os.environ.pop(k) for k in list(os.environ) if k.startswith("AMBROSIA_EDGE_")}
