@@ -106,7 +106,8 @@ def _target(value: object, at: At) -> str:
 
 def _target_in_file(target: str, base: Path) -> str:
     module, _, cls = target.rpartition(":")
-    if is_file_module(module) and not Path(module).expanduser().is_absolute():
+    # os.path.expanduser: Path.expanduser raises for "~nosuchuser", this leaves it as it is
+    if is_file_module(module) and not Path(os.path.expanduser(module)).is_absolute():
         return f"{base / module}:{cls}"
     return target
 
@@ -149,7 +150,7 @@ def _sources(value: object, at: At) -> tuple[dict[str, Any], ...]:
 def _sources_in_file(sources: tuple[dict[str, Any], ...], base: Path) -> tuple[dict[str, Any], ...]:
     return tuple(
         {
-            key: str(base / Path(value).expanduser())
+            key: str(base / os.path.expanduser(value))
             if key in _SOURCE_PATHS and isinstance(value, str)
             else value
             for key, value in table.items()

@@ -68,7 +68,7 @@ def load_class(target: str) -> type:
     """Import the module or file a target names and return the class it names."""
     module_part, attr = split_target(target)
     if is_file_module(module_part):
-        module = _load_file(Path(module_part).expanduser(), target)
+        module = _load_file(Path(os.path.expanduser(module_part)), target)
     else:
         module = _load_module(module_part, target)
     return _resolve(module, attr, target)

@@ -21,6 +21,7 @@ import argparse
 import dataclasses
 import difflib
 import json
+import os
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -359,7 +360,7 @@ def read_file(path: Path, table: Mapping[str, Declared], example: str) -> dict[s
     """
     by_key = {item.key: item for item in table.values() if item.key is not None}
     where = Where("file", path)
-    base = path.expanduser().resolve().parent
+    base = Path(os.path.expanduser(path)).resolve().parent
     out: dict[str, Any] = {}
     for key, value in _read_toml(path, example).items():
         item = by_key.get(key)

@@ -311,8 +311,11 @@ def test_the_standby_writes_the_checkpoints_and_they_recover_exactly(
         for child in everyone:
             child.kill()
     by_primary = [line for line in first.output().splitlines() if "checkpoint" in line]
-    assert len(by_primary) == 1, by_primary  # its first, before any standby
+    # its first, before any standby; later ones only where the standby had not stored the one
+    # before (a standby slowed down, as on a loaded machine: the primary then takes the next)
     assert by_primary[0].startswith("ambrosia-edge: server: checkpoint 1 written ("), by_primary
+    by_standby = second.output().count("written by the standby")
+    assert len(by_primary) - 1 < by_standby, (by_primary, by_standby)
 
     store = open_store(str(server_log))
     checkpoints = store.list_checkpoints()
