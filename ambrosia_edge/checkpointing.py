@@ -141,9 +141,9 @@ class Checkpointing:
         await self._roll_and_checkpoint()
 
     def _may_delegate(self) -> bool:
-        delegated = self._delegated
+        delegated, self._delegated = self._delegated, None
         if delegated is not None and delegated not in self.store.list_checkpoints():
-            return False
+            return False  # this one, then, and the next may be left to a standby again
         assert self.standby_checkpoints is not None
         return self.standby_checkpoints()
 

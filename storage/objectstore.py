@@ -794,9 +794,50 @@ class ObjectStore:
     def write_checkpoint(self, n: int, data: BytesLike) -> None:
         self._require_writer("writing a checkpoint")
         try:
-            self._client.put("writing checkpoint", _checkpoint_name(n), data)
+            self._client.put(
+                "writing checkpoint",
+                _checkpoint_name(n),
+                data,
+                attributes=self._attributes("checkpoint"),
+            )
         except StoreError as exc:
             raise CheckpointError(str(exc)) from exc
+
+    def write_standby_checkpoint(self, n: int, data: BytesLike) -> bool:
+        """Store checkpoint ``n`` from a standby, which does not hold the lease; False (and
+        nothing stored) when chunk ``n`` is missing or the log is changing hands.
+
+        Called after the standby has read the pages before chunk ``n``. It is stored only if
+        the newest epoch in the lease is the one that created chunk ``n``'s first object, as
+        on the shared mount; that check is all it takes here, with no epoch in the name and
+        no second look after the put, because this tier's log cannot fork: every object of a
+        chunk is created once, under the next number, and a successor fences the end of the
+        log before it reads it, so every page a standby read is part of the log for good, and
+        chunk ``n``'s first object exists only after a seal closed chunk ``n - 1``. A standby
+        that loses a race to a successor therefore stores the same state the successor
+        would: the pages before chunk ``n`` are the same for both. The object records that a
+        standby wrote it (``ambrosiakind``), and the epoch it checked.
+        """
+        if n <= 0:
+            return False
+        lease, _ = self.lease._read()
+        epoch = (lease or {}).get("epoch")
+        start = self._client.head("checking", _object_name(n, 0))
+        if not isinstance(epoch, int) or start is None or start.get(_EPOCH) != str(epoch):
+            return False
+        attributes = {_KIND: "standby checkpoint", _EPOCH: str(epoch)}
+        try:
+            self._client.put("writing checkpoint", _checkpoint_name(n), data, attributes=attributes)
+        except StoreError as exc:
+            raise CheckpointError(str(exc)) from exc
+        return True
+
+    def checkpoint_writer(self, n: int) -> str | None:
+        """Who wrote checkpoint ``n``: "standby", "primary", or None if it does not exist."""
+        attributes = self._client.head("checking", _checkpoint_name(n))
+        if attributes is None:
+            return None
+        return "standby" if attributes.get(_KIND) == "standby checkpoint" else "primary"
 
     def read_checkpoint(self, n: int) -> bytes:
         name = _checkpoint_name(n)

@@ -366,3 +366,53 @@ def test_reading_on_from_a_record_fetches_the_rest_of_the_chunk(url: str) -> Non
         assert list(reader.read_records_from(1, whole[-1][0])) == list(reader.read_records(1))[-2:]
     finally:
         writer.close()
+
+
+# -- checkpoints written by a standby --------------------------------------------------------------
+
+
+def test_a_standby_stores_a_checkpoint_while_the_chunk_s_epoch_is_the_newest(url: str) -> None:
+    writer = ObjectStore(url, lease_ttl=0.4)
+    writer.open()
+    standby = ObjectStore(url)  # never opened: it holds no lease
+    try:
+        writer.start_chunk(1)
+        writer.append(page(b"one"))
+        writer.write_checkpoint(1, b"by the primary")
+        assert standby.write_standby_checkpoint(2, b"no chunk 2 yet") is False
+        writer.start_chunk(2)
+        assert standby.write_standby_checkpoint(2, b"by the standby") is True
+        assert standby.list_checkpoints() == [1, 2]
+        assert standby.read_checkpoint(2) == b"by the standby"
+        assert (standby.checkpoint_writer(1), standby.checkpoint_writer(2)) == (
+            "primary",
+            "standby",
+        )
+        assert standby.checkpoint_writer(3) is None
+    finally:
+        writer.close()
+
+
+def test_a_standby_stores_no_checkpoint_once_a_successor_has_begun(url: str) -> None:
+    """A later epoch in the lease than the one that began the chunk: the log is changing
+    hands, and the standby leaves the checkpoint to whoever writes from then on."""
+    old = ObjectStore(url, lease_ttl=0.4)
+    old.open()
+    old.start_chunk(1)
+    old.append(page(b"one"))
+    old.start_chunk(2)
+    paused(old)
+    new = ObjectStore(url, lease_ttl=0.4)
+    new.open()
+    standby = ObjectStore(url)
+    try:
+        assert standby.write_standby_checkpoint(2, b"stale") is False
+        assert standby.list_checkpoints() == []
+        new.resume_chunk(2)
+        new.start_chunk(3)
+        assert standby.write_standby_checkpoint(3, b"by the standby") is True
+        assert standby.write_standby_checkpoint(2, b"stale") is False
+        assert standby.list_checkpoints() == [3]
+    finally:
+        new.close()
+        old.close()

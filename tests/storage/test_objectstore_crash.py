@@ -14,6 +14,7 @@ import pytest
 
 pytest.importorskip("obstore")
 
+from ambrosia_edge.storage.objectstore import ObjectStore
 from apps.counting import Client, Counter
 from objectservers import ObjectServer, seaweedfs_server
 from support import APPS, Child, free_port, wait_for
@@ -151,3 +152,20 @@ def test_sigkilled_primaries_fail_over_to_standbys_with_logs_on_s3(
         calls=3000,
     )
     report_failovers("s3", times)
+
+
+def test_the_standby_writes_the_checkpoints_with_the_log_on_s3(
+    tmp_path: Path, seaweedfs: ObjectServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """tests/test_standby.py's checkpoint test with the server's log on s3:// (SeaweedFS): the
+    primary writes checkpoint 1, the standby every later one until the primary is killed (as
+    the objects record), and recovering from each gives exactly the state of the whole log."""
+    from test_standby import check_standby_checkpoints
+
+    for key, value in seaweedfs.env().items():
+        monkeypatch.setenv(key, value)
+    server_log = f"s3://{seaweedfs.bucket}/standby-follows/{uuid.uuid4().hex}/server"
+    store = ObjectStore(server_log)
+    check_standby_checkpoints(
+        tmp_path, server_log, monkeypatch, env=seaweedfs.env(), writer=store.checkpoint_writer
+    )
