@@ -3,13 +3,16 @@ and errors put in an operator's words. Shared by the log files and the writer lo
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Final
 
+from ambrosia_edge.errors import CheckpointError
 from ambrosia_edge.records import BytesLike
 
 __all__ = [
@@ -92,6 +95,34 @@ def write_file(path: str | os.PathLike[str], data: BytesLike, *, fsync: bool) ->
             flush(fd)
     finally:
         os.close(fd)
+
+
+def store_checkpoint(
+    final: Path,
+    data: BytesLike,
+    *,
+    tmp: Path,
+    fsync: bool,
+    flush_dir: Callable[[], None],
+    before_rename: Callable[[], None] | None = None,
+) -> None:
+    """Write checkpoint ``final`` so that a crash leaves either the old bytes or all the new:
+    ``data`` under ``tmp``, then a rename over ``final`` and ``flush_dir()``. ``before_rename``
+    may refuse (an OSError) once the bytes are durable. Any OSError removes ``tmp`` and is
+    raised as a CheckpointError naming ``final``."""
+    try:
+        write_file(tmp, data, fsync=fsync)
+        if before_rename is not None:
+            before_rename()
+        os.replace(tmp, final)
+        flush_dir()
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        what, hint = describe(exc)
+        raise CheckpointError(
+            f"{what} writing checkpoint {final}: the checkpoint was not stored; {hint}"
+        ) from exc
 
 
 def flush_directory(path: str | os.PathLike[str], *, lenient: bool = False) -> None:

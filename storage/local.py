@@ -57,7 +57,7 @@ from .diskio import IOV_MAX as _IOV_MAX  # noqa: F401  (tests size their writes 
 from .diskio import describe as _describe
 from .diskio import flush as _flush
 from .diskio import flush_data as _flush_data
-from .diskio import flush_directory, write_file
+from .diskio import flush_directory, store_checkpoint
 from .diskio import read_exactly as _read_exactly
 from .diskio import write_all as _write_all
 from .diskio import write_parts as _write_parts
@@ -545,17 +545,7 @@ class LocalStore:
         self._require_writer("writing a checkpoint")
         final = self.checkpoint_path(n)
         tmp = final.with_name(final.name + ".tmp")
-        try:
-            write_file(tmp, data, fsync=self.fsync)
-            os.replace(tmp, final)
-            self._sync_dir()
-        except OSError as exc:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            what, hint = _describe(exc)
-            raise CheckpointError(
-                f"{what} writing checkpoint {final}: the checkpoint was not stored; {hint}"
-            ) from exc
+        store_checkpoint(final, data, tmp=tmp, fsync=self.fsync, flush_dir=self._sync_dir)
 
     def write_standby_checkpoint(self, n: int, data: BytesLike) -> bool:
         """Store checkpoint ``n`` from a standby, which does not hold the lease (True).
@@ -566,17 +556,7 @@ class LocalStore:
         """
         final = self.checkpoint_path(n)
         tmp = final.with_name(f"{final.name}.{os.getpid()}.tmp")
-        try:
-            write_file(tmp, data, fsync=self.fsync)
-            os.replace(tmp, final)
-            self._sync_dir()
-        except OSError as exc:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            what, hint = _describe(exc)
-            raise CheckpointError(
-                f"{what} writing checkpoint {final}: the checkpoint was not stored; {hint}"
-            ) from exc
+        store_checkpoint(final, data, tmp=tmp, fsync=self.fsync, flush_dir=self._sync_dir)
         return True
 
     def read_checkpoint(self, n: int) -> bytes:

@@ -39,6 +39,7 @@ import re
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from types import TracebackType
 from typing import Final
@@ -59,7 +60,7 @@ from .diskio import (
     flush,
     flush_data,
     flush_directory,
-    write_file,
+    store_checkpoint,
     write_parts,
 )
 from .epochlease import DEFAULT_LEASE_S, EpochLease
@@ -496,18 +497,14 @@ class SharedStore:
         epoch = self._require_writer("writing a checkpoint")
         final = self.checkpoint_path(n, epoch)
         tmp = final.with_name(final.name + ".tmp")
-        try:
-            write_file(tmp, data, fsync=self.fsync)
-            self.lease.confirm(force=True)
-            os.replace(tmp, final)
-            self._sync_dir()
-        except OSError as exc:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            what, hint = describe(exc)
-            raise CheckpointError(
-                f"{what} writing checkpoint {final}: the checkpoint was not stored; {hint}"
-            ) from exc
+        store_checkpoint(
+            final,
+            data,
+            tmp=tmp,
+            fsync=self.fsync,
+            flush_dir=self._sync_dir,
+            before_rename=partial(self.lease.confirm, force=True),
+        )
         for other in self._epochs_of_checkpoint(n):
             if other < epoch:
                 with contextlib.suppress(OSError):
@@ -534,17 +531,7 @@ class SharedStore:
             return False
         final = self.checkpoint_path(n, epoch)
         tmp = final.with_name(f"{final.name}.{os.getpid()}.tmp")
-        try:
-            write_file(tmp, data, fsync=self.fsync)
-            os.replace(tmp, final)
-            self._sync_dir()
-        except OSError as exc:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            what, hint = describe(exc)
-            raise CheckpointError(
-                f"{what} writing checkpoint {final}: the checkpoint was not stored; {hint}"
-            ) from exc
+        store_checkpoint(final, data, tmp=tmp, fsync=self.fsync, flush_dir=self._sync_dir)
         return True
 
     def _epochs_of_checkpoint(self, n: int) -> list[int]:
