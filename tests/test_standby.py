@@ -264,6 +264,7 @@ def check_standby_checkpoints(
     monkeypatch: pytest.MonkeyPatch,
     env: dict[str, str] | None = None,
     writer: Callable[[int], str | None] | None = None,
+    checkpoint_bytes: str = "16KiB",
 ) -> None:
     """The test above with the server's log at ``server_log`` (``env`` for the children);
     ``writer(n)``, where the tier records it, says who wrote checkpoint ``n``: every one
@@ -280,7 +281,7 @@ def check_standby_checkpoints(
         for port, directory in ((p1, dirs[0]), (p2, dirs[1]))
     ]
     for server in servers:
-        server.args = ["--checkpoint-bytes", "16KiB", "--keep-checkpoints", "1000"]
+        server.args = ["--checkpoint-bytes", checkpoint_bytes, "--keep-checkpoints", "1000"]
     first, second = servers
     client = Child(f"{APPS}:Mixer", "client", client_log, pc, {}, dirs[2], env)
     client.args = ["--peer", f"server=127.0.0.1:{p1},127.0.0.1:{p2}"]
