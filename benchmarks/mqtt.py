@@ -40,6 +40,14 @@ def _mosquitto() -> str:
     return found
 
 
+def _mosquitto_version() -> str:
+    """The broker's version: whether it keeps to the Receive Maximum changes the result
+    (mosquitto before 2.0.13 does not; see docs/mqtt.md)."""
+    out = subprocess.run([_mosquitto(), "-h"], capture_output=True, text=True, check=False)
+    first = (out.stdout or out.stderr).splitlines()[:1]
+    return first[0].removeprefix("mosquitto version ").strip() if first else "unknown"
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -189,6 +197,7 @@ def run(messages: int, reps: int, workdir: Path, log: Callable[[str], None]) -> 
     return {
         "messages": messages,
         "reps": reps,
+        "mosquitto": _mosquitto_version(),
         "inflight": INFLIGHT,
         "samples": samples,
         "paho_per_s": paho_rate,
@@ -201,7 +210,8 @@ def markdown(r: dict[str, Any]) -> str:
     return (
         "## MQTT in: the cost of durability\n\n"
         f"Draining {r['messages']:,} queued QoS 1 messages (16 B, with publisher ids) from a "
-        f"local mosquitto, Receive Maximum {r['inflight']}, median of {r['reps']}:\n\n"
+        f"local mosquitto {r.get('mosquitto', '')}, Receive Maximum {r['inflight']}, "
+        f"median of {r['reps']}:\n\n"
         "| receiver | messages/s |\n|---|---:|\n"
         f"| paho-mqtt client alone (acknowledges on receipt) | {r['paho_per_s']:,.0f} |\n"
         f"| immortal (logged, fsync, then acknowledged) | {r['immortal_per_s']:,.0f} |\n"

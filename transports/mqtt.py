@@ -7,6 +7,9 @@ immortal is down (MQTT 5: ``clean_start=False`` on every connect and a session e
 deliver the message again; when the publisher gave it an id (the user property ``message-id``,
 or a JSON field), the executor drops the copy already logged (ambrosia_edge/once.py).
 
+How many executed messages a crash can make the broker deliver again is bounded by the source
+itself, not left to the broker's Receive Maximum (mqtt_window.py says why).
+
 paho runs its network loop in a thread of its own. Messages cross to the event loop in batches:
 the paho thread appends to a deque and, only when the deque was empty, writes a byte to a socket
 pair the loop waits on, so a burst costs one wake-up and the paho thread never waits for the
@@ -17,6 +20,7 @@ which paho guards with its own locks.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -39,6 +43,8 @@ from ambrosia_edge.errors import ConfigError
 from ambrosia_edge.mqtt_options import MQTT_PASSWORD_ENV, MQTT_USERNAME_ENV, MqttOptions
 from ambrosia_edge.once import ONCE
 from ambrosia_edge.sources import ImpulseFeed
+
+from .mqtt_window import BARRIER_FILTER, InflightWindow
 
 log = logging.getLogger("ambrosia_edge")
 
@@ -63,6 +69,8 @@ class MqttSource:
         self.rejected = 0
         self.redelivered = 0
         self.acknowledged = 0
+        #: received on a connection that was lost, left for the broker to deliver again
+        self.left_to_broker = 0
         self.connected = False
 
     @classmethod
@@ -107,15 +115,28 @@ class MqttSource:
         client_id = o.mqtt_client_id or f"ambrosia-edge-{feed.immortal}"
         client = paho_client(o, client_id, manual_ack=True)
         inbox: deque[tuple[int, paho.MQTTMessage]] = deque()
+        #: barriers answered: (generation, packet id)
+        answered: deque[tuple[int, int]] = deque()
         lock = threading.Lock()
         # the paho thread rings by writing a byte, which never blocks it (a call into the
         # event loop would, once per burst)
         bell, ringer = socket.socketpair()
         bell.setblocking(False)
         ringer.setblocking(False)
-        state = {"generation": 0, "stopped": False}
+        state: dict[str, Any] = {
+            "generation": 0,
+            "session_present": False,
+            "stopped": False,
+            # the loop wants messages (its window has room): only then does one ring the bell,
+            # so a full window leaves the paho thread reading alone while a backlog floods in
+            "hungry": True,
+        }
 
-        def on_connect(c: paho.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
+        def ring() -> None:
+            with contextlib.suppress(OSError):  # full: a ring is pending; closed: stopped
+                ringer.send(b"\0")
+
+        def on_connect(c: paho.Client, _u: Any, flags: Any, reason: Any, _p: Any) -> None:
             if reason.is_failure:
                 log.warning(
                     "%s: MQTT broker %s refused the connection: %s", feed.immortal, o.mqtt, reason
@@ -123,6 +144,7 @@ class MqttSource:
                 return
             with lock:
                 state["generation"] += 1
+                state["session_present"] = bool(flags.session_present)
             self.connected = True
             log.info(
                 "%s: connected to MQTT broker %s as %s (session present: %s; so far fed %d, "
@@ -130,13 +152,14 @@ class MqttSource:
                 feed.immortal,
                 o.mqtt,
                 client_id,
-                _f.session_present,
+                flags.session_present,
                 self.fed,
                 self.rejected,
                 self.redelivered,
             )
             # again on every connect: the session may predate a route added since
             c.subscribe([(route.topic_filter, o.mqtt_qos) for route in self.routes])
+            ring()  # the loop learns of the new connection even if nothing arrives
 
         def on_disconnect(_c: paho.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
             self.connected = False
@@ -147,15 +170,22 @@ class MqttSource:
 
         def on_message(_c: paho.Client, _u: Any, message: paho.MQTTMessage) -> None:
             with lock:
-                was_empty = not inbox
+                wake = not inbox and state["hungry"]
                 inbox.append((state["generation"], message))
-            if was_empty and not state["stopped"]:
-                with contextlib.suppress(OSError):  # full: a ring is pending; closed: stopped
-                    ringer.send(b"\0")
+            if wake and not state["stopped"]:
+                ring()
+
+        def on_unsubscribe(_c: paho.Client, _u: Any, mid: int, _r: Any, _p: Any) -> None:
+            with lock:
+                first = not answered
+                answered.append((state["generation"], mid))
+            if first and not state["stopped"]:
+                ring()
 
         client.on_connect = on_connect
         client.on_disconnect = on_disconnect
         client.on_message = on_message
+        client.on_unsubscribe = on_unsubscribe
         properties = None
         if o.mqtt_protocol == "5":
             properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
@@ -166,16 +196,42 @@ class MqttSource:
             client.connect_async(host, port)
         client.loop_start()
         task_status.started()
+        window: InflightWindow[tuple[int, paho.MQTTMessage]] = InflightWindow(o.mqtt_inflight)
+        current = 0
         try:
             while True:
-                await anyio.wait_readable(bell)
+                with lock:
+                    state["hungry"] = hungry = window.has_room() or not window.held
+                    waiting = bool(inbox) and hungry
+                if not waiting:
+                    await anyio.wait_readable(bell)
                 with contextlib.suppress(BlockingIOError):
                     bell.recv(4096)
                 with lock:
                     batch = list(inbox)
                     inbox.clear()
-                for generation, message in batch:
-                    self._take(feed, client, generation, message, state)
+                    barriers = list(answered)
+                    answered.clear()
+                    generation, present = state["generation"], state["session_present"]
+                if generation != current:
+                    current = generation
+                    window.new_connection()
+                for barrier_generation, mid in barriers:
+                    if barrier_generation == current:
+                        window.confirmed(mid)
+                window.held.extend(batch)
+                arrived = sum(1 for g, m in batch if g == current and m.qos > 0)
+                if window.receive(arrived):
+                    log.warning(
+                        "%s: MQTT broker %s sent more than --mqtt-inflight (%d) messages before "
+                        "the first was acknowledged (mosquitto before 2.0.13 does); the bridge "
+                        "now bounds what a crash can repeat itself, at some cost in throughput",
+                        feed.immortal,
+                        o.mqtt,
+                        window.size,
+                    )
+                self._feed_held(feed, client, window, current, present, state)
+                self._barrier(client, window)
                 await anyio.lowlevel.checkpoint()
         finally:
             state["stopped"] = True
@@ -184,6 +240,31 @@ class MqttSource:
             bell.close()
             ringer.close()
 
+    def _feed_held(
+        self,
+        feed: ImpulseFeed,
+        client: paho.Client,
+        window: InflightWindow[tuple[int, paho.MQTTMessage]],
+        current: int,
+        present: bool,
+        state: dict[str, Any],
+    ) -> None:
+        """Feed the waiting messages, in order, while the window has room."""
+        held = window.held
+        while held:
+            generation, message = held[0]
+            if generation != current and message.qos > 0:
+                if present:
+                    # unacknowledged on a lost connection of a session that lives on: the broker
+                    # delivers it again on this one, so feeding this copy would run it twice
+                    held.popleft()
+                    self.left_to_broker += 1
+                    continue
+            elif message.qos > 0 and not window.has_room():
+                return
+            held.popleft()
+            self._take(feed, client, generation, message, state, window, current)
+
     def _take(
         self,
         feed: ImpulseFeed,
@@ -191,18 +272,23 @@ class MqttSource:
         generation: int,
         message: paho.MQTTMessage,
         state: dict[str, Any],
+        window: InflightWindow[tuple[int, paho.MQTTMessage]],
+        current: int,
     ) -> None:
         """Feed one message to its route, and acknowledge it once its impulse is durable."""
         mid, qos = message.mid, message.qos
         if message.dup:
             self.redelivered += 1
 
-        def ack(_receipt: object = None) -> None:
+        def ack(_receipt: object = None, *, counted: bool = False) -> None:
             # an ack of an older connection would name a packet id the broker has reassigned;
             # the broker redelivers that message instead, and its id makes the copy harmless
             if qos > 0 and state["generation"] == generation and not state["stopped"]:
                 client.ack(mid, qos)
                 self.acknowledged += 1
+                window.acknowledge(fed=counted)
+                if counted:
+                    self._barrier(client, window)
 
         topic = message.topic
         route = next(
@@ -230,7 +316,10 @@ class MqttSource:
                 problem = str(exc)
             else:
                 self.fed += 1
-                receipt.add_done_callback(ack)
+                counted = qos > 0 and generation == current
+                if counted:
+                    window.fed()
+                receipt.add_done_callback(functools.partial(ack, counted=counted))
                 return
         self.rejected += 1
         log.error(
@@ -240,6 +329,14 @@ class MqttSource:
             problem,
         )
         ack()
+
+    def _barrier(
+        self, client: paho.Client, window: InflightWindow[tuple[int, paho.MQTTMessage]]
+    ) -> None:
+        if window.needs_barrier() and self.connected:
+            rc, mid = client.unsubscribe(BARRIER_FILTER)
+            if rc == paho.MQTT_ERR_SUCCESS and mid is not None:
+                window.barrier_sent(mid)
 
     def _id(self, message: paho.MQTTMessage, value: object) -> str | None:
         """The publisher's id of the message, if it gave one."""
@@ -282,7 +379,19 @@ def paho_client(o: MqttOptions, client_id: str, *, manual_ack: bool) -> paho.Cli
     if parts.scheme == "mqtts":
         client.tls_set(ca_certs=o.mqtt_ca)
     client.reconnect_delay_set(min_delay=1, max_delay=30)
+    client.on_socket_open = _no_delay
     return client
+
+
+def _no_delay(_client: paho.Client, _userdata: Any, sock: Any) -> None:
+    """Send small packets at once (paho leaves Nagle's algorithm on).
+
+    Acknowledgements and barriers are a few bytes each: with Nagle on, one written while an
+    earlier one waits for the broker's TCP ACK waits too, up to the broker's delayed-ACK timer
+    (40 ms on Linux), and every barrier took that long.
+    """
+    with contextlib.suppress(OSError, AttributeError):  # not a TCP socket: nothing to do
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 def broker_address(o: MqttOptions) -> tuple[str, int]:
