@@ -5,6 +5,7 @@ of it is logged."""
 from __future__ import annotations
 
 import datetime
+import importlib.util
 import logging
 from pathlib import Path
 from typing import Any
@@ -45,6 +46,21 @@ def ca(tmp_path: Path) -> Any:
 
 
 async def test_peers_with_certificates_of_the_ca_talk_over_tls(tmp_path: Path, ca: Any) -> None:
+    await talk_over_tls(tmp_path, ca)
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("uvloop") is None, reason="uvloop (the fast extra) is not installed"
+)
+@pytest.mark.parametrize(
+    "anyio_backend", [pytest.param(("asyncio", {"use_uvloop": True}), id="uvloop")]
+)
+async def test_tls_on_uvloop(tmp_path: Path, ca: Any) -> None:
+    """uvloop hands back its own TLS protocol for an accepted socket, not the link's."""
+    await talk_over_tls(tmp_path, ca)
+
+
+async def talk_over_tls(tmp_path: Path, ca: Any) -> None:
     ps, pc = free_port(), free_port()
     async with anyio.create_task_group() as tg:
         server = Instance(

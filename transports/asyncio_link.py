@@ -389,7 +389,7 @@ async def connect(
             )
     except OSError as exc:  # ssl.SSLError and ssl.CertificateError among them
         raise BrokenByPeer(f"cannot connect to {host}:{port}: {exc}") from None
-    return AsyncioLink(transport, protocol)
+    return _link(transport, protocol)
 
 
 async def accepted(sock: Any, *, tls: ssl.SSLContext | None = None) -> AsyncioLink:
@@ -400,4 +400,12 @@ async def accepted(sock: Any, *, tls: ssl.SSLContext | None = None) -> AsyncioLi
         transport, protocol = await loop.connect_accepted_socket(FrameProtocol, sock)
     else:
         transport, protocol = await loop.connect_accepted_socket(FrameProtocol, sock, ssl=tls)
+    return _link(transport, protocol)
+
+
+def _link(transport: Any, protocol: Any) -> AsyncioLink:
+    # uvloop returns its own TLS protocol for an accepted TLS socket, not the one it was given;
+    # the transport's protocol is ours on every loop
+    if not isinstance(protocol, FrameProtocol):
+        protocol = transport.get_protocol()
     return AsyncioLink(transport, protocol)
