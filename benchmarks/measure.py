@@ -128,6 +128,7 @@ def measure_pair(
         if workload == "throughput" or (workload == "counter" and system == AMBROSIA):
             runner.wait(what, lambda: "done" in read_status(run_dir, "server"), children)
         runner.wait(what, lambda: "done" in read_status(run_dir, "client"), children)
+        runner.check_alive(f"its CPU time and memory after {what}", children)
         cpu1 = {c.label: procstat.cpu_seconds(c.pid) for c in children}
         memory = {c.label: procstat.memory_kib(c.pid) for c in children}
         if detach is not None:

@@ -87,15 +87,20 @@ class Runner:
         env.pop("AMBROSIA_EDGE_DEBUG", None)
         return env
 
+    @staticmethod
+    def check_alive(what: str, children: list[Child]) -> None:
+        """Name a child that has exited, with its output (its /proc figures are gone too)."""
+        for child in children:
+            if not child.alive():
+                raise BenchmarkError(
+                    f"{child.label} exited with {child.proc.returncode} while waiting for "
+                    f"{what}; its output ends with:\n{child.text()[-3000:]}"
+                )
+
     def wait(self, what: str, ready: Callable[[], bool], children: list[Child]) -> None:
         deadline = time.monotonic() + self.timeout
         while not ready():
-            for child in children:
-                if not child.alive():
-                    raise BenchmarkError(
-                        f"{child.label} exited with {child.proc.returncode} while waiting for "
-                        f"{what}; its output ends with:\n{child.text()[-3000:]}"
-                    )
+            self.check_alive(what, children)
             if time.monotonic() > deadline:
                 raise BenchmarkError(f"timed out after {self.timeout:.0f} s waiting for {what}")
             time.sleep(0.005)
