@@ -2,32 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import os
-from pathlib import Path
-from typing import Any
-
-import anyio
 
 from ambrosia_edge import Immortal, impulse, rpc
+from ambrosia_edge.testing.progress import report_progress
 
-STATUS_DIR = os.environ.get("AMBROSIA_TEST_STATUS")
 CALLS = int(os.environ.get("AMBROSIA_TEST_CALLS", "300"))
 FORKS = int(os.environ.get("AMBROSIA_TEST_FORKS", "100000"))
-
-
-async def report(obj: Immortal, fields: tuple[str, ...]) -> None:
-    """Publish a few state fields to a file so a test can wait on progress (read-only)."""
-    if not STATUS_DIR:
-        return
-    path = Path(STATUS_DIR) / f"{obj.name}.json"
-    tmp = path.with_suffix(".tmp")
-    while True:
-        data: dict[str, Any] = {f: getattr(obj, f) for f in fields}
-        data["pid"] = os.getpid()
-        tmp.write_text(json.dumps(data))
-        os.replace(tmp, path)
-        await anyio.sleep(0.02)
 
 
 class Counter(Immortal):
@@ -61,7 +42,11 @@ class Counter(Immortal):
         self.readings.append(value)
 
     async def becoming_primary(self) -> None:
-        self.spawn(report, self, ("count", "received", "total", "last", "out_of_order", "readings"))
+        self.spawn(
+            report_progress,
+            self,
+            ("count", "received", "total", "last", "out_of_order", "readings"),
+        )
 
 
 class Client(Immortal):
@@ -76,7 +61,7 @@ class Client(Immortal):
         self.done = True
 
     async def becoming_primary(self) -> None:
-        self.spawn(report, self, ("seen", "done"))
+        self.spawn(report_progress, self, ("seen", "done"))
 
 
 class Streamer(Immortal):
@@ -98,7 +83,7 @@ class Streamer(Immortal):
             self.this.fork.more()
 
     async def becoming_primary(self) -> None:
-        self.spawn(report, self, ("sent",))
+        self.spawn(report_progress, self, ("sent",))
 
 
 class Mixer(Immortal):
@@ -120,4 +105,4 @@ class Mixer(Immortal):
         self.done = True
 
     async def becoming_primary(self) -> None:
-        self.spawn(report, self, ("sent", "seen", "done"))
+        self.spawn(report_progress, self, ("sent", "seen", "done"))

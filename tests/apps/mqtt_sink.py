@@ -2,30 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import os
-from pathlib import Path
 from typing import Any
 
-import anyio
-
 from ambrosia_edge import Immortal, impulse, rpc
-
-STATUS_DIR = os.environ.get("AMBROSIA_TEST_STATUS")
-
-
-async def report(obj: Immortal, fields: tuple[str, ...]) -> None:
-    """Publish a few state fields to a file so a test can wait on progress (read-only)."""
-    if not STATUS_DIR:
-        return
-    path = Path(STATUS_DIR) / f"{obj.name}.json"
-    tmp = path.with_suffix(".tmp")
-    while True:
-        data: dict[str, Any] = {f: getattr(obj, f) for f in fields}
-        data["pid"] = os.getpid()
-        tmp.write_text(json.dumps(data))
-        os.replace(tmp, path)
-        await anyio.sleep(0.02)
+from ambrosia_edge.testing.progress import report_progress
 
 
 class Sink(Immortal):
@@ -54,7 +35,7 @@ class Sink(Immortal):
         self.values.append(["rpc", topic])
 
     async def becoming_primary(self) -> None:
-        self.spawn(report, self, ("count", "last", "out_of_order", "values"))
+        self.spawn(report_progress, self, ("count", "last", "out_of_order", "values"))
 
 
 #: How many results the producer publishes, and at which QoS (the tests set them).
@@ -83,7 +64,7 @@ class Producer(Immortal):
             self.this.fork.step(last + 1)
 
     async def becoming_primary(self) -> None:
-        self.spawn(report, self, ("done",))
+        self.spawn(report_progress, self, ("done",))
 
 
 class Relay(Sink):
@@ -106,7 +87,7 @@ class Relay(Sink):
         return self.calls
 
     async def becoming_primary(self) -> None:
-        self.spawn(report, self, ("count", "last", "out_of_order", "calls"))
+        self.spawn(report_progress, self, ("count", "last", "out_of_order", "calls"))
 
 
 class Kinds(Immortal):
@@ -122,4 +103,4 @@ class Kinds(Immortal):
         self.done = True
 
     async def becoming_primary(self) -> None:
-        self.spawn(report, self, ("done",))
+        self.spawn(report_progress, self, ("done",))

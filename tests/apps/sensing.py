@@ -16,10 +16,10 @@ from typing import Any
 import anyio
 from ambrosia_edge.devices.sensors import CpuTemperature, GpioSource
 from anyio.abc import TaskStatus
-from counting import report
 
 from ambrosia_edge import Immortal, impulse
 from ambrosia_edge.sources import ImpulseFeed, ImpulseSource, Receipt
+from ambrosia_edge.testing.progress import report_progress
 
 
 class Numbered:
@@ -92,4 +92,4 @@ class Sensing(Immortal):
         return []
 
     async def becoming_primary(self) -> None:
-        self.spawn(report, self, ("readings",))
+        self.spawn(report_progress, self, ("readings",))

@@ -21,10 +21,10 @@ from typing import Any
 
 import anyio
 from anyio.abc import TaskStatus
-from counting import report
 
 from ambrosia_edge import Immortal, impulse, rpc
 from ambrosia_edge.sources import ImpulseFeed, ImpulseSource, Receipt
+from ambrosia_edge.testing.progress import report_progress
 
 TO = os.environ.get("AMBROSIA_SOAK_TO", "sink")
 COUNT = int(os.environ.get("AMBROSIA_SOAK_COUNT", "1000"))
@@ -45,7 +45,7 @@ class Receiver(Immortal):
         seen[2] += n
 
     async def becoming_primary(self) -> None:
-        self.spawn(report, self, ("senders",))
+        self.spawn(report_progress, self, ("senders",))
 
 
 class Sink(Receiver):
@@ -87,7 +87,7 @@ class Sender(Immortal):
             self.this.fork.more()
 
     async def becoming_primary(self) -> None:
-        self.spawn(report, self, ("sent",))
+        self.spawn(report_progress, self, ("sent",))
 
 
 class Ticks:
@@ -133,4 +133,4 @@ class Sensor(Immortal):
         return []
 
     async def becoming_primary(self) -> None:
-        self.spawn(report, self, ("ticks",))
+        self.spawn(report_progress, self, ("ticks",))

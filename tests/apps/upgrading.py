@@ -8,32 +8,13 @@ with it would change history, which its ``previous`` prevents.
 
 from __future__ import annotations
 
-import json
 import os
-from pathlib import Path
 from typing import Any
 
-import anyio
-
 from ambrosia_edge import Immortal, rpc
+from ambrosia_edge.testing.progress import report_progress
 
 CALLS = int(os.environ.get("AMBROSIA_TEST_CALLS", "150"))
-STATUS_DIR = os.environ.get("AMBROSIA_TEST_STATUS")
-
-
-async def report(obj: Immortal, fields: tuple[str, ...]) -> None:
-    """Publish a few state fields to a file for a test to wait on (as apps/counting.py does;
-    this module is loaded by its path in child processes, so it imports no sibling)."""
-    if not STATUS_DIR:
-        return
-    path = Path(STATUS_DIR) / f"{obj.name}.json"
-    tmp = path.with_suffix(".tmp")
-    while True:
-        data: dict[str, Any] = {f: getattr(obj, f) for f in fields}
-        data["pid"] = os.getpid()
-        tmp.write_text(json.dumps(data))
-        os.replace(tmp, path)
-        await anyio.sleep(0.02)
 
 
 class Server(Immortal):
@@ -46,7 +27,7 @@ class Server(Immortal):
         return self.count
 
     async def becoming_primary(self) -> None:
-        self.spawn(report, self, ("count",))
+        self.spawn(report_progress, self, ("count",))
 
 
 class ServerV2(Immortal):
@@ -72,7 +53,7 @@ class ServerV2(Immortal):
         return self.total
 
     async def becoming_primary(self) -> None:
-        self.spawn(report, self, ("total",))
+        self.spawn(report_progress, self, ("total",))
 
 
 class Doubling(ServerV2):
@@ -100,7 +81,7 @@ class Client(Immortal):
         self.done = True
 
     async def becoming_primary(self) -> None:
-        self.spawn(report, self, ("seen", "peeked", "done"))
+        self.spawn(report_progress, self, ("seen", "peeked", "done"))
 
 
 class ClientV2(Immortal):
