@@ -151,7 +151,7 @@ class Coordinator(Committer, Dispatcher, Checkpointing, Peers, Handover):
         out = self.outputs.get(destination)
         if out is None:
             out = self.outputs[destination] = Output(destination)
-            if self._ahead is not None and destination != self.name:
+            if self._ahead and destination != self.name:
                 out.hold()  # made by a page that is running ahead of its flush (committer.py)
         return out
 
