@@ -302,6 +302,7 @@ class Committer:
                     # are still being flushed, and is written right after them
                     page = self._seal()
                     writer.submit(page)
+                    self.stats["chained"] += 1
                     self._run_ahead(page)
                     continue
                 if writer.in_flight:

@@ -5,6 +5,7 @@ from others still run only once durable. The log, and when anything leaves, do n
 from __future__ import annotations
 
 import contextlib
+import itertools
 import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -12,6 +13,7 @@ from typing import Any
 
 import anyio
 import pytest
+from ambrosia_edge.storage.local import LocalStore
 from instances import settings
 from support import free_port, lone_coordinator
 
@@ -19,7 +21,7 @@ from ambrosia_edge import Immortal, impulse, rpc, wire
 from ambrosia_edge.coordinator import Coordinator
 from ambrosia_edge.errors import StoreError
 from ambrosia_edge.page import decode_page
-from ambrosia_edge.records import scan_records
+from ambrosia_edge.records import RecordType, scan_records
 from ambrosia_edge.runtime import Runtime
 from ambrosia_edge.testing import eventually
 
@@ -263,6 +265,7 @@ async def test_a_chain_of_steps_runs_ahead_and_each_output_waits_for_its_own_flu
         # the first page's flush stands still, and every step runs meanwhile, one page each
         await eventually(lambda: len(runner.ran) == Chain.STEPS, "the chain to run ahead")
         assert coordinator.stats["run_ahead"] == Chain.STEPS
+        assert coordinator.stats["chained"] == Chain.STEPS - 1
         assert disk.appends == [] and "a" not in coordinator.durable
         assert len(out) == Chain.STEPS and not out.has_unsent()
         assert out.unsent(1 << 20) == (0, 0, [])
@@ -373,6 +376,22 @@ async def test_a_continuation_runs_ahead_and_everything_arrives_once_in_order(
     assert sink.got == list(range(Steps.TOTAL))
     assert steps.doubled == [2 * n for n in range(21, Steps.TOTAL + 1, 21)]
     assert client.coordinator.stats["run_ahead"] > 0
+
+    # the client's log is a record per page, pages numbered in order, and its messages to
+    # itself numbered without a gap or a repeat, however many pages shared a write
+    with LocalStore(str(tmp_path / "c")) as log:
+        pages = [
+            decode_page(body, "test")
+            for chunk in log.list_chunks()
+            for _, rtype, body in log.read_typed_records(chunk)
+            if rtype == RecordType.PAGE
+        ]
+    numbers = [p.number for p in pages]
+    assert numbers == list(range(numbers[0], numbers[0] + len(numbers)))
+    own = [(e.first_total, e.count) for p in pages for e in p.entries if e.source == "client"]
+    assert [first for first, _ in own] == list(
+        itertools.accumulate([1] + [count for _, count in own[:-1]])
+    )
 
     # the logs alone rebuild both, as they were
     for cls, name, log, port, peer in (
