@@ -13,11 +13,13 @@ the task that received it, a task switch sooner. A page that fills up while a la
 being written is sealed at once and queued for the log writer, which writes it right after,
 so the disk does not idle while the loop hands it over.
 
-A page of our own messages alone (the next step of a continuation, a capture's value) runs
+A page of our own messages alone (the next step of a continuation, a call to ourselves) runs
 while the log writer flushes it, instead of after: it is the next page in the log whatever
 happens, and what it sends is held in the output buffers until it is durable
-(:meth:`Committer._run_ahead`). A continuation then costs the longer of its step and its
-flush, not their sum; the log, and when each message leaves, are the same.
+(:meth:`Committer._run_ahead`). The step it runs forks the next one, whose page runs ahead in
+turn while the first may still be flushed: a chain of such pages keeps the writer busy, which
+writes the ones that queue up together, with one flush. A continuation then costs its steps,
+not their flushes; the log, and when each message leaves, are the same.
 """
 
 from __future__ import annotations
@@ -45,6 +47,11 @@ if TYPE_CHECKING:
 _SEALED_AHEAD = 2
 #: A small append on the event loop must take less than this for the next to go there too.
 INLINE_APPEND_BUDGET = 0.0005
+#: Most pages running ahead of their flushes at once (a chain of continuation steps); their
+#: output is held, so this bounds what waits in memory besides the outputs' own bound.
+_AHEAD_MAX = 64
+#: Small pages queued for the log writer are written together up to this many bytes.
+_MERGE_BYTES = 64 * 1024
 
 #: Builds the log writer around the function that appends one page: ``(write, name)``.
 LogWriterFactory = Callable[[Callable[[Page], int], str], LogWriter]
@@ -102,6 +109,9 @@ class Committer:
         # writes the pages the loop does not (large ones, and any while small appends are slow);
         # started and stopped by the committer
         self._writer = log_writer(self._write, self.name)
+        if getattr(store, "append_parts", None) is not None:
+            # a store that appends bytes as given (a file) may take several records at once
+            self._writer.merge(self._write_pages, _MERGE_BYTES)
         self._clock = clock
         self._committer_idle = False  # waiting for input: an arrival may be written at once
         self._failure: BaseException | None = None  # of a page written on arrival
@@ -112,8 +122,9 @@ class Committer:
             lambda parts: store.append(b"".join(parts))
         )
         self._trims: dict[str, int] = {}  # acks received since the last page
-        #: the page running ahead of its flush, its output held until it is durable
-        self._ahead: Page | None = None
+        #: the pages running ahead of their flushes, oldest first, their output held until
+        #: each is durable; with each, how much every output held when it began to run
+        self._ahead: deque[tuple[Page, dict[str, int]]] = deque()
         #: the pending page holds a capture's value (set by the link to ourselves), and so
         #: did the page sealed last
         self._live_values = False
@@ -186,6 +197,8 @@ class Committer:
                 self._have_input.set()
             return
         self._have_input.set()
+        if self._ahead and source == self.name:
+            self._writer.progress.set()  # the committer waits for the writer: it may chain
         self._seal_ahead()
 
     def _seal_ahead(self) -> None:
@@ -241,6 +254,18 @@ class Committer:
         self._append(record)
         return sum(len(part) for part in record)
 
+    def _write_pages(self, pages: list[Page]) -> list[int]:
+        """Append several pages with one write and one flush, each its own record as
+        :meth:`_write` writes it (the log writer's, for small pages queued together)."""
+        parts: list[BytesLike] = []
+        sizes = []
+        for page in pages:
+            record = encode_record_parts(page.encode_parts(), RecordType.PAGE)
+            parts += record
+            sizes.append(sum(len(part) for part in record))
+        self._append(parts)
+        return sizes
+
     def _fits_inline(self, page_bytes: int, entries: int) -> bool:
         # the record's size, near enough: its batches and ~30 bytes of heads per entry
         return page_bytes + 32 * entries + 64 <= self._inline_limit
@@ -272,6 +297,14 @@ class Committer:
         writer.start()
         try:
             while True:
+                if writer.in_flight and self._pending and self._may_chain():
+                    # the next step of a chain run ahead: it runs while the pages before it
+                    # are still being flushed, and is written right after them
+                    page = self._seal()
+                    writer.submit(page)
+                    self.stats["chained"] += 1
+                    self._run_ahead(page)
+                    continue
                 if writer.in_flight:
                     # group commit: what arrives meanwhile waits for the writer to finish
                     # (full pages excepted: accept_batch hands those over at once)
@@ -300,7 +333,7 @@ class Committer:
                     record = encode_record(page.encode(), RecordType.PAGE)
                     await anyio.to_thread.run_sync(self.store.append, record[: len(record) // 2])
                     failpoints.crash()
-                if self._may_run_ahead(page):
+                if self._may_run_ahead(page.entries, self._sealed_live_values):
                     writer.submit(page)
                     self._run_ahead(page)
                 elif self._inline_ok and self._fits_inline(page.size, len(page.entries)):
@@ -310,21 +343,33 @@ class Committer:
         finally:
             await writer.aclose()
 
-    def _may_run_ahead(self, page: Page) -> bool:
-        """The page (sealed last) holds only messages to ourselves that replay of the pages
+    def _may_run_ahead(self, entries: list[Entry], live_values: bool) -> bool:
+        """A page of these entries holds only messages to ourselves that replay of the pages
         before it would send again, no impulse and no captured value, and it would be run at
-        once if it were durable: nothing queued before it, nobody dispatching, no output over
-        its bound."""
+        once if it were durable: every page before it in flight ran ahead already, nothing is
+        queued before it, nobody dispatching, no output over its bound."""
         name = self.name
         return (
-            bool(page.entries)
-            and all(e.source == name and e.replayable == e.count for e in page.entries)
-            and not self._sealed_live_values
+            bool(entries)
+            and all(e.source == name and e.replayable == e.count for e in entries)
+            and not live_values
             and self._dispatcher_idle
             and not self._durable_queue
-            and not self._writer.in_flight
+            and self._writer.in_flight == len(self._ahead)
+            and len(self._ahead) < _AHEAD_MAX
             and not self._over_bound()
             and not failpoints.armed
+        )
+
+    def _may_chain(self) -> bool:
+        """The pending page may run ahead behind pages that are still being flushed (which all
+        ran ahead): not when a checkpoint is due, which the committer takes once the writer is
+        idle (a chain that kept it busy would put the checkpoint off for good)."""
+        return (
+            self._writer.failure is None
+            and not self.checkpoint_requested
+            and self.log_bytes < self.options.checkpoint_bytes
+            and self._may_run_ahead(self._pending, self._live_values)
         )
 
     def _run_ahead(self, page: Page) -> None:
@@ -342,19 +387,26 @@ class Committer:
         because a page with input from others (a reply a caller awaits) is best flushed on the
         loop and run at once: the hand-over to the writer's thread would add to its latency.
         """
-        self._ahead = page
         name = self.name
-        for destination, out in self.outputs.items():
-            if destination != name:
-                out.hold()
+        marks = {d: out.hold() for d, out in self.outputs.items() if d != name}
+        self._ahead.append((page, marks))
         self.stats["run_ahead"] += 1
         self._dispatch(page)
 
     def _release_ahead(self) -> None:
-        """The page that ran ahead is durable: let its output go."""
-        self._ahead = None
+        """The oldest page that ran ahead is durable: let its output go, and what was sent
+        before the next one began to run (the output of later pages waits for theirs)."""
+        ahead = self._ahead
+        ahead.popleft()
+        marks = ahead[0][1] if ahead else None
         for destination, out in self.outputs.items():
-            out.release()
+            if marks is None:
+                out.release()
+            else:
+                mark = marks.get(destination)
+                if mark is None:
+                    continue  # ourselves, or made since: all its output is of later pages
+                out.release(mark)
             if out.has_unsent():
                 self._sender_wakeup(destination).set()
 
@@ -364,7 +416,7 @@ class Committer:
         self.stats["messages"] += sum(e.count for e in page.entries)
         self.durable.update(page.inputs)
         self._durable_changed.set()
-        if page is self._ahead:
+        if self._ahead and page is self._ahead[0][0]:
             self._release_ahead()  # it has run already
         elif (
             self._dispatcher_idle

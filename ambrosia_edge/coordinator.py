@@ -135,6 +135,7 @@ class Coordinator(Committer, Dispatcher, Checkpointing, Peers, Handover):
             "refused": 0,
             "sealed_ahead": 0,
             "run_ahead": 0,  # pages of our own messages run while they were flushed
+            "chained": 0,  # ... of which while pages before them were still being flushed
             "timed_out": 0,  # connections closed for taking too long over the handshake
             "turned_away": 0,  # connections refused because too many were in the handshake
         }
@@ -151,7 +152,7 @@ class Coordinator(Committer, Dispatcher, Checkpointing, Peers, Handover):
         out = self.outputs.get(destination)
         if out is None:
             out = self.outputs[destination] = Output(destination)
-            if self._ahead is not None and destination != self.name:
+            if self._ahead and destination != self.name:
                 out.hold()  # made by a page that is running ahead of its flush (committer.py)
         return out
 

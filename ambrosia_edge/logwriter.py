@@ -6,6 +6,11 @@ between those hand-overs. This thread instead waits for pages itself: a page sub
 another is being written is taken up the moment that one is durable, without the loop, and
 each written page is reported on its own, so its inputs are acknowledged and run at once
 rather than with a whole group of pages.
+
+Small pages queued behind the one being written (a chain of continuation steps run ahead of
+their flushes, committer.py) are written together, when the store can: each stays a record of
+its own, in order, byte for byte as if written one by one, but they share one write and one
+flush.
 """
 
 from __future__ import annotations
@@ -45,6 +50,10 @@ class LogWriter:
         #: set on the loop after each write (or the failure): the committer's cue
         self.progress = Wakeup()
         self._soon: Callable[..., object] | None = None
+        #: appends several pages with one write and one flush (``merge``), and up to how many
+        #: bytes of batches
+        self._write_many: Callable[[list[Page]], list[int]] | None = None
+        self._merge_bytes = 0
         # a daemon, so that a process ending without aclose (an interpreter torn down by an
         # error) does not wait forever on it; aclose joins it
         self._thread = threading.Thread(target=self._run, name=f"{name}-log-writer", daemon=True)
@@ -53,6 +62,12 @@ class LogWriter:
         """Start the thread; on the event loop that is to take the pages back."""
         self._soon = _call_soon_threadsafe()
         self._thread.start()
+
+    def merge(self, write_many: Callable[[list[Page]], list[int]], limit: int) -> None:
+        """Write small queued pages together with ``write_many`` (which returns each page's
+        record size), while their batches come to at most ``limit`` bytes."""
+        self._write_many = write_many
+        self._merge_bytes = limit
 
     @property
     def queued(self) -> int:
@@ -92,14 +107,25 @@ class LogWriter:
                     self._ready.wait()
                 if self._stopping:
                     return
-                page = self._queue.popleft()
+                pages = [self._queue.popleft()]
+                if self._write_many is not None:
+                    room = self._merge_bytes - pages[0].size
+                    while self._queue and self._queue[0].size <= room:
+                        room -= self._queue[0].size
+                        pages.append(self._queue.popleft())
             started = time.perf_counter()
             try:
-                size = self._write(page)
+                if len(pages) == 1:
+                    sizes = [self._write(pages[0])]
+                else:
+                    assert self._write_many is not None
+                    sizes = self._write_many(pages)
             except BaseException as exc:  # handed to the loop, which raises it
                 self._report(self._failed, exc)
                 return
-            self._written.append((page, size, time.perf_counter() - started))
+            seconds = time.perf_counter() - started
+            for page, size in zip(pages, sizes, strict=True):
+                self._written.append((page, size, seconds))
             self._report(self.progress.set)
 
     def _failed(self, exc: BaseException) -> None:

@@ -33,8 +33,10 @@ class Output:
     total is found by arithmetic; they are unknown (0) while a rebase is pending.
 
     Entries appended while the buffer is held (``hold``/``release``) are kept back from
-    ``unsent``: they are the output of a page that runs while it is still being flushed
-    (committer.py), and nothing may leave before the input that caused it is durable.
+    ``unsent``: they are the output of pages that run while they are still being flushed
+    (committer.py), and nothing may leave before the input that caused it is durable. Such
+    pages become durable in order, so what may leave is always a prefix: ``release(mark)``
+    lets go of what was appended before the next page still in flight began.
     """
 
     def __init__(self, destination: str) -> None:
@@ -88,14 +90,21 @@ class Output:
             self.next_total += 1
         self._appended += 1
 
-    def hold(self) -> None:
-        """Keep what is appended from now on from being sent, until :meth:`release`."""
+    def hold(self) -> int:
+        """Keep what is appended from now on from being sent, until :meth:`release`; returns
+        a mark of this moment, for releasing only what was appended before it."""
         if self._held_from is None:
             self._held_from = self._appended
+        return self._appended
 
-    def release(self) -> None:
-        """Let held entries be sent (the page that produced them is durable)."""
-        self._held_from = None
+    def release(self, mark: int | None = None) -> None:
+        """Let held entries be sent: all of them (every page that produced them is durable),
+        or those appended before ``mark`` (from :meth:`hold`), when the later ones come from a
+        page that is still being flushed."""
+        if mark is None or self._held_from is None:
+            self._held_from = None
+        else:
+            self._held_from = max(self._held_from, mark)
 
     def _held(self) -> int:
         return 0 if self._held_from is None else self._appended - self._held_from

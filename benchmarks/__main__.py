@@ -5,6 +5,7 @@
     python -m benchmarks --full --docs      # ... and update docs/benchmarks.md and its plot
     python -m benchmarks --smoke --out DIR  # seconds; what the test suite runs
     python -m benchmarks --mqtt             # MQTT in: an immortal against paho alone
+    python -m benchmarks --quick --only typical,ping   # some workloads only
 
 Every run writes ``results.json`` (every sample), ``results.md`` (the tables) and, when
 matplotlib is installed, ``throughput.png`` into ``--out`` (a new temporary directory unless
@@ -21,6 +22,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from .systems import WORKLOADS
+
 BEGIN = "<!-- results:begin -->"
 END = "<!-- results:end -->"
 REPO = Path(__file__).resolve().parent.parent
@@ -36,6 +39,17 @@ def _check_imports() -> None:
             "ambrosia_edge/ directory may be shadowing it: run from another directory with "
             "PYTHONPATH pointing at the directory that holds benchmarks/."
         ) from None
+
+
+def _workloads(text: str) -> frozenset[str]:
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    unknown = [n for n in names if n not in WORKLOADS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(
+            f"unknown workload {', '.join(unknown) or repr(text)}; choose from "
+            + ", ".join(WORKLOADS)
+        )
+    return frozenset(names)
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
@@ -61,6 +75,14 @@ def parse(argv: list[str]) -> argparse.Namespace:
         "--mqtt-messages", type=int, default=20_000, help="queued messages per --mqtt run"
     )
     parser.add_argument("--no-dbos", action="store_true", help="skip the DBOS baseline")
+    parser.add_argument(
+        "--only",
+        type=_workloads,
+        metavar="WORKLOAD[,WORKLOAD...]",
+        help="run only these workloads: " + ", ".join(WORKLOADS) + " (typical: the typical "
+        "app with the tuned app, --no-fsync and gRPC at the smallest size; the disk's floor "
+        "is always measured)",
+    )
     parser.add_argument("--out", type=Path, help="directory for results.json/.md and the plot")
     parser.add_argument(
         "--workdir",
@@ -102,7 +124,13 @@ def main(argv: list[str] | None = None) -> int:
     say(f"benchmarks, {mode.name} mode: logs in {workdir}, results to {out}")
     try:
         results = harness.run_suite(
-            mode, workdir, command, log=say, dbos=not args.no_dbos, reps=args.reps
+            mode,
+            workdir,
+            command,
+            log=say,
+            dbos=not args.no_dbos,
+            reps=args.reps,
+            only=args.only,
         )
     finally:
         if own_workdir:

@@ -37,6 +37,7 @@ from .systems import (
     RESTATE_BATCHED,
     RESTATE_EACH,
     TYPICAL_STEPS,
+    WORKLOADS,
 )
 
 
@@ -61,8 +62,13 @@ def run_suite(
     log: Callable[[str], None],
     dbos: bool = True,
     reps: int | None = None,
+    only: frozenset[str] | None = None,
 ) -> Results:
+    """Every workload of ``mode``, or those in ``only`` (names from :data:`WORKLOADS`); the
+    disk's floor is measured in each repetition whatever is selected (the ping is judged
+    against it)."""
     started = time.monotonic()
+    wanted = frozenset(WORKLOADS) if only is None else only
     results = Results(
         mode=mode.name,
         command=command,
@@ -71,6 +77,11 @@ def run_suite(
     )
     reps = reps or mode.reps
     results.params = {**asdict(mode), "reps": reps}
+    if only is not None:
+        results.params["only"] = sorted(only)
+        results.notes.append(
+            "Only some workloads ran (--only " + ",".join(w for w in WORKLOADS if w in only) + ")."
+        )
     runner = Runner(workdir, mode.timeout, log)
     systems = [AMBROSIA, NO_FSYNC]
     if _have("grpc"):
@@ -78,12 +89,12 @@ def run_suite(
     else:
         results.notes.append("grpcio is not installed, so the gRPC baseline was skipped.")
         log("grpcio is not installed: skipping the gRPC baseline (pip install '.[bench]')")
-    use_dbos = dbos and mode.dbos
+    use_dbos = dbos and mode.dbos and "counter" in wanted
     if use_dbos and not _have("dbos"):
         use_dbos = False
         results.notes.append("DBOS Transact is not installed, so its baseline was skipped.")
         log("dbos is not installed: skipping the DBOS baseline (pip install '.[bench]')")
-    elif not use_dbos:
+    elif not use_dbos and "counter" in wanted:
         results.notes.append(f"The DBOS baseline is not part of this run ({mode.name} mode).")
     # optional: measured when installed (benchmarks/restate_peer.py says what that takes)
     use_restate = use_dbos and restate_peer.available()
@@ -93,9 +104,26 @@ def run_suite(
             "(npm install -g @restatedev/restate-server; pip install restate-sdk hypercorn)"
         )
     with contextlib.ExitStack() as stack:
-        others = stack.enter_context(deployments.started(results, log)) if mode.deployments else []
-        _repetitions(runner, mode, reps, systems, others, use_dbos, use_restate, results, log)
+        others = (
+            stack.enter_context(deployments.started(results, log))
+            if mode.deployments and "deployments" in wanted
+            else []
+        )
+        _repetitions(
+            runner, mode, reps, systems, others, use_dbos, use_restate, results, log, wanted
+        )
     # once per run: each takes seconds of traffic and a log of its own
+    if "recovery" in wanted:
+        _recovery(runner, mode, results, log)
+    if "log-replay" in wanted:
+        _log_replay(runner, mode, results, log)
+    if "failover" in wanted:
+        _failover(runner, mode, results, log)
+    results.seconds = time.monotonic() - started
+    return results
+
+
+def _recovery(runner: Runner, mode: Mode, results: Results, log: Callable[[str], None]) -> None:
     r = measure_recovery(
         runner,
         size=mode.recovery_size,
@@ -109,6 +137,9 @@ def run_suite(
         f"restart (checkpoint {r['checkpoint']} + {r['tail_bytes'] / MIB:.1f} MiB of log, "
         f"{r['messages_replayed']} messages); {r['received']} of {r['total']} received"
     )
+
+
+def _log_replay(runner: Runner, mode: Mode, results: Results, log: Callable[[str], None]) -> None:
     for row in measure_log_replay(runner, size=mode.replay_log_size, volume=mode.replay_log):
         results.log_replay.append(row)
         log(
@@ -116,6 +147,9 @@ def run_suite(
             f"{row['seconds']:.2f} s, {row['mb_per_s']:,.0f} MB/s, "
             f"{row['messages_per_s']:,.0f} msg/s"
         )
+
+
+def _failover(runner: Runner, mode: Mode, results: Results, log: Callable[[str], None]) -> None:
     f = measure_failover(runner, failovers=mode.failovers, pings=mode.failover_pings)
     results.failover.append(f)
     times = sorted(f["times_s"])
@@ -123,8 +157,6 @@ def run_suite(
         f"  failover after SIGKILL to a standby, {len(times)} times: median "
         f"{median(times):.3f} s, worst {times[-1]:.3f} s; every ping exactly once"
     )
-    results.seconds = time.monotonic() - started
-    return results
 
 
 def _repetitions(
@@ -137,9 +169,16 @@ def _repetitions(
     use_restate: bool,
     results: Results,
     log: Callable[[str], None],
+    wanted: frozenset[str],
 ) -> None:
     """Every workload once per repetition, the systems taking turns (see the module)."""
     smallest = min(mode.sizes)
+    if "throughput" in wanted:
+        sizes = mode.sizes
+    elif "typical" in wanted:
+        sizes = [smallest]
+    else:
+        sizes = []
     for rep in range(reps):
         log(f"repetition {rep + 1} of {reps}")
         # the physical floor first: nothing else runs while it is measured
@@ -152,7 +191,7 @@ def _repetitions(
             f"  disk: 4 KiB append+fdatasync p50 {percentile(sorted(lat), 50) / 1e3:.0f} us, "
             f"sequential {bw / 1e6:.0f} MB/s"
         )
-        for size in mode.sizes:
+        for size in sizes:
             # the typical app runs at the smallest size, interleaved with the tuned app and gRPC
             typical = list(TYPICAL_STEPS) if size == smallest else []
             for system in _rotate(systems + typical, rep):
@@ -182,7 +221,7 @@ def _repetitions(
                         f"  replay     {size:>6} B {'':<44} {replay['messages_per_s']:>10,.0f} "
                         f"msg/s ({replay['messages']} messages)"
                     )
-        for system in _rotate(systems, rep):
+        for system in _rotate(systems, rep) if "ping" in wanted else []:
             total = mode.ping_warmup + mode.pings
             r = measure_pair(runner, system, "ping", size=16, total=total, batch=1000)
             r["rep"] = rep
@@ -193,12 +232,12 @@ def _repetitions(
                 f"  ping {system:<26} p50 {percentile(lat_sorted, 50) / 1e3:.0f} us "
                 f"p99 {percentile(lat_sorted, 99) / 1e3:.0f} us ({len(lat_sorted)} pings)"
             )
-        counters = [AMBROSIA]
+        counters = [AMBROSIA] if "counter" in wanted else []
         if use_dbos:
             counters += [DBOS_BATCHED, DBOS_QUEUE]
         if use_restate:
             counters += [RESTATE_BATCHED, RESTATE_EACH]
-        for system in _rotate(counters, rep):
+        for system in _rotate(counters, rep) if counters else []:
             if system == AMBROSIA:
                 total = mode.counter
             elif system in (DBOS_BATCHED, RESTATE_BATCHED):

@@ -20,6 +20,19 @@ THROUGHPUT_SYSTEMS = [AMBROSIA, NO_FSYNC, GRPC]
 TYPICAL_1000 = "ambrosia-edge typical app, 1,000-fork steps"
 TYPICAL_100 = "ambrosia-edge typical app, 100-fork steps"
 TYPICAL_STEPS = {TYPICAL_1000: 1000, TYPICAL_100: 100}
+#: the workloads ``python -m benchmarks --only`` selects from, in the order a run measures
+#: them. "typical" is the typical app with what its ratios need (the tuned app, --no-fsync and
+#: gRPC) at the smallest size only; "throughput" includes it.
+WORKLOADS = (
+    "throughput",
+    "typical",
+    "ping",
+    "counter",
+    "deployments",
+    "recovery",
+    "log-replay",
+    "failover",
+)
 #: the durable-execution peers of the counter workload: their module, and what it serves
 COUNTER_PEERS = {
     DBOS_QUEUE: ("benchmarks.dbos_peer", "the DBOS service"),

@@ -89,6 +89,35 @@ def test_smoke_run_reports_a_number_for_every_system(tmp_path: Path) -> None:
 
 
 @pytest.mark.timeout(120)
+def test_only_runs_the_workloads_named_and_refuses_others(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "benchmarks", "--smoke", "--quiet", "--out", str(out)]
+    done = subprocess.run(
+        [*command, "--only", "typical,ping"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=110,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    results = json.loads((out / "results.json").read_text())
+    summary = results["summary"]
+    assert len(summary["typical"]["systems"]) == 2, summary["typical"]
+    assert set(summary["throughput"]) == {"1024"}, summary["throughput"]  # the smallest size
+    assert summary["ping"]["ambrosia-edge"]["p50"] > 0
+    assert summary["ping_floor"]["ratio"] > 0  # the disk's floor is measured all the same
+    assert not results["counter"] and not results["recovery"] and not results["failover"]
+    assert "--only typical,ping" in (out / "results.md").read_text()
+
+    wrong = subprocess.run(
+        [*command, "--only", "typical,pong"], cwd=REPO, capture_output=True, text=True, check=False
+    )
+    assert wrong.returncode == 2
+    assert "unknown workload pong; choose from throughput, typical, ping" in wrong.stderr
+
+
+@pytest.mark.timeout(120)
 @pytest.mark.parametrize("variant", ["each", "batched"])
 def test_the_optional_restate_peer_applies_every_increment(tmp_path: Path, variant: str) -> None:
     sys.path.insert(0, str(REPO))

@@ -123,14 +123,26 @@ def test_awaited_calls_exactly_once_while_both_sides_are_killed(
     assert recovered_state(Counter, "server", server.log).count == CALLS
 
 
-def test_fork_stream_exactly_once_and_in_order_across_kills(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("forks", "step", "kills"),
+    [
+        (FORKS, 1000, 8),
+        # steps of 10 forks: the client runs a chain of pages ahead of their flushes, and
+        # writes those that queue up together; a kill takes pages in flight with it
+        (20_000, 10, 6),
+    ],
+)
+def test_fork_stream_exactly_once_and_in_order_across_kills(
+    tmp_path: Path, forks: int, step: int, kills: int
+) -> None:
     rng = random.Random(11)
-    server, client = pair(tmp_path, "Streamer", {"AMBROSIA_TEST_FORKS": str(FORKS)})
+    env = {"AMBROSIA_TEST_FORKS": str(forks), "AMBROSIA_TEST_STEP": str(step)}
+    server, client = pair(tmp_path, "Streamer", env)
     server.start()
     client.start()
     try:
-        for round_ in range(8):
-            target = (round_ + 1) * FORKS // 10
+        for round_ in range(kills):
+            target = (round_ + 1) * forks // (kills + 2)
             wait_for(
                 lambda target=target: (s := server.status()) and s["received"] >= target,
                 120,
@@ -140,12 +152,12 @@ def test_fork_stream_exactly_once_and_in_order_across_kills(tmp_path: Path) -> N
             victim = server if rng.random() < 0.5 else client
             victim.kill()
             victim.start()
-        wait_for(lambda: (s := server.status()) and s["received"] >= FORKS, 180, "all forks")
+        wait_for(lambda: (s := server.status()) and s["received"] >= forks, 180, "all forks")
         status = server.status()
         assert status is not None
-        assert status["received"] == FORKS
-        assert status["total"] == FORKS * (FORKS + 1) // 2
-        assert status["last"] == FORKS
+        assert status["received"] == forks
+        assert status["total"] == forks * (forks + 1) // 2
+        assert status["last"] == forks
         assert status["out_of_order"] == 0
         server.stop()
         client.stop()
@@ -153,7 +165,7 @@ def test_fork_stream_exactly_once_and_in_order_across_kills(tmp_path: Path) -> N
         server.kill()
         client.kill()
     final = recovered_state(Counter, "server", server.log)
-    assert (final.received, final.total, final.out_of_order) == (FORKS, FORKS * (FORKS + 1) // 2, 0)
+    assert (final.received, final.total, final.out_of_order) == (forks, forks * (forks + 1) // 2, 0)
 
 
 @pytest.mark.parametrize("first", ["server", "client"])

@@ -336,11 +336,14 @@ def counter_client_cuts(
     assert sum(d.cuts for d in disks.values()) >= cuts
 
 
-def fork_stream_cuts(tmp_path: Path, disks: dict[str, PowerCutDisk], cuts: int, forks: int) -> None:
+def fork_stream_cuts(
+    tmp_path: Path, disks: dict[str, PowerCutDisk], cuts: int, forks: int, step: int = 1000
+) -> None:
     rng = random.Random(cuts * 1000 + forks)
     for disk in disks.values():
         disk.mount()
-    procs = children(tmp_path, disks, "Streamer", {"AMBROSIA_TEST_FORKS": str(forks)})
+    env = {"AMBROSIA_TEST_FORKS": str(forks), "AMBROSIA_TEST_STEP": str(step)}
+    procs = children(tmp_path, disks, "Streamer", env)
     server, client = procs["server"], procs["client"]
     server.start()
     client.start()
@@ -385,6 +388,15 @@ def test_counter_and_client_across_power_cuts(
 
 def test_fork_stream_across_power_cuts(tmp_path: Path, disks: dict[str, PowerCutDisk]) -> None:
     fork_stream_cuts(tmp_path, disks, cuts=3, forks=20_000)
+
+
+def test_fork_stream_in_small_steps_across_power_cuts(
+    tmp_path: Path, disks: dict[str, PowerCutDisk]
+) -> None:
+    """Steps of 10 forks: the client runs chains of pages ahead of their flushes and writes
+    the queued ones together, so a cut falls with several pages in flight, some written and
+    not flushed; none of their forks may have left, and none is lost or doubled."""
+    fork_stream_cuts(tmp_path, disks, cuts=3, forks=5_000, step=10)
 
 
 @pytest.mark.powercut_long

@@ -5,6 +5,7 @@ from others still run only once durable. The log, and when anything leaves, do n
 from __future__ import annotations
 
 import contextlib
+import itertools
 import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -12,6 +13,7 @@ from typing import Any
 
 import anyio
 import pytest
+from ambrosia_edge.storage.local import LocalStore
 from instances import settings
 from support import free_port, lone_coordinator
 
@@ -19,7 +21,7 @@ from ambrosia_edge import Immortal, impulse, rpc, wire
 from ambrosia_edge.coordinator import Coordinator
 from ambrosia_edge.errors import StoreError
 from ambrosia_edge.page import decode_page
-from ambrosia_edge.records import scan_records
+from ambrosia_edge.records import RecordType, scan_records
 from ambrosia_edge.runtime import Runtime
 from ambrosia_edge.testing import eventually
 
@@ -192,6 +194,122 @@ async def test_a_failed_flush_of_a_page_run_ahead_stops_it_and_sends_nothing() -
     assert len(out) == 1 and not out.has_unsent()
 
 
+# --- a chain: each page run ahead forks the next, which runs ahead behind it ---------------
+
+
+class MeteredDisk:
+    """Each append waits for a permit: the test lets the flushes through one at a time. It
+    records each append as the page numbers of the records it holds, or fails them all."""
+
+    def __init__(self, *, fail: bool = False) -> None:
+        self.inline_append_limit = 64 * 1024
+        self.permits = threading.Semaphore(0)
+        self.writing = threading.Event()
+        self.appends: list[list[int]] = []
+        self.fail = fail
+
+    def append_parts(self, parts: list[bytes]) -> None:
+        self.writing.set()
+        assert self.permits.acquire(timeout=30), "the test never let the flush through"
+        if self.fail:
+            raise StoreError("log memory://a: no space left; free some and restart")
+        records = scan_records(b"".join(parts), source="test")
+        self.appends.append([decode_page(body, "test").number for _, _, body in records])
+
+
+class Chain:
+    """Runs each message to ourselves by sending its step number to "b" and forking the next
+    step to ourselves, STEPS steps in all: a continuation."""
+
+    quiescent = True
+    suspended_handlers: tuple[str, ...] = ()
+    STEPS = 12
+
+    def __init__(self) -> None:
+        self.ran: list[int] = []
+        self.coordinator: Coordinator | None = None
+
+    def dispatch_batch(self, source: str, batch: bytes, count: int) -> None:
+        assert self.coordinator is not None and source == "a"
+        for _ in range(count):
+            self.ran.append(len(self.ran) + 1)
+            self.coordinator.send("b", sent(len(self.ran)), impulse=False)
+            if len(self.ran) < self.STEPS:
+                self.coordinator.send("a", b"\x01step", impulse=False)
+
+
+def sent(step: int) -> bytes:
+    return b"\x01step %d" % step
+
+
+@contextlib.asynccontextmanager
+async def chain(disk: MeteredDisk) -> AsyncIterator[tuple[Coordinator, Chain]]:
+    runner = Chain()
+    coordinator = lone_coordinator(disk, runner)
+    runner.coordinator = coordinator
+    coordinator.output("b").rebase(0, 0)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(coordinator._committer)
+        tg.start_soon(coordinator._dispatcher)
+        tg.start_soon(coordinator._self_sender)
+        await eventually(lambda: coordinator._committer_idle, "the committer to idle")
+        coordinator.send("a", b"\x01step", impulse=False)  # the first step
+        yield coordinator, runner
+        tg.cancel_scope.cancel()
+
+
+async def test_a_chain_of_steps_runs_ahead_and_each_output_waits_for_its_own_flush() -> None:
+    disk = MeteredDisk()
+    async with chain(disk) as (coordinator, runner):
+        out = coordinator.output("b")
+        # the first page's flush stands still, and every step runs meanwhile, one page each
+        await eventually(lambda: len(runner.ran) == Chain.STEPS, "the chain to run ahead")
+        assert coordinator.stats["run_ahead"] == Chain.STEPS
+        assert coordinator.stats["chained"] == Chain.STEPS - 1
+        assert disk.appends == [] and "a" not in coordinator.durable
+        assert len(out) == Chain.STEPS and not out.has_unsent()
+        assert out.unsent(1 << 20) == (0, 0, [])
+        # the flushes go through one at a time: each write holds the first page still queued
+        # and, if the writer found more queued behind it, those too (each its own record, in
+        # order); each time the output of exactly the steps written goes, nothing of later ones
+        written = 0
+        while written < Chain.STEPS:
+            disk.permits.release()
+            await eventually(lambda: out.has_unsent(), "the next pages to be durable")
+            pages = disk.appends[-1]
+            assert pages == list(range(written + 1, written + len(pages) + 1)), disk.appends
+            framed = [wire.frame_message(sent(n)) for n in pages]
+            assert out.unsent(1 << 20) == (written + 1, len(pages), framed)
+            assert not out.has_unsent() and out.unsent(1 << 20) == (0, 0, [])
+            written += len(pages)
+            assert coordinator.durable["a"] == (written, written)
+        assert len(disk.appends) < Chain.STEPS, "no write took more than one page"
+        assert runner.ran == list(range(1, Chain.STEPS + 1))  # each step once
+        assert not coordinator._ahead
+
+
+async def test_a_failed_flush_under_a_chain_stops_it_and_sends_nothing_of_any_step() -> None:
+    disk = MeteredDisk(fail=True)
+    runner = Chain()
+    coordinator = lone_coordinator(disk, runner)
+    runner.coordinator = coordinator
+    out = coordinator.output("b")
+    out.rebase(0, 0)
+    with pytest.raises(BaseExceptionGroup) as raised, anyio.fail_after(30):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(coordinator._committer)
+            tg.start_soon(coordinator._dispatcher)
+            tg.start_soon(coordinator._self_sender)
+            await eventually(lambda: coordinator._committer_idle, "the committer to idle")
+            coordinator.send("a", b"\x01step", impulse=False)
+            await eventually(lambda: len(runner.ran) == Chain.STEPS, "the chain to run ahead")
+            disk.permits.release()
+            await anyio.sleep_forever()  # the committer must end the group
+    assert raised.group_contains(StoreError, match="no space left")
+    assert "a" not in coordinator.durable
+    assert len(out) == Chain.STEPS and not out.has_unsent()
+
+
 # --- end to end: a continuation as users write it, between two processes' worth of runtime ---
 
 
@@ -258,6 +376,22 @@ async def test_a_continuation_runs_ahead_and_everything_arrives_once_in_order(
     assert sink.got == list(range(Steps.TOTAL))
     assert steps.doubled == [2 * n for n in range(21, Steps.TOTAL + 1, 21)]
     assert client.coordinator.stats["run_ahead"] > 0
+
+    # the client's log is a record per page, pages numbered in order, and its messages to
+    # itself numbered without a gap or a repeat, however many pages shared a write
+    with LocalStore(str(tmp_path / "c")) as log:
+        pages = [
+            decode_page(body, "test")
+            for chunk in log.list_chunks()
+            for _, rtype, body in log.read_typed_records(chunk)
+            if rtype == RecordType.PAGE
+        ]
+    numbers = [p.number for p in pages]
+    assert numbers == list(range(numbers[0], numbers[0] + len(numbers)))
+    own = [(e.first_total, e.count) for p in pages for e in p.entries if e.source == "client"]
+    assert [first for first, _ in own] == list(
+        itertools.accumulate([1] + [count for _, count in own[:-1]])
+    )
 
     # the logs alone rebuild both, as they were
     for cls, name, log, port, peer in (

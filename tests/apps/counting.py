@@ -9,6 +9,8 @@ from ambrosia_edge.testing.progress import report_progress
 
 CALLS = int(os.environ.get("AMBROSIA_TEST_CALLS", "300"))
 FORKS = int(os.environ.get("AMBROSIA_TEST_FORKS", "100000"))
+#: forks per continuation step of the Streamer (small steps: many pages run ahead at once)
+STEP = int(os.environ.get("AMBROSIA_TEST_STEP", "1000"))
 
 
 class Counter(Immortal):
@@ -65,7 +67,8 @@ class Client(Immortal):
 
 
 class Streamer(Immortal):
-    """Forks FORKS numbered messages in continuation steps of 1,000 (checkpoints interleave)."""
+    """Forks FORKS numbered messages in continuation steps of STEP (1,000 unless the test sets
+    another; checkpoints interleave)."""
 
     def __init__(self) -> None:
         self.sent = 0
@@ -76,7 +79,7 @@ class Streamer(Immortal):
     @rpc
     def more(self) -> None:
         server = self.proxy("server")
-        for _ in range(min(1000, FORKS - self.sent)):
+        for _ in range(min(STEP, FORKS - self.sent)):
             self.sent += 1
             server.fork.receive(self.sent)
         if self.sent < FORKS:

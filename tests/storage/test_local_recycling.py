@@ -131,7 +131,9 @@ async def test_an_immortal_crashing_on_recycled_chunks_runs_everything_exactly_o
         recycled.append(chunk)
 
     monkeypatch.setattr(LocalStore, "_recycle", counted)
-    async with Cluster(log, checkpoint_bytes=64 * 1024) as cluster:
+    # pages of at most 16 KiB: the sink logs many and rolls its log often, however fast the
+    # producer runs ahead of its flushes
+    async with Cluster(log, checkpoint_bytes=64 * 1024, page_bytes=16 * 1024) as cluster:
         await cluster.start(Sink, "sink")
         await cluster.start(Producer, "producer", peers=["sink"])
         await eventually(lambda: len(recycled) >= 3, "chunks to be recycled")
