@@ -27,7 +27,7 @@ import os
 import socket
 import threading
 from collections import deque
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import anyio
@@ -49,6 +49,26 @@ from .mqtt_window import BARRIER_FILTER, InflightWindow
 log = logging.getLogger("ambrosia_edge")
 
 __all__ = ["MqttSource"]
+
+
+class Delivery(NamedTuple):
+    """A message as the bridge keeps it until it is fed.
+
+    paho's message object is dropped in the callback: each holds a ``Condition`` and a
+    ``Properties`` object, and a broker that sends a whole backlog at once (mosquitto 2.0.11)
+    left tens of thousands of them waiting, which made the cyclic garbage collector a third of
+    the process's work.
+    """
+
+    #: the connection it came on (``on_connect`` counts them)
+    generation: int
+    topic: str
+    payload: bytes
+    qos: int
+    mid: int
+    dup: bool
+    #: the publisher's id from the user property, when ids are taken from there
+    key: str | None
 
 
 class MqttSource:
@@ -114,7 +134,7 @@ class MqttSource:
         host, port = broker_address(o)
         client_id = o.mqtt_client_id or f"ambrosia-edge-{feed.immortal}"
         client = paho_client(o, client_id, manual_ack=True)
-        inbox: deque[tuple[int, paho.MQTTMessage]] = deque()
+        inbox: deque[Delivery] = deque()
         #: barriers answered: (generation, packet id)
         answered: deque[tuple[int, int]] = deque()
         lock = threading.Lock()
@@ -169,9 +189,18 @@ class MqttSource:
                 )
 
         def on_message(_c: paho.Client, _u: Any, message: paho.MQTTMessage) -> None:
+            key = self._property_id(message)
+            topic, payload = message.topic, message.payload
+            if not isinstance(payload, bytes):  # paho's type allows a bytearray
+                payload = bytes(payload)
             with lock:
                 wake = not inbox and state["hungry"]
-                inbox.append((state["generation"], message))
+                inbox.append(
+                    Delivery(
+                        state["generation"], topic, payload, message.qos, message.mid,
+                        bool(message.dup), key,
+                    )
+                )  # fmt: skip
             if wake and not state["stopped"]:
                 ring()
 
@@ -196,7 +225,7 @@ class MqttSource:
             client.connect_async(host, port)
         client.loop_start()
         task_status.started()
-        window: InflightWindow[tuple[int, paho.MQTTMessage]] = InflightWindow(o.mqtt_inflight)
+        window: InflightWindow[Delivery] = InflightWindow(o.mqtt_inflight)
         current = 0
         try:
             while True:
@@ -220,7 +249,7 @@ class MqttSource:
                     if barrier_generation == current:
                         window.confirmed(mid)
                 window.held.extend(batch)
-                arrived = sum(1 for g, m in batch if g == current and m.qos > 0)
+                arrived = sum(1 for d in batch if d.generation == current and d.qos > 0)
                 if window.receive(arrived):
                     log.warning(
                         "%s: MQTT broker %s sent more than --mqtt-inflight (%d) messages before "
@@ -244,7 +273,7 @@ class MqttSource:
         self,
         feed: ImpulseFeed,
         client: paho.Client,
-        window: InflightWindow[tuple[int, paho.MQTTMessage]],
+        window: InflightWindow[Delivery],
         current: int,
         present: bool,
         state: dict[str, Any],
@@ -252,32 +281,31 @@ class MqttSource:
         """Feed the waiting messages, in order, while the window has room."""
         held = window.held
         while held:
-            generation, message = held[0]
-            if generation != current and message.qos > 0:
+            delivery = held[0]
+            if delivery.generation != current and delivery.qos > 0:
                 if present:
                     # unacknowledged on a lost connection of a session that lives on: the broker
                     # delivers it again on this one, so feeding this copy would run it twice
                     held.popleft()
                     self.left_to_broker += 1
                     continue
-            elif message.qos > 0 and not window.has_room():
+            elif delivery.qos > 0 and not window.has_room():
                 return
             held.popleft()
-            self._take(feed, client, generation, message, state, window, current)
+            self._take(feed, client, delivery, state, window, current)
 
     def _take(
         self,
         feed: ImpulseFeed,
         client: paho.Client,
-        generation: int,
-        message: paho.MQTTMessage,
+        delivery: Delivery,
         state: dict[str, Any],
-        window: InflightWindow[tuple[int, paho.MQTTMessage]],
+        window: InflightWindow[Delivery],
         current: int,
     ) -> None:
         """Feed one message to its route, and acknowledge it once its impulse is durable."""
-        mid, qos = message.mid, message.qos
-        if message.dup:
+        generation, topic, payload, qos, mid, dup, key = delivery
+        if dup:
             self.redelivered += 1
 
         def ack(_receipt: object = None, *, counted: bool = False) -> None:
@@ -290,25 +318,25 @@ class MqttSource:
                 if counted:
                     self._barrier(client, window)
 
-        topic = message.topic
         route = next(
             (r for r in self.routes if paho.topic_matches_sub(r.topic_filter, topic)), None
         )
         problem = None
-        value: object = message.payload
+        value: object = payload
         if route is None:
             problem = "no route matches it"
-        elif len(message.payload) > self.options.mqtt_max_payload:
-            size, limit = len(message.payload), self.options.mqtt_max_payload
+        elif len(payload) > self.options.mqtt_max_payload:
+            size, limit = len(payload), self.options.mqtt_max_payload
             problem = f"its payload of {size} bytes is over --mqtt-max-payload ({limit})"
         elif route.json:
             try:
-                value = json.loads(message.payload)
+                value = json.loads(payload)
             except ValueError as exc:
                 problem = f"its payload is not JSON ({exc}) and route {route} wants JSON"
         if problem is None:
             assert route is not None
-            key = self._id(message, value)
+            if self.options.mqtt_id_field is not None:
+                key = self._field_id(value)
             kwargs = {ONCE: [key, self.options.mqtt_dedup_window]} if key is not None else {}
             try:
                 receipt = feed.send(route.method, topic, value, **kwargs)
@@ -330,20 +358,23 @@ class MqttSource:
         )
         ack()
 
-    def _barrier(
-        self, client: paho.Client, window: InflightWindow[tuple[int, paho.MQTTMessage]]
-    ) -> None:
+    def _barrier(self, client: paho.Client, window: InflightWindow[Delivery]) -> None:
         if window.needs_barrier() and self.connected:
             rc, mid = client.unsubscribe(BARRIER_FILTER)
             if rc == paho.MQTT_ERR_SUCCESS and mid is not None:
                 window.barrier_sent(mid)
 
-    def _id(self, message: paho.MQTTMessage, value: object) -> str | None:
-        """The publisher's id of the message, if it gave one."""
+    def _field_id(self, value: object) -> str | None:
+        """The publisher's id from a field of the JSON payload (``--mqtt-id-field``)."""
         field = self.options.mqtt_id_field
-        if field is not None:
-            if isinstance(value, dict) and field in value:
-                return str(value[field])
+        if isinstance(value, dict) and field in value:
+            return str(value[field])
+        return None
+
+    def _property_id(self, message: paho.MQTTMessage) -> str | None:
+        """The publisher's id from the user property (``--mqtt-id-property``), unless ids are
+        taken from a JSON field instead."""
+        if self.options.mqtt_id_field is not None:
             return None
         props = getattr(message, "properties", None)
         for name, text in getattr(props, "UserProperty", None) or ():
