@@ -17,6 +17,19 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 
 
+def benchmarks(*args: str) -> subprocess.CompletedProcess[str]:
+    """``python -m benchmarks ARGS`` from the repository root, as people run it (the checkout
+    must not shadow the package)."""
+    return subprocess.run(
+        [sys.executable, "-m", "benchmarks", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=110,
+        check=False,
+    )
+
+
 def goals_of(summary: dict[str, Any]) -> list[tuple[str, str]]:
     return [(t["target"], t["goal"]) for t in summary["targets"]]
 
@@ -24,15 +37,7 @@ def goals_of(summary: dict[str, Any]) -> list[tuple[str, str]]:
 @pytest.mark.timeout(120)
 def test_smoke_run_reports_a_number_for_every_system(tmp_path: Path) -> None:
     out = tmp_path / "out"
-    # from the repository root, as people run it: the checkout must not shadow the package
-    done = subprocess.run(
-        [sys.executable, "-m", "benchmarks", "--smoke", "--quiet", "--out", str(out)],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=110,
-        check=False,
-    )
+    done = benchmarks("--smoke", "--quiet", "--out", str(out))
     assert done.returncode == 0, done.stderr[-4000:]
     table = (out / "results.md").read_text()
     assert "### Throughput" in table and "### Latency" in table, table
@@ -91,15 +96,8 @@ def test_smoke_run_reports_a_number_for_every_system(tmp_path: Path) -> None:
 @pytest.mark.timeout(120)
 def test_only_runs_the_workloads_named_and_refuses_others(tmp_path: Path) -> None:
     out = tmp_path / "out"
-    command = [sys.executable, "-m", "benchmarks", "--smoke", "--quiet", "--out", str(out)]
-    done = subprocess.run(
-        [*command, "--only", "typical,ping"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=110,
-        check=False,
-    )
+    command = ["--smoke", "--quiet", "--out", str(out)]
+    done = benchmarks(*command, "--only", "typical,ping")
     assert done.returncode == 0, done.stderr[-4000:]
     results = json.loads((out / "results.json").read_text())
     summary = results["summary"]
@@ -110,9 +108,7 @@ def test_only_runs_the_workloads_named_and_refuses_others(tmp_path: Path) -> Non
     assert not results["counter"] and not results["recovery"] and not results["failover"]
     assert "--only typical,ping" in (out / "results.md").read_text()
 
-    wrong = subprocess.run(
-        [*command, "--only", "typical,pong"], cwd=REPO, capture_output=True, text=True, check=False
-    )
+    wrong = benchmarks(*command, "--only", "typical,pong")
     assert wrong.returncode == 2
     assert "unknown workload pong; choose from throughput, typical, ping" in wrong.stderr
 
@@ -191,14 +187,7 @@ def test_the_mqtt_benchmark_reports_both_rates(tmp_path: Path) -> None:
     pytest.importorskip("paho.mqtt.client")
     out = tmp_path / "out"
     args = ["--mqtt", "--mqtt-messages", "300", "--reps", "1", "--quiet", "--out", str(out)]
-    done = subprocess.run(
-        [sys.executable, "-m", "benchmarks", *args],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=110,
-        check=False,
-    )
+    done = benchmarks(*args)
     assert done.returncode == 0, done.stderr[-4000:]
     result = json.loads((out / "mqtt.json").read_text())
     assert result["paho_per_s"] > 0 and result["immortal_per_s"] > 0
