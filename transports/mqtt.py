@@ -10,11 +10,12 @@ or a JSON field), the executor drops the copy already logged (ambrosia_edge/once
 How many executed messages a crash can make the broker deliver again is bounded by the source
 itself, not left to the broker's Receive Maximum (mqtt_window.py says why).
 
-paho runs its network loop in a thread of its own. Messages cross to the event loop in batches:
-the paho thread appends to a deque and, only when the deque was empty, writes a byte to a socket
-pair the loop waits on, so a burst costs one wake-up and the paho thread never waits for the
-loop. Acknowledgements go the other way through ``client.ack``,
-which paho guards with its own locks.
+paho runs its network loop in a thread of its own. Messages cross to the event loop in batches,
+each as a small record (``Delivery``): the paho thread appends to a deque and, only when the
+deque was empty and the loop has room for more, writes a byte to a socket pair the loop waits
+on, so a burst costs one wake-up and the paho thread never waits for the loop. Acknowledgements
+and barriers go the other way through ``client.ack`` and ``client.unsubscribe``, which paho
+guards with its own locks.
 """
 
 from __future__ import annotations
