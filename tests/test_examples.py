@@ -296,6 +296,8 @@ def test_producer_killed_mid_run_resumes_from_a_checkpoint(work: Path) -> None:
         consumer.start()
         producer.start()
         wait_output(procs, consumer, shows(progress[9]), "100,000 numbers")
+        # steps run back to back now, so a slow disk may still be storing the second checkpoint
+        wait_output(procs, producer, shows("checkpoint 2 written"), "a second checkpoint")
         producer.kill()
         assert done not in consumer.output()
         producer.start()
