@@ -49,8 +49,6 @@ class InflightWindow(Generic[M]):
     #: QoS 1 and 2 messages received on this connection, and PUBACKs sent on it
     received: int = 0
     sent: int = 0
-    #: fed, acknowledged or not, with no barrier answered behind the acknowledgement yet
-    unconfirmed: int = 0
     #: fed, not acknowledged yet (their impulses are not durable yet)
     unacknowledged: int = 0
     #: fed and acknowledged since the last barrier was sent
@@ -68,11 +66,15 @@ class InflightWindow(Generic[M]):
         self.enforced = True
         return True
 
+    @property
+    def unconfirmed(self) -> int:
+        """Fed, acknowledged or not, with no barrier answered behind the acknowledgement yet."""
+        return self.unacknowledged + self.acknowledged + sum(self.barriers.values())
+
     def has_room(self) -> bool:
         return not self.enforced or self.unconfirmed < self.size
 
     def fed(self) -> None:
-        self.unconfirmed += 1
         self.unacknowledged += 1
 
     def acknowledge(self, *, fed: bool) -> None:
@@ -97,10 +99,10 @@ class InflightWindow(Generic[M]):
 
     def confirmed(self, mid: int) -> None:
         """The broker answered barrier ``mid``: the acknowledgements before it are processed."""
-        self.unconfirmed -= self.barriers.pop(mid, 0)
+        self.barriers.pop(mid, None)
 
     def new_connection(self) -> None:
         """A new connection: what the old one left unconfirmed the broker delivers again."""
         self.received = self.sent = 0
-        self.unconfirmed = self.unacknowledged = self.acknowledged = 0
+        self.unacknowledged = self.acknowledged = 0
         self.barriers.clear()
