@@ -19,6 +19,8 @@ from typing import Any
 import pytest
 from support import Child, free_port, wait_for
 
+from ambrosia_edge.testing.progress import STATUS_ENV
+
 paho = pytest.importorskip("paho.mqtt.client")
 from paho.mqtt.enums import CallbackAPIVersion  # noqa: E402
 from paho.mqtt.packettypes import PacketTypes  # noqa: E402
@@ -123,7 +125,7 @@ class MqttChild(Child):
     def start(self) -> None:
         args = [sys.executable, "-m", "ambrosia_edge", "run", self.target, "--name", self.name]
         args += ["--log", str(self.log), *self.extra]
-        env = dict(os.environ, AMBROSIA_TEST_STATUS=str(self.status_dir), **self.env)
+        env = dict(os.environ, **{STATUS_ENV: str(self.status_dir)}, **self.env)
         (self.status_dir / f"{self.name}.json").unlink(missing_ok=True)
         with open(self.status_dir / f"{self.name}.{self.starts}.log", "wb") as out:
             self.proc = subprocess.Popen(

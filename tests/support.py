@@ -15,6 +15,7 @@ from typing import Any
 
 from ambrosia_edge.coordinator import Coordinator, CoordinatorOptions
 from ambrosia_edge.testing import free_port
+from ambrosia_edge.testing.progress import STATUS_ENV
 
 __all__ = [
     "APPS",
@@ -102,7 +103,7 @@ class Child:
         for peer, port in self.peers.items():
             args += ["--peer", f"{peer}=127.0.0.1:{port}"]
         args += self.args
-        env = dict(os.environ, AMBROSIA_TEST_STATUS=str(self.status_dir), **self.env)
+        env = dict(os.environ, **{STATUS_ENV: str(self.status_dir)}, **self.env)
         (self.status_dir / f"{self.name}.json").unlink(missing_ok=True)
         with open(self.status_dir / f"{self.name}.{self.starts}.log", "wb") as out:
             # cwd: a checkout's ambrosia_edge/ must not shadow the installed package, whose
