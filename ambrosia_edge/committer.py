@@ -250,13 +250,11 @@ class Committer:
     def _write(self, page: Page) -> int:
         """Append a page to the log; in the log writer's thread for large pages, while the loop
         goes on receiving."""
-        record = encode_record_parts(page.encode_parts(), RecordType.PAGE)
-        self._append(record)
-        return sum(len(part) for part in record)
+        return self._write_pages([page])[0]
 
     def _write_pages(self, pages: list[Page]) -> list[int]:
-        """Append several pages with one write and one flush, each its own record as
-        :meth:`_write` writes it (the log writer's, for small pages queued together)."""
+        """Append pages with one write and one flush, each its own record (the log writer's,
+        for small pages queued together); the size of each record."""
         parts: list[BytesLike] = []
         sizes = []
         for page in pages:
